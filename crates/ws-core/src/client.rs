@@ -1,0 +1,468 @@
+//! The per-connection state machine: heartbeat, deadlines, frame policy and the close handshake.
+//!
+//! ```text
+//!             handle_close (peer)                       peer close / deadline / EOF
+//!   Open ─────────────────────────────► Closed ◄──────────────────────────── Closing
+//!     │                                   ▲                                     ▲
+//!     │ idle deadline, write timeout, EOF │                                     │
+//!     └───────────────────────────────────┘                                     │
+//!     └─────────── close(), fault, token expiry, drain: send close frame ───────┘
+//! ```
+//!
+//! # Driving it
+//!
+//! After every `handle_*` call or [`Client::close`], drain [`Client::poll_transmit`] (frames
+//! to write, in order) and [`Client::poll_event`] (what the application must act on) until
+//! both return `None`, then sleep until [`Client::poll_timeout`] and call
+//! [`Client::handle_timeout`]. Instants passed in must never go backwards.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ws_core::client::{Client, ClientConfig, Event, Transmit};
+//!
+//! let start = Instant::now();
+//! let mut client = Client::new(ClientConfig::default(), start);
+//! client.handle_text(start, r#"{"type":"publish","data":"hi"}"#);
+//! assert!(matches!(client.poll_event(), Some(Event::Publish { .. })));
+//!
+//! // Nothing heard for ping_interval: the machine asks for a ping.
+//! let later = client.poll_timeout().unwrap();
+//! client.handle_timeout(later);
+//! assert_eq!(client.poll_transmit(), Some(Transmit::Ping));
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::close_code::{Close, CloseCode};
+use crate::envelope::{ClientFrame, Payload, ServerFrame};
+
+/// Limits and timers of one connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// How often the server pings (SPEC default 25 s).
+    pub ping_interval: Duration,
+    /// How long after a due ping silence is tolerated: no traffic for
+    /// `ping_interval + pong_timeout` ends the connection.
+    pub pong_timeout: Duration,
+    /// How long one write may be stuck before the connection is dropped.
+    pub write_timeout: Duration,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+    /// The largest text message accepted; larger ones close with 1009.
+    pub max_message_bytes: usize,
+    /// Malformed frames answered with an `error` frame before the connection closes with 1008.
+    pub max_protocol_errors: u32,
+    /// Whether clients may publish over the WebSocket.
+    pub allow_publish: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_message_bytes: 64 * 1024,
+            max_protocol_errors: 3,
+            allow_publish: true,
+        }
+    }
+}
+
+/// A frame the transport must write, in the order polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Transmit {
+    /// A ping control frame (empty payload).
+    Ping,
+    /// A text frame (an `error` frame of the protocol).
+    Text(String),
+    /// A close frame; nothing may be written after it.
+    Close(Close),
+}
+
+/// What the application must act on.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Event {
+    /// The client published `data` to its project.
+    Publish {
+        /// The client's id for the publish (for the `ack`).
+        id: Option<String>,
+        /// The payload, verbatim.
+        data: Payload,
+    },
+    /// The client asked for the presence list.
+    PresenceRequest,
+    /// The connection is over: unregister it and drop the socket. Always the last event.
+    Closed(Closed),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The close frame's code: the one we sent, the one the peer sent, or 1006 when none was exchanged.
+    pub code: CloseCode,
+    /// The close frame's reason, or why the connection was dropped.
+    pub reason: String,
+    /// Who ended it.
+    pub initiator: Initiator,
+    /// Whether a close frame went at least one way and the transport ended in order.
+    pub clean: bool,
+}
+
+impl Closed {
+    /// Whether this end is worth a warning in the logs: normal closes log at debug.
+    pub fn is_normal(&self) -> bool {
+        self.clean && self.code.is_normal()
+    }
+}
+
+/// Who ended a connection (h2's `Initiator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// The server: a fault, a limit, the hub, a deadline or shutdown.
+    Local,
+    /// The peer: its close frame, or its transport going away.
+    Remote,
+}
+
+/// A fault the WebSocket layer detected in what the peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerFault {
+    /// A message over the size limit: 1009.
+    TooBig,
+    /// A text frame that is not UTF-8: 1007.
+    InvalidUtf8,
+    /// Broken framing (bad opcode, unmasked frame, bad fragmentation): 1002.
+    Protocol,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the peer's until `deadline`.
+    Closing {
+        close: Close,
+        deadline: Instant,
+    },
+    Closed,
+}
+
+/// The state machine of one WebSocket connection. See the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    /// Last time anything arrived from the peer.
+    last_rx: Instant,
+    next_ping: Instant,
+    /// When the token expires; the connection closes with 4001 then.
+    expires_at: Option<Instant>,
+    /// When the server drains this connection with 1001.
+    drain_at: Option<Instant>,
+    protocol_errors: u32,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Client {
+    /// A new open connection at `now`.
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        Self {
+            next_ping: now + config.ping_interval,
+            config,
+            state: State::Open,
+            last_rx: now,
+            expires_at: None,
+            drain_at: None,
+            protocol_errors: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // === getters ===
+
+    /// The connection's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Whether published messages may still be written: only while open.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+
+    /// Whether the connection is over; the shell stops once events are drained.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The deadline for a write started at `now`.
+    pub fn write_deadline(&self, now: Instant) -> Instant {
+        now + self.config.write_timeout
+    }
+
+    // === inputs from the peer ===
+
+    /// A text message arrived.
+    pub fn handle_text(&mut self, now: Instant, text: &str) {
+        self.last_rx = now;
+        if !self.is_open() {
+            // After our close frame the peer may still send data; RFC 6455 lets us drop it.
+            return;
+        }
+        if text.len() > self.config.max_message_bytes {
+            self.fault(now, PeerFault::TooBig);
+            return;
+        }
+        match ClientFrame::parse(text) {
+            Ok(ClientFrame::Publish { id, data }) => {
+                if self.config.allow_publish {
+                    self.events.push_back(Event::Publish { id, data });
+                } else {
+                    self.protocol_error(
+                        now,
+                        "publish_not_allowed",
+                        "this server does not accept publishes from clients",
+                    );
+                }
+            }
+            Ok(ClientFrame::Presence) => self.events.push_back(Event::PresenceRequest),
+            Err(e) => self.protocol_error(now, e.code(), &e.to_string()),
+        }
+    }
+
+    /// A binary message of `len` bytes arrived: the protocol is JSON text only.
+    pub fn handle_binary(&mut self, now: Instant, len: usize) {
+        self.last_rx = now;
+        if self.is_open() {
+            let close = if len > self.config.max_message_bytes {
+                Close::new(CloseCode::MESSAGE_TOO_BIG, "message too big")
+            } else {
+                Close::new(
+                    CloseCode::UNSUPPORTED_DATA,
+                    "binary frames are not supported",
+                )
+            };
+            self.close(now, close);
+        }
+    }
+
+    /// A ping or pong arrived. Pongs to our pings are answered by the WebSocket layer.
+    pub fn handle_control(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
+    /// The peer's close frame arrived (`None`: it carried no code).
+    ///
+    /// The WebSocket layer echoes it (RFC 6455 §5.5.1); the shell must then flush.
+    pub fn handle_close(&mut self, now: Instant, frame: Option<(CloseCode, &str)>) {
+        self.last_rx = now;
+        let (code, reason) = frame.unwrap_or((CloseCode::NO_STATUS, ""));
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Open => self.finish(Closed {
+                code,
+                reason: reason.to_owned(),
+                initiator: Initiator::Remote,
+                clean: true,
+            }),
+            State::Closing { close, .. } => self.finish(Closed {
+                code: close.code(),
+                reason: close.reason().to_owned(),
+                initiator: Initiator::Local,
+                clean: true,
+            }),
+            State::Closed => {}
+        }
+    }
+
+    /// The WebSocket layer refused what the peer sent.
+    pub fn handle_fault(&mut self, now: Instant, fault: PeerFault) {
+        self.last_rx = now;
+        self.fault(now, fault);
+    }
+
+    /// The transport ended: `eof` for an orderly TCP end, otherwise a reset or IO error.
+    pub fn handle_disconnect(&mut self, now: Instant, eof: bool, cause: &str) {
+        let _ = now;
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Open => self.finish(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: cause.to_owned(),
+                initiator: Initiator::Remote,
+                clean: false,
+            }),
+            // The peer got our close frame and hung up without answering: common and harmless.
+            State::Closing { close, .. } => self.finish(Closed {
+                code: close.code(),
+                reason: close.reason().to_owned(),
+                initiator: Initiator::Local,
+                clean: eof,
+            }),
+            State::Closed => {}
+        }
+    }
+
+    /// A write was stuck past [`Client::write_deadline`]: the peer is not reading.
+    /// No close frame can get through, so the connection is dropped.
+    pub fn handle_write_timeout(&mut self, now: Instant) {
+        let _ = now;
+        if !self.is_closed() {
+            self.state = State::Closed;
+            self.finish(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: "write timeout".to_owned(),
+                initiator: Initiator::Local,
+                clean: false,
+            });
+        }
+    }
+
+    // === inputs from the server ===
+
+    /// Closes the connection with `close`: sends the frame and waits for the peer's.
+    /// Does nothing once closing.
+    pub fn close(&mut self, now: Instant, close: Close) {
+        if self.is_open() {
+            debug_assert!(close.code().is_sendable(), "{close:?} cannot be sent");
+            self.transmits.push_back(Transmit::Close(close.clone()));
+            self.state = State::Closing {
+                close,
+                deadline: now + self.config.close_timeout,
+            };
+        }
+    }
+
+    /// The token expires at `at`: the connection closes with 4001 then.
+    pub fn set_expiry(&mut self, at: Instant) {
+        self.expires_at = Some(at);
+    }
+
+    /// The server is draining: close with 1001 at `at` (spread so clients do not all
+    /// reconnect at once).
+    pub fn handle_drain(&mut self, now: Instant, at: Instant) {
+        self.drain_at = Some(at);
+        self.handle_timeout(now);
+    }
+
+    /// Time passed: fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &self.state {
+            State::Closed => {}
+            State::Closing { close, deadline } => {
+                if now >= *deadline {
+                    let close = close.clone();
+                    self.state = State::Closed;
+                    self.finish(Closed {
+                        code: close.code(),
+                        reason: format!("{} (no close frame from the peer)", close.reason()),
+                        initiator: Initiator::Local,
+                        clean: false,
+                    });
+                }
+            }
+            State::Open => {
+                if now >= self.idle_deadline() {
+                    // The peer is gone or frozen. A close frame is sent as a courtesy, but
+                    // nobody waits for an answer: the connection ends now.
+                    let close = Close::new(CloseCode::GOING_AWAY, "ping timeout");
+                    self.transmits.push_back(Transmit::Close(close.clone()));
+                    self.state = State::Closed;
+                    self.finish(Closed {
+                        code: close.code(),
+                        reason: close.reason().to_owned(),
+                        initiator: Initiator::Local,
+                        clean: false,
+                    });
+                } else if self.expires_at.is_some_and(|at| now >= at) {
+                    self.close(now, Close::new(CloseCode::TOKEN_EXPIRED, "token expired"));
+                } else if self.drain_at.is_some_and(|at| now >= at) {
+                    self.close(now, Close::shutting_down());
+                } else if now >= self.next_ping {
+                    self.transmits.push_back(Transmit::Ping);
+                    // Skip missed beats rather than bursting pings after a stall.
+                    while self.next_ping <= now {
+                        self.next_ping += self.config.ping_interval;
+                    }
+                }
+            }
+        }
+    }
+
+    // === outputs ===
+
+    /// The next frame to write.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must next be called; `None` once closed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Closed => None,
+            State::Closing { deadline, .. } => Some(*deadline),
+            State::Open => [
+                Some(self.next_ping),
+                Some(self.idle_deadline()),
+                self.expires_at,
+                self.drain_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
+        }
+    }
+
+    // === internals ===
+
+    fn idle_deadline(&self) -> Instant {
+        self.last_rx + self.config.ping_interval + self.config.pong_timeout
+    }
+
+    fn fault(&mut self, now: Instant, fault: PeerFault) {
+        let close = match fault {
+            PeerFault::TooBig => Close::new(CloseCode::MESSAGE_TOO_BIG, "message too big"),
+            PeerFault::InvalidUtf8 => Close::new(CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
+            PeerFault::Protocol => Close::new(CloseCode::PROTOCOL_ERROR, "protocol error"),
+        };
+        self.close(now, close);
+    }
+
+    /// A recoverable fault: an `error` frame, and 1008 once they pile up.
+    fn protocol_error(&mut self, now: Instant, code: &str, message: &str) {
+        self.protocol_errors += 1;
+        if self.protocol_errors > self.config.max_protocol_errors {
+            self.close(
+                now,
+                Close::new(CloseCode::POLICY_VIOLATION, "too many malformed frames"),
+            );
+        } else {
+            self.transmits.push_back(Transmit::Text(
+                ServerFrame::Error { code, message }.to_json(),
+            ));
+        }
+    }
+
+    fn finish(&mut self, closed: Closed) {
+        debug_assert!(self.is_closed());
+        self.events.push_back(Event::Closed(closed));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,419 @@
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Any instant will do as the simulation's origin: only differences matter.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "an arbitrary origin for the fake clock"
+)]
+pub(crate) fn origin() -> Instant {
+    Instant::now()
+}
+
+type Poke = dyn Fn(&mut Client, Instant);
+
+/// A client on a fake clock that records everything it outputs.
+struct Sim {
+    client: Client,
+    now: Instant,
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Sim {
+    fn new(config: ClientConfig) -> Self {
+        let now = origin();
+        Self {
+            client: Client::new(config, now),
+            now,
+            transmits: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.client.poll_transmit() {
+            self.transmits.push(t);
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Jumps to the next timer and fires it; false when no timer is armed.
+    fn step(&mut self) -> bool {
+        let Some(at) = self.client.poll_timeout() else {
+            return false;
+        };
+        assert!(at >= self.now, "timeout in the past");
+        self.now = at;
+        self.client.handle_timeout(at);
+        self.drain();
+        true
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(at) = self.client.poll_timeout() {
+            if at > until {
+                break;
+            }
+            self.now = at;
+            self.client.handle_timeout(at);
+            self.drain();
+        }
+        self.now = until;
+    }
+
+    fn with(&mut self, f: impl FnOnce(&mut Client, Instant)) {
+        f(&mut self.client, self.now);
+        self.drain();
+    }
+
+    fn closed(&self) -> Option<&Closed> {
+        self.events.iter().find_map(|e| match e {
+            Event::Closed(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn close_sent(&self) -> Option<&Close> {
+        self.transmits.iter().find_map(|t| match t {
+            Transmit::Close(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        ping_interval: Duration::from_secs(25),
+        pong_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(10),
+        close_timeout: Duration::from_secs(5),
+        max_message_bytes: 100,
+        max_protocol_errors: 2,
+        allow_publish: true,
+    }
+}
+
+#[test]
+fn publishes_become_events() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","id":"7","data":[1]}"#));
+    let [Event::Publish { id, data }] = &sim.events[..] else {
+        panic!("{:?}", sim.events)
+    };
+    assert_eq!((id.as_deref(), data.get()), (Some("7"), "[1]"));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"presence"}"#));
+    assert_eq!(sim.events.last(), Some(&Event::PresenceRequest));
+    assert!(sim.transmits.is_empty());
+}
+
+#[test]
+fn pings_every_interval_while_the_peer_answers() {
+    let mut sim = Sim::new(config());
+    for _ in 0..5 {
+        sim.advance(Duration::from_secs(25));
+        assert_eq!(sim.transmits.pop(), Some(Transmit::Ping));
+        sim.with(|c, now| c.handle_control(now)); // the pong
+    }
+    assert!(sim.client.is_open());
+    assert!(sim.closed().is_none());
+}
+
+#[test]
+fn silence_ends_the_connection_after_ping_interval_plus_pong_timeout() {
+    let mut sim = Sim::new(config());
+    let start = sim.now;
+    while sim.closed().is_none() {
+        assert!(sim.step());
+    }
+    assert_eq!(sim.now - start, Duration::from_secs(35));
+    let closed = sim.closed().unwrap();
+    assert_eq!(
+        (closed.code, closed.initiator, closed.clean),
+        (CloseCode::GOING_AWAY, Initiator::Local, false)
+    );
+    assert_eq!(sim.close_sent().map(Close::reason), Some("ping timeout"));
+    assert!(sim.client.poll_timeout().is_none());
+}
+
+#[test]
+fn any_traffic_counts_as_life() {
+    let mut sim = Sim::new(config());
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(30));
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"presence"}"#));
+    }
+    assert!(sim.client.is_open());
+}
+
+#[test]
+fn client_initiated_close_is_clean_and_remote() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_close(now, Some((CloseCode::NORMAL, "bye"))));
+    let closed = sim.closed().unwrap();
+    assert_eq!(closed.code, CloseCode::NORMAL);
+    assert_eq!(closed.reason, "bye");
+    assert_eq!(closed.initiator, Initiator::Remote);
+    assert!(closed.is_normal());
+    // The echo is the WebSocket layer's job: the core sends nothing more.
+    assert!(sim.transmits.is_empty());
+    assert!(sim.client.poll_timeout().is_none());
+}
+
+#[test]
+fn close_without_code_is_reported_as_1005() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_close(now, None));
+    assert_eq!(sim.closed().unwrap().code, CloseCode::NO_STATUS);
+}
+
+#[test]
+fn server_close_waits_for_the_peers_close_frame() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.close(now, Close::new(CloseCode::NORMAL, "project closed")));
+    assert_eq!(
+        sim.transmits,
+        [Transmit::Close(Close::new(
+            CloseCode::NORMAL,
+            "project closed"
+        ))]
+    );
+    assert!(!sim.client.is_open());
+    assert!(sim.closed().is_none());
+    // A second close is ignored: one close frame only.
+    sim.with(|c, now| c.close(now, Close::shutting_down()));
+    assert_eq!(sim.transmits.len(), 1);
+    sim.advance(Duration::from_secs(1));
+    sim.with(|c, now| c.handle_close(now, Some((CloseCode::NORMAL, ""))));
+    let closed = sim.closed().unwrap();
+    assert_eq!(
+        (closed.code, closed.initiator, closed.clean),
+        (CloseCode::NORMAL, Initiator::Local, true)
+    );
+    assert_eq!(closed.reason, "project closed");
+}
+
+#[test]
+fn server_close_gives_up_after_close_timeout() {
+    let mut sim = Sim::new(config());
+    let start = sim.now;
+    sim.with(|c, now| c.close(now, Close::shutting_down()));
+    while sim.closed().is_none() {
+        assert!(sim.step());
+    }
+    assert_eq!(sim.now - start, Duration::from_secs(5));
+    let closed = sim.closed().unwrap();
+    assert!(!closed.clean);
+    assert_eq!(closed.code, CloseCode::GOING_AWAY);
+}
+
+#[test]
+fn peer_hanging_up_after_our_close_is_clean() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.close(now, Close::shutting_down()));
+    sim.with(|c, now| c.handle_disconnect(now, true, "eof"));
+    let closed = sim.closed().unwrap();
+    assert!(closed.is_normal(), "{closed:?}");
+}
+
+#[test]
+fn dropped_transport_is_abnormal() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_disconnect(now, false, "connection reset"));
+    let closed = sim.closed().unwrap();
+    assert_eq!(closed.code, CloseCode::ABNORMAL);
+    assert_eq!(closed.reason, "connection reset");
+    assert!(!closed.is_normal());
+}
+
+#[test]
+fn faults_close_with_their_codes() {
+    let cases: [(&Poke, u16); 6] = [
+        (&|c, now| c.handle_binary(now, 10), 1003),
+        (&|c, now| c.handle_binary(now, 1000), 1009),
+        (&|c, now| c.handle_text(now, &" ".repeat(101)), 1009),
+        (&|c, now| c.handle_fault(now, PeerFault::TooBig), 1009),
+        (&|c, now| c.handle_fault(now, PeerFault::InvalidUtf8), 1007),
+        (&|c, now| c.handle_fault(now, PeerFault::Protocol), 1002),
+    ];
+    for (input, code) in cases {
+        let mut sim = Sim::new(config());
+        sim.with(|c, now| input(c, now));
+        assert_eq!(sim.close_sent().map(|c| c.code().as_u16()), Some(code));
+        assert!(!sim.client.is_open());
+    }
+}
+
+#[test]
+fn malformed_frames_get_error_frames_then_1008() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_text(now, "not json"));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"dance"}"#));
+    assert_eq!(sim.transmits.len(), 2);
+    let Transmit::Text(first) = &sim.transmits[0] else {
+        panic!()
+    };
+    assert!(
+        first.starts_with(r#"{"type":"error","code":"invalid_json""#),
+        "{first}"
+    );
+    let Transmit::Text(second) = &sim.transmits[1] else {
+        panic!()
+    };
+    assert_eq!(
+        second,
+        r#"{"type":"error","code":"unknown_type","message":"unknown type `dance`"}"#
+    );
+    sim.with(|c, now| c.handle_text(now, "{}"));
+    assert_eq!(
+        sim.close_sent().map(|c| c.code()),
+        Some(CloseCode::POLICY_VIOLATION)
+    );
+}
+
+#[test]
+fn publishing_can_be_disabled() {
+    let mut sim = Sim::new(ClientConfig {
+        allow_publish: false,
+        ..config()
+    });
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    assert!(sim.events.is_empty());
+    let [Transmit::Text(error)] = &sim.transmits[..] else {
+        panic!()
+    };
+    assert!(error.contains("publish_not_allowed"));
+}
+
+#[test]
+fn token_expiry_closes_with_4001() {
+    let mut sim = Sim::new(config());
+    let expiry = sim.now + Duration::from_secs(2);
+    sim.with(|c, _| c.set_expiry(expiry));
+    sim.step();
+    assert_eq!(sim.now, expiry);
+    assert_eq!(
+        sim.close_sent(),
+        Some(&Close::new(CloseCode::TOKEN_EXPIRED, "token expired"))
+    );
+}
+
+#[test]
+fn drain_closes_with_1001_at_its_time() {
+    let mut sim = Sim::new(config());
+    let at = sim.now + Duration::from_secs(3);
+    sim.with(|c, now| c.handle_drain(now, at));
+    assert!(sim.transmits.is_empty());
+    sim.step();
+    assert_eq!(sim.now, at);
+    assert_eq!(sim.close_sent(), Some(&Close::shutting_down()));
+    // A drain time already past closes at once.
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_drain(now, now));
+    assert_eq!(sim.close_sent(), Some(&Close::shutting_down()));
+}
+
+#[test]
+fn write_timeout_drops_without_a_close_frame() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_write_timeout(now));
+    assert!(sim.close_sent().is_none());
+    let closed = sim.closed().unwrap();
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (CloseCode::ABNORMAL, "write timeout")
+    );
+}
+
+#[test]
+fn nothing_is_accepted_after_close() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.close(now, Close::normal()));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    sim.with(|c, now| c.handle_text(now, "garbage"));
+    assert_eq!(sim.transmits.len(), 1);
+    assert!(sim.events.is_empty());
+}
+
+/// One input to the machine, for property tests.
+#[derive(Debug, Clone)]
+enum Input {
+    Wait(u64),
+    Text(&'static str),
+    Binary(usize),
+    Control,
+    PeerClose(u16),
+    Fault(u8),
+    Disconnect(bool),
+    WriteTimeout,
+    Close(u16),
+    Drain(u64),
+    Expire(u64),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (0u64..40_000).prop_map(Input::Wait),
+        prop::sample::select(vec![
+            r#"{"type":"publish","data":1}"#,
+            r#"{"type":"presence"}"#,
+            "nope",
+            r#"{"type":"x"}"#,
+        ])
+        .prop_map(Input::Text),
+        (0usize..200).prop_map(Input::Binary),
+        Just(Input::Control),
+        prop::sample::select(vec![1000u16, 1001, 1005, 4000]).prop_map(Input::PeerClose),
+        (0u8..3).prop_map(Input::Fault),
+        any::<bool>().prop_map(Input::Disconnect),
+        Just(Input::WriteTimeout),
+        prop::sample::select(vec![1000u16, 1008, 1013, 4003, 4008]).prop_map(Input::Close),
+        (0u64..10_000).prop_map(Input::Drain),
+        (0u64..10_000).prop_map(Input::Expire),
+    ]
+}
+
+proptest! {
+    /// Whatever happens: at most one `Closed` event and it is the last; every close frame
+    /// carries a sendable code; nothing is written after a close frame; no timer is armed
+    /// once closed.
+    #[test]
+    fn lifecycle_invariants(inputs in prop::collection::vec(input(), 0..60)) {
+        let mut sim = Sim::new(config());
+        for input in inputs {
+            let now = sim.now;
+            match input {
+                Input::Wait(ms) => sim.advance(Duration::from_millis(ms)),
+                Input::Text(t) => sim.with(|c, now| c.handle_text(now, t)),
+                Input::Binary(n) => sim.with(|c, now| c.handle_binary(now, n)),
+                Input::Control => sim.with(|c, now| c.handle_control(now)),
+                Input::PeerClose(code) => sim.with(|c, now| c.handle_close(now, Some((CloseCode::new(code), "")))),
+                Input::Fault(f) => sim.with(|c, now| c.handle_fault(now, [PeerFault::TooBig, PeerFault::InvalidUtf8, PeerFault::Protocol][f as usize])),
+                Input::Disconnect(eof) => sim.with(|c, now| c.handle_disconnect(now, eof, "gone")),
+                Input::WriteTimeout => sim.with(|c, now| c.handle_write_timeout(now)),
+                Input::Close(code) => sim.with(|c, now| c.close(now, Close::new(CloseCode::new(code), "x"))),
+                Input::Drain(ms) => sim.with(|c, now| c.handle_drain(now, now + Duration::from_millis(ms))),
+                Input::Expire(ms) => sim.with(|c, _| c.set_expiry(now + Duration::from_millis(ms))),
+            }
+            prop_assert_eq!(sim.client.is_closed(), sim.client.poll_timeout().is_none());
+        }
+        let closes: Vec<_> = sim.events.iter().enumerate().filter(|(_, e)| matches!(e, Event::Closed(_))).collect();
+        prop_assert!(closes.len() <= 1);
+        if let Some((i, _)) = closes.first() {
+            prop_assert_eq!(*i, sim.events.len() - 1, "Closed must be the last event");
+            prop_assert!(sim.client.is_closed());
+        }
+        let close_frames: Vec<_> = sim.transmits.iter().enumerate().filter(|(_, t)| matches!(t, Transmit::Close(_))).collect();
+        prop_assert!(close_frames.len() <= 1);
+        if let Some((i, Transmit::Close(close))) = close_frames.first() {
+            prop_assert!(close.code().is_sendable());
+            prop_assert_eq!(*i, sim.transmits.len() - 1, "nothing after a close frame");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The v1 wire protocol (SPEC §4): JSON text frames in both directions.
+//!
+//! Client frames are parsed without panicking, whatever the input, into [`ClientFrame`]
+//! or an [`EnvelopeError`] that says precisely what is wrong. Server frames are
+//! serialised once per event and shared by every recipient.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A frame a client sends.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// `{"type":"publish","id"?:str,"data":json}`: publish `data` to the project.
+    Publish {
+        /// The client's id for the publish, echoed in the `ack`.
+        id: Option<String>,
+        /// The payload, kept as raw JSON so it is never re-encoded.
+        data: Payload,
+    },
+    /// `{"type":"presence"}`: ask for the project's presence list.
+    Presence,
+}
+
+/// Why a client frame was refused. Each is answered with an `error` frame
+/// carrying [`EnvelopeError::code`]; repeated faults close with 1008.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not JSON, or a field of the wrong JSON type: fix the encoder.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// The frame is not a JSON object.
+    #[error("a frame must be a JSON object")]
+    NotAnObject,
+    /// The frame is an object without a `type`.
+    #[error("missing field `type`")]
+    MissingType,
+    /// A `type` this server does not know.
+    #[error("unknown type `{0}`")]
+    UnknownType(String),
+    /// A required field is absent.
+    #[error("missing field `{field}` for type `{kind}`")]
+    MissingField {
+        /// The frame's type.
+        kind: &'static str,
+        /// The absent field.
+        field: &'static str,
+    },
+}
+
+impl EnvelopeError {
+    /// The `code` of the `error` frame that answers this fault.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Json(_) => "invalid_json",
+            Self::NotAnObject | Self::MissingType | Self::MissingField { .. } => "invalid_frame",
+            Self::UnknownType(_) => "unknown_type",
+        }
+    }
+}
+
+/// A JSON payload, verbatim as the client sent it: never re-encoded on its way through.
+#[derive(Debug, Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// Wraps raw JSON.
+    pub fn new(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// Parses `json` as a payload.
+    pub fn from_json(json: String) -> Result<Self, EnvelopeError> {
+        RawValue::from_string(json)
+            .map(Self)
+            .map_err(|e| EnvelopeError::Json(e.to_string()))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The raw value, for embedding in a server frame.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Every field any client frame may carry; which are required depends on `type`.
+#[derive(Deserialize)]
+struct RawClientFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    id: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+impl ClientFrame {
+    /// Parses one text frame.
+    ///
+    /// ```
+    /// use ws_core::envelope::{ClientFrame, EnvelopeError};
+    /// let frame = ClientFrame::parse(r#"{"type":"publish","id":"1","data":{"x":1}}"#).unwrap();
+    /// assert!(matches!(frame, ClientFrame::Publish { .. }));
+    /// assert_eq!(
+    ///     ClientFrame::parse(r#"{"type":"dance"}"#),
+    ///     Err(EnvelopeError::UnknownType("dance".into()))
+    /// );
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
+        // serde would also accept a struct as a JSON array; the protocol does not.
+        match text.trim_start().as_bytes().first() {
+            Some(b'{') => {}
+            Some(_) if serde_json::from_str::<&RawValue>(text).is_ok() => {
+                return Err(EnvelopeError::NotAnObject);
+            }
+            _ => {}
+        }
+        let raw: RawClientFrame<'_> =
+            serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        match raw.kind.as_deref() {
+            None => Err(EnvelopeError::MissingType),
+            Some("publish") => match raw.data {
+                // A JSON `null` deserialises to `None` through `Option`, so `"data": null`
+                // is refused as missing: publishing nothing is always a client bug.
+                Some(data) => Ok(Self::Publish {
+                    id: raw.id,
+                    data: Payload(data),
+                }),
+                None => Err(EnvelopeError::MissingField {
+                    kind: "publish",
+                    field: "data",
+                }),
+            },
+            Some("presence") => Ok(Self::Presence),
+            Some(other) => Err(EnvelopeError::UnknownType(truncate(other, 64))),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// A frame the server sends. Serialise it with [`ServerFrame::to_json`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame<'a> {
+    /// The first frame of every connection, sent once the hub has registered it.
+    Welcome {
+        /// The connection id.
+        conn: u64,
+        /// The user id (the token's `sub`).
+        user: &'a str,
+        /// The project.
+        project: &'a str,
+        /// The history stream's epoch, once messaging knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        /// The project's last offset, once messaging knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Whether the requested recovery succeeded.
+        recovered: bool,
+        /// How many missed messages follow.
+        missed: u64,
+        /// The server's ping interval, so a client can detect a dead server.
+        ping_interval_ms: u64,
+    },
+    /// A message published to the project.
+    Message {
+        /// Its offset in the project's stream, once messaging assigns them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The publisher: a user id, or the `from` of an HTTP publish.
+        from: &'a str,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+        /// Milliseconds since the Unix epoch when the server accepted it.
+        ts: u64,
+    },
+    /// A recoverable fault in what the client sent.
+    Error {
+        /// A stable machine-readable code.
+        code: &'a str,
+        /// What was wrong, for a developer.
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising these types cannot fail: every key is a string and RawValue is valid JSON.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| unreachable!("server frames always serialise"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Result<&str, &str>) {
+        let got = ClientFrame::parse(input);
+        match (got, expected) {
+            (Ok(ClientFrame::Publish { id, data }), Ok(want)) => {
+                assert_eq!(format!("publish {:?} {}", id, data.get()), want)
+            }
+            (Ok(ClientFrame::Presence), Ok(want)) => assert_eq!("presence", want),
+            (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{input}"),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_client_frames() {
+        check(r#"{"type":"publish","data":1}"#, Ok("publish None 1"));
+        check(
+            r#"{"type":"publish","id":"a","data":{"k":[1,2]}}"#,
+            Ok(r#"publish Some("a") {"k":[1,2]}"#),
+        );
+        check(r#"{"type":"presence"}"#, Ok("presence"));
+        check(
+            r#"{"data":1,"type":"presence","extra":true}"#,
+            Ok("presence"),
+        );
+    }
+
+    #[test]
+    fn refuses_bad_frames_precisely() {
+        check(
+            "",
+            Err("invalid JSON: EOF while parsing a value at line 1 column 0"),
+        );
+        check("[1]", Err("a frame must be a JSON object"));
+        check("\"publish\"", Err("a frame must be a JSON object"));
+        check(
+            r#"{"type":"publish"}"#,
+            Err("missing field `data` for type `publish`"),
+        );
+        check(
+            r#"{"type":"publish","data":null}"#,
+            Err("missing field `data` for type `publish`"),
+        );
+        check(r#"{"data":1}"#, Err("missing field `type`"));
+        check(r#"{"type":"dance"}"#, Err("unknown type `dance`"));
+        check(
+            r#"{"type":"publish","id":7,"data":1}"#,
+            Err("invalid JSON: invalid type: integer `7`, expected a string at line 1 column 24"),
+        );
+        check(
+            r#"{"type":5}"#,
+            Err("invalid JSON: invalid type: integer `5`, expected a string at line 1 column 9"),
+        );
+    }
+
+    #[test]
+    fn serialises_server_frames() {
+        let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let frame = ServerFrame::Message {
+            offset: Some(3),
+            from: "u1",
+            data: &data,
+            ts: 5,
+        };
+        assert_eq!(
+            frame.to_json(),
+            r#"{"type":"message","offset":3,"from":"u1","data":{"a":1},"ts":5}"#
+        );
+        let welcome = ServerFrame::Welcome {
+            conn: 1,
+            user: "u",
+            project: "p",
+            epoch: None,
+            offset: None,
+            recovered: false,
+            missed: 0,
+            ping_interval_ms: 25_000,
+        };
+        assert_eq!(
+            welcome.to_json(),
+            r#"{"type":"welcome","conn":1,"user":"u","project":"p","recovered":false,"missed":0,"ping_interval_ms":25000}"#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in ".{0,256}") {
+            let _ = ClientFrame::parse(&s);
+        }
+
+        #[test]
+        fn publish_data_round_trips(n in proptest::num::i64::ANY, s in "[a-z]{0,20}") {
+            let input = format!(r#"{{"type":"publish","data":{{"n":{n},"s":"{s}"}}}}"#);
+            let Ok(ClientFrame::Publish { data, .. }) = ClientFrame::parse(&input) else {
+                panic!("{input} did not parse");
+            };
+            let back: serde_json::Value = serde_json::from_str(data.get()).unwrap();
+            proptest::prop_assert_eq!(back["n"].as_i64(), Some(n));
+            proptest::prop_assert_eq!(back["s"].as_str(), Some(s.as_str()));
+        }
+    }
+}

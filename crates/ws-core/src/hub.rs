@@ -1,0 +1,349 @@
+//! The project hub: which connections belong to which project, who receives a publish,
+//! and which member must go (slow consumers, kicks, shutdown).
+//!
+//! A `Hub` is one shard. The transport runs several, each behind its own lock and keyed
+//! by project, so projects progress in parallel; connection limits that span shards live
+//! in [`Admission`](crate::Admission).
+//!
+//! Each member carries a value `T` of the caller's choosing (the transport keeps the
+//! handle of the connection's send queue there), so a publish walks one contiguous list
+//! and needs no second lookup per recipient.
+//!
+//! # Driving it
+//!
+//! Calls that decide something about members ([`Hub::handle_queue_depth`],
+//! [`Hub::close_member`], [`Hub::close_project`], [`Hub::handle_shutdown`]) queue
+//! [`Action`]s: drain [`Hub::poll_action`] after each and apply them to the member's
+//! connection.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ws_core::hub::{Hub, HubConfig, QueueDepth, Action};
+//! use ws_core::{ConnId, ProjectId, UserId, CloseCode};
+//!
+//! let mut hub = Hub::new(HubConfig::default());
+//! let p = ProjectId::parse("p").unwrap();
+//! hub.register(ConnId(1), p.clone(), UserId::new("alice"), "queue of c1");
+//! hub.register(ConnId(2), p.clone(), UserId::new("bob"), "queue of c2");
+//! assert_eq!(hub.recipients(&p).count(), 2);
+//!
+//! // c2's queue overflowed: it is closed with 4008 and receives nothing more.
+//! hub.handle_queue_depth(ConnId(2), QueueDepth { frames: 5000, bytes: 0 });
+//! let Some(Action::Close { conn, close }) = hub.poll_action() else { panic!() };
+//! assert_eq!((conn, close.code()), (ConnId(2), CloseCode::SLOW_CONSUMER));
+//! assert_eq!(hub.recipients(&p).map(|(c, _)| c).collect::<Vec<_>>(), [ConnId(1)]);
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::close_code::Close;
+use crate::ids::{ConnId, ProjectId, UserId};
+
+/// Limits a hub enforces on its members.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// A member whose send queue holds more frames than this is a slow consumer.
+    pub send_queue_frames: usize,
+    /// A member whose send queue holds more bytes than this is a slow consumer.
+    pub send_queue_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            send_queue_frames: 1024,
+            send_queue_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// How much a member's send queue holds right now, as its owner measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Frames waiting to be written.
+    pub frames: usize,
+    /// Bytes waiting to be written.
+    pub bytes: usize,
+}
+
+/// Something the hub decided about a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Close the member's connection with this frame. It receives no more publishes.
+    Close {
+        /// The member.
+        conn: ConnId,
+        /// The close frame to send.
+        close: Close,
+    },
+    /// Close the member's connection with 1001 at `at` (shutdown, spread over the drain window).
+    Drain {
+        /// The member.
+        conn: ConnId,
+        /// When to send the close frame.
+        at: Instant,
+    },
+}
+
+/// What a registration changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// Members of the project after it.
+    pub members: usize,
+    /// Whether this is the user's first connection to the project (a presence join).
+    pub joined: bool,
+}
+
+/// What an unregistration changed.
+#[derive(Debug)]
+pub struct Unregistered<T> {
+    /// The member's value, given back.
+    pub value: T,
+    /// Its project.
+    pub project: ProjectId,
+    /// Its user.
+    pub user: UserId,
+    /// Whether this was the user's last connection to the project (a presence leave).
+    pub left: bool,
+}
+
+#[derive(Debug)]
+struct Member<T> {
+    conn: ConnId,
+    user: UserId,
+    /// Set once the hub decided to close it: it receives nothing more.
+    closing: bool,
+    value: T,
+}
+
+#[derive(Debug)]
+struct Project<T> {
+    /// Contiguous so a publish walks memory in order.
+    members: Vec<Member<T>>,
+    /// Connections per user, for presence.
+    users: HashMap<UserId, u32>,
+}
+
+/// One shard of the hub. See the [module docs](self).
+#[derive(Debug)]
+pub struct Hub<T> {
+    config: HubConfig,
+    projects: HashMap<ProjectId, Project<T>>,
+    /// Where each member sits: its project and its index in that project's list.
+    index: HashMap<ConnId, (ProjectId, usize)>,
+    actions: VecDeque<Action>,
+}
+
+impl<T> Hub<T> {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            config,
+            projects: HashMap::new(),
+            index: HashMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Adds `conn` to `project`.
+    ///
+    /// # Panics
+    /// In debug builds, if `conn` is already registered: connection ids are unique.
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        project: ProjectId,
+        user: UserId,
+        value: T,
+    ) -> Registered {
+        debug_assert!(!self.index.contains_key(&conn), "{conn} registered twice");
+        let entry = self
+            .projects
+            .entry(project.clone())
+            .or_insert_with(|| Project {
+                members: Vec::new(),
+                users: HashMap::new(),
+            });
+        let count = entry.users.entry(user.clone()).or_insert(0);
+        *count += 1;
+        let joined = *count == 1;
+        entry.members.push(Member {
+            conn,
+            user,
+            closing: false,
+            value,
+        });
+        let members = entry.members.len();
+        self.index.insert(conn, (project, members - 1));
+        Registered { members, joined }
+    }
+
+    /// Removes `conn`; `None` if it was not registered.
+    pub fn unregister(&mut self, conn: ConnId) -> Option<Unregistered<T>> {
+        let (project_id, at) = self.index.remove(&conn)?;
+        let project = self.projects.get_mut(&project_id)?;
+        let member = project.members.swap_remove(at);
+        debug_assert_eq!(member.conn, conn);
+        if let Some(slot) = project
+            .members
+            .get(at)
+            .and_then(|moved| self.index.get_mut(&moved.conn))
+        {
+            slot.1 = at;
+        }
+        let left = match project.users.get_mut(&member.user) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            _ => {
+                project.users.remove(&member.user);
+                true
+            }
+        };
+        if project.members.is_empty() {
+            self.projects.remove(&project_id);
+        }
+        Some(Unregistered {
+            value: member.value,
+            project: project_id,
+            user: member.user,
+            left,
+        })
+    }
+
+    /// The members that receive a publish to `project` now, with their values.
+    /// Members being closed are left out.
+    pub fn recipients(&self, project: &ProjectId) -> impl Iterator<Item = (ConnId, &T)> + '_ {
+        self.projects
+            .get(project)
+            .into_iter()
+            .flat_map(|p| p.members.iter())
+            .filter(|m| !m.closing)
+            .map(|m| (m.conn, &m.value))
+    }
+
+    /// The value of a registered member.
+    pub fn member(&self, conn: ConnId) -> Option<&T> {
+        let (project, at) = self.index.get(&conn)?;
+        self.projects
+            .get(project)?
+            .members
+            .get(*at)
+            .map(|m| &m.value)
+    }
+
+    /// Every member of `project` with its user, closing or not.
+    pub fn members(&self, project: &ProjectId) -> impl Iterator<Item = (ConnId, &UserId, &T)> + '_ {
+        self.projects
+            .get(project)
+            .into_iter()
+            .flat_map(|p| p.members.iter())
+            .map(|m| (m.conn, &m.user, &m.value))
+    }
+
+    /// The users present in `project`, with their connection counts.
+    pub fn presence(&self, project: &ProjectId) -> impl Iterator<Item = (&UserId, u32)> + '_ {
+        self.projects
+            .get(project)
+            .into_iter()
+            .flat_map(|p| p.users.iter())
+            .map(|(u, n)| (u, *n))
+    }
+
+    /// Registered members in all projects of this shard.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the shard has no member.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Projects with at least one member.
+    pub fn project_count(&self) -> usize {
+        self.projects.len()
+    }
+
+    /// The owner of `conn`'s send queue measured it after an enqueue. Over either limit
+    /// the member is a slow consumer: it is closed with 4008 and receives nothing more.
+    pub fn handle_queue_depth(&mut self, conn: ConnId, depth: QueueDepth) {
+        if depth.frames > self.config.send_queue_frames
+            || depth.bytes > self.config.send_queue_bytes
+        {
+            self.close_member(conn, Close::slow_consumer());
+        }
+    }
+
+    /// Closes one member with `close`, once: later calls for it do nothing.
+    pub fn close_member(&mut self, conn: ConnId, close: Close) {
+        let Some((project, at)) = self.index.get(&conn) else {
+            return;
+        };
+        let Some(member) = self
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.members.get_mut(*at))
+        else {
+            return;
+        };
+        if !member.closing {
+            member.closing = true;
+            self.actions.push_back(Action::Close { conn, close });
+        }
+    }
+
+    /// Closes every member of `project` with `close` (1000 "project closed", say).
+    pub fn close_project(&mut self, project: &ProjectId, close: &Close) {
+        let conns: Vec<ConnId> = self.recipients(project).map(|(c, _)| c).collect();
+        for conn in conns {
+            self.close_member(conn, close.clone());
+        }
+    }
+
+    /// Closes every member of `user` (in every project of this shard) with `close`.
+    pub fn close_user(&mut self, user: &UserId, close: &Close) {
+        let conns: Vec<ConnId> = self
+            .projects
+            .values()
+            .flat_map(|p| p.members.iter())
+            .filter(|m| !m.closing && &m.user == user)
+            .map(|m| m.conn)
+            .collect();
+        for conn in conns {
+            self.close_member(conn, close.clone());
+        }
+    }
+
+    /// The server is shutting down: every member is drained with 1001, the closes spread
+    /// evenly over `window` from `now` so clients do not all reconnect at the same instant.
+    pub fn handle_shutdown(&mut self, now: Instant, window: Duration) {
+        let mut conns: Vec<ConnId> = self
+            .projects
+            .values()
+            .flat_map(|p| p.members.iter())
+            .filter(|m| !m.closing)
+            .map(|m| m.conn)
+            .collect();
+        // A stable order makes the schedule reproducible; ids are random enough across projects.
+        conns.sort_unstable();
+        let n = conns.len().max(1) as u32;
+        for (i, conn) in conns.into_iter().enumerate() {
+            let at = now + window * i as u32 / n;
+            self.actions.push_back(Action::Drain { conn, at });
+        }
+    }
+
+    /// The next decision to apply.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

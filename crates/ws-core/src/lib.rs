@@ -1,0 +1,39 @@
+//! The sans-IO core of wshub: the state machines of one WebSocket client and of the hub
+//! that fans messages out to a project's members.
+//!
+//! This crate performs no IO, spawns no task and never reads a clock. Time enters as
+//! `now: Instant` arguments; decisions leave as values the caller polls. Everything hard
+//! (the close handshake, heartbeats and deadlines, limits, who receives what, who must go)
+//! is decided here and tested without a network; `ws-transport` only moves bytes between
+//! a socket and these machines.
+//!
+//! ```text
+//!   socket frames ──► Client::handle_*(now, ..) ──► poll_transmit() ──► frames to write
+//!   timers ─────────► Client::handle_timeout(now)   poll_event()    ──► publish, closed
+//!                                                   poll_timeout()  ──► next wake-up
+//!
+//!   publish ────────► Hub::recipients(project)  ──► (conn, value) to enqueue to
+//!   queue depth ────► Hub::handle_queue_depth   ──► poll_action(): close 4008
+//!   shutdown ───────► Hub::handle_shutdown      ──► poll_action(): drain 1001 at t
+//! ```
+//!
+//! - [`client`]: one connection: open → closing → closed.
+//! - [`hub`]: one shard of projects → members; fan-out and verdicts.
+//! - [`Admission`]: connection limits across shards.
+//! - [`envelope`]: the JSON frames of the v1 protocol.
+//! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admission;
+pub mod client;
+pub mod close_code;
+pub mod envelope;
+pub mod hub;
+pub mod ids;
+
+pub use admission::{Admission, AdmissionConfig};
+pub use client::{Client, ClientConfig};
+pub use close_code::{Close, CloseCode};
+pub use hub::{Hub, HubConfig};
+pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
