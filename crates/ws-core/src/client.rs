@@ -219,7 +219,10 @@ impl Client {
             return;
         }
         if text.len() > self.config.max_message_bytes {
-            self.fault(now, PeerFault::TooBig);
+            self.close(
+                now,
+                Close::new(CloseCode::MESSAGE_TOO_BIG, "message too big"),
+            );
             return;
         }
         match ClientFrame::parse(text) {
@@ -283,7 +286,8 @@ impl Client {
         }
     }
 
-    /// The WebSocket layer refused what the peer sent.
+    /// The WebSocket layer refused what the peer sent. The close frame is sent and the
+    /// connection ends at once: the rest of the stream cannot be parsed.
     pub fn handle_fault(&mut self, now: Instant, fault: PeerFault) {
         self.last_rx = now;
         self.fault(now, fault);
@@ -434,13 +438,33 @@ impl Client {
         self.last_rx + self.config.ping_interval + self.config.pong_timeout
     }
 
+    /// A framing fault: the rest of the stream cannot be parsed, so after our close frame
+    /// nothing more is read and nobody waits for the peer's answer.
     fn fault(&mut self, now: Instant, fault: PeerFault) {
+        let _ = now;
         let close = match fault {
             PeerFault::TooBig => Close::new(CloseCode::MESSAGE_TOO_BIG, "message too big"),
             PeerFault::InvalidUtf8 => Close::new(CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
             PeerFault::Protocol => Close::new(CloseCode::PROTOCOL_ERROR, "protocol error"),
         };
-        self.close(now, close);
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Open => {
+                self.transmits.push_back(Transmit::Close(close.clone()));
+                self.finish(Closed {
+                    code: close.code(),
+                    reason: close.reason().to_owned(),
+                    initiator: Initiator::Local,
+                    clean: true,
+                });
+            }
+            State::Closing { close, .. } => self.finish(Closed {
+                code: close.code(),
+                reason: close.reason().to_owned(),
+                initiator: Initiator::Local,
+                clean: false,
+            }),
+            State::Closed => {}
+        }
     }
 
     /// A recoverable fault: an `error` frame, and 1008 once they pile up.

@@ -192,6 +192,17 @@ pub enum ServerFrame<'a> {
         /// Milliseconds since the Unix epoch when the server accepted it.
         ts: u64,
     },
+    /// Presence: `join`/`leave` of one user, or the `sync` answer with every user.
+    Presence {
+        /// `join`, `leave` or `sync`.
+        event: &'a str,
+        /// The user who joined or left.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        /// Every user present (for `sync`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<&'a str>>,
+    },
     /// A recoverable fault in what the client sent.
     Error {
         /// A stable machine-readable code.

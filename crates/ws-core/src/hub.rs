@@ -50,6 +50,13 @@ pub struct HubConfig {
     pub send_queue_bytes: usize,
 }
 
+impl HubConfig {
+    /// Whether a send queue this deep makes its member a slow consumer.
+    pub fn is_over(&self, depth: QueueDepth) -> bool {
+        depth.frames > self.send_queue_frames || depth.bytes > self.send_queue_bytes
+    }
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
@@ -272,9 +279,7 @@ impl<T> Hub<T> {
     /// The owner of `conn`'s send queue measured it after an enqueue. Over either limit
     /// the member is a slow consumer: it is closed with 4008 and receives nothing more.
     pub fn handle_queue_depth(&mut self, conn: ConnId, depth: QueueDepth) {
-        if depth.frames > self.config.send_queue_frames
-            || depth.bytes > self.config.send_queue_bytes
-        {
+        if self.config.is_over(depth) {
             self.close_member(conn, Close::slow_consumer());
         }
     }

@@ -1,1 +1,60 @@
-//! Placeholder.
+//! The IO shell of wshub: hyper serves HTTP and upgrades to WebSocket, tungstenite frames
+//! messages, and a read pump and a write pump per connection move them between the socket
+//! and the `ws-core` state machines.
+//!
+//! This crate decides nothing about the protocol: heartbeats, deadlines, limits, close
+//! codes and who receives what are `ws-core`'s. It never authenticates either: put
+//! `ws-auth` in front of [`Upgrader::upgrade`].
+//!
+//! ```text
+//!  TcpListener ─► serve() ─► your tower Service ─► Upgrader::check ─► (auth) ─► Upgrader::upgrade ─► 101
+//!                                                                               │ spawn
+//!                      socket ◄─ write pump ◄─ Outbox ◄─ SharedHub::publish     ▼
+//!                      socket ─► read pump ─► ws_core::Client ─► publish ─► SharedHub
+//! ```
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use std::time::{Duration, SystemTime};
+//! use ws_transport::{serve, Admitted, SharedHub, TransportConfig, Upgrader};
+//! use ws_core::{AdmissionConfig, HubConfig, ProjectId, UserId};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 16);
+//! let upgrader = Upgrader::new(hub, TransportConfig::default());
+//! let service = tower::service_fn(move |req| {
+//!     let upgrader = upgrader.clone();
+//!     async move {
+//!         if let Err(refusal) = Upgrader::check(&req) {
+//!             return Ok::<_, Infallible>(refusal);
+//!         }
+//!         // Authenticate here (see ws-auth); this example lets everyone in.
+//!         let who = Admitted {
+//!             user: UserId::new("anonymous"),
+//!             project: ProjectId::parse("lobby").unwrap(),
+//!             expires_at: None,
+//!         };
+//!         Ok(upgrader.upgrade(req, who))
+//!     }
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! serve(listener, service, shutdown, Duration::from_secs(10), Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod connection;
+mod hub;
+mod outbox;
+mod serve;
+mod upgrade;
+
+pub use config::TransportConfig;
+pub use connection::Admitted;
+pub use hub::{Refused, SharedHub};
+pub use hyper_tungstenite::tungstenite;
+pub use serve::{RemoteAddr, serve};
+pub use upgrade::{SUBPROTOCOL, Upgrader, json_error};

@@ -251,6 +251,18 @@ fn faults_close_with_their_codes() {
 }
 
 #[test]
+fn framing_faults_end_the_connection_at_once() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_fault(now, PeerFault::TooBig));
+    let closed = sim.closed().expect("no waiting for an unparseable stream");
+    assert_eq!(
+        (closed.code, closed.initiator),
+        (CloseCode::MESSAGE_TOO_BIG, Initiator::Local)
+    );
+    assert!(sim.client.poll_timeout().is_none());
+}
+
+#[test]
 fn malformed_frames_get_error_frames_then_1008() {
     let mut sim = Sim::new(config());
     sim.with(|c, now| c.handle_text(now, "not json"));

@@ -1,0 +1,110 @@
+//! Wiring: configuration in, a serving hub out, and the shutdown sequence.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use ws_auth::{ApiKeyLayer, JwtAuthLayer, JwtVerifier};
+use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
+use ws_transport::{SharedHub, TransportConfig, Upgrader, serve};
+
+use crate::config::Settings;
+use crate::routes::Router;
+
+/// Extra time after the drain window for the last close handshakes; the process exits
+/// within `drain + 2 s` (SPEC §5).
+const DRAIN_SLACK: Duration = Duration::from_secs(1);
+
+/// Serves until `shutdown` resolves, then drains every connection with 1001.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+
+    let hub = SharedHub::new(
+        hub_config(&settings),
+        admission_config(&settings),
+        shard_count(&settings),
+    );
+    let upgrader = Upgrader::new(hub.clone(), transport_config(&settings));
+    let verifier = JwtVerifier::hs256(settings.auth.hs256_secrets.iter().map(|s| s.0.clone()))
+        .issuer(settings.auth.issuer.clone())
+        .audience(settings.auth.audience.clone())
+        .leeway(settings.auth.leeway);
+    let jwt =
+        JwtAuthLayer::new(Arc::new(verifier)).allow_query_token(settings.auth.allow_query_token);
+    let api_keys = ApiKeyLayer::new(settings.auth.api_keys.iter().map(|k| k.0.as_str()))
+        .context("auth.api_keys")?;
+    let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
+    let router = Router::new(upgrader.clone(), jwt, api_keys, leeway);
+
+    let stop_accepting = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        stop_accepting.clone(),
+        settings.timeouts.handshake,
+        Duration::from_secs(1),
+    ));
+    info!(%addr, "listening");
+
+    shutdown.await;
+    let drain = settings.shutdown.drain;
+    info!(connections = hub.connections(), drain = ?drain, "shutting down: draining connections with 1001");
+    hub.shutdown(Instant::now(), drain);
+    let tracker = upgrader.tracker();
+    tracker.close();
+    let drained = tokio::time::timeout(drain + DRAIN_SLACK, tracker.wait())
+        .await
+        .is_ok();
+    stop_accepting.cancel();
+    let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+    if drained {
+        info!("all connections drained");
+    } else {
+        warn!(
+            left = hub.connections(),
+            "drain window over with connections still open; dropping them"
+        );
+    }
+    Ok(())
+}
+
+fn shard_count(settings: &Settings) -> usize {
+    match settings.server.shards {
+        0 => std::thread::available_parallelism().map_or(4, |n| n.get() * 4),
+        n => n,
+    }
+}
+
+fn hub_config(settings: &Settings) -> HubConfig {
+    let mut config = HubConfig::default();
+    config.send_queue_frames = settings.limits.send_queue_frames;
+    config.send_queue_bytes = settings.limits.send_queue_bytes;
+    config
+}
+
+fn admission_config(settings: &Settings) -> AdmissionConfig {
+    let mut config = AdmissionConfig::default();
+    config.max_connections = settings.limits.max_connections;
+    config.max_connections_per_user = settings.limits.max_connections_per_user;
+    config
+}
+
+fn transport_config(settings: &Settings) -> TransportConfig {
+    let mut client = ClientConfig::default();
+    client.ping_interval = settings.timeouts.ping_interval;
+    client.pong_timeout = settings.timeouts.pong_timeout;
+    client.write_timeout = settings.timeouts.write;
+    client.close_timeout = settings.timeouts.close;
+    client.max_message_bytes = settings.limits.max_message_bytes;
+    client.allow_publish = settings.limits.allow_client_publish;
+    let mut config = TransportConfig::default();
+    config.client = client;
+    config
+}

@@ -1,0 +1,10 @@
+//! The `wshub` server as a library, so the binary stays a thin `main` and tests can reach
+//! the configuration types. It wires configuration, logging, routes and shutdown; the
+//! WebSocket work is `ws-transport`'s, the decisions `ws-core`'s, authentication `ws-auth`'s.
+
+pub mod app;
+pub mod config;
+pub mod dev;
+pub mod routes;
+pub mod signal;
+pub mod telemetry;

@@ -1,0 +1,155 @@
+//! The claims of a wshub user token, and the request extensions the auth layer reads and writes.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The claims of a wshub user token.
+///
+/// [`JwtAuth`](crate::JwtAuth) inserts the verified `Claims` into the request extensions, so the
+/// upgrade handler reads the user id (`sub`), the granted projects and the expiry (`exp`, which
+/// the connection enforces with close code 4001) with `req.extensions().get::<Claims>()`.
+/// There is no separate identity type: the claims *are* the identity.
+///
+/// On the wire, `projects` may be omitted (no project is granted) and the optional claims are
+/// left out when `None`. `aud` must be a single string; a token with an `aud` array is rejected
+/// as malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The projects the user may join; `"*"` grants every project.
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub exp: u64,
+    /// Not before, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+impl Claims {
+    /// Claims for `user` granting `projects`, issued now and expiring after `ttl`.
+    ///
+    /// `iss`, `aud` and `nbf` are left empty; set the public fields to add them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ws_auth::Claims;
+    ///
+    /// let claims = Claims::new("alice", ["chat"], Duration::from_secs(3600));
+    /// assert_eq!(claims.exp, claims.iat.unwrap() + 3600);
+    /// assert!(claims.allows("chat"));
+    /// assert!(!claims.allows("billing"));
+    /// ```
+    pub fn new(
+        user: impl Into<String>,
+        projects: impl IntoIterator<Item = impl Into<String>>,
+        ttl: Duration,
+    ) -> Self {
+        let now = unix_seconds(SystemTime::now());
+        Self {
+            sub: user.into(),
+            projects: projects.into_iter().map(Into::into).collect(),
+            exp: now.saturating_add(ttl.as_secs()),
+            nbf: None,
+            iat: Some(now),
+            iss: None,
+            aud: None,
+        }
+    }
+
+    /// Whether these claims grant access to `project`: it is listed in `projects`, or `"*"` is.
+    pub fn allows(&self, project: &str) -> bool {
+        self.projects.iter().any(|p| p == "*" || p == project)
+    }
+
+    /// The instant `exp` names.
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.exp)
+    }
+}
+
+/// Seconds since the Unix epoch; instants before it count as 0.
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The project a request is scoped to.
+///
+/// The server's router inserts it into the request extensions *before* the auth service runs.
+/// When present, [`JwtAuth`](crate::JwtAuth) also checks [`Claims::allows`] and answers
+/// `403 forbidden` otherwise; when absent, it only authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProjectScope(pub String);
+
+/// Where the accepted token was found; inserted into the request extensions beside [`Claims`].
+///
+/// When it is [`TokenCarrier::Subprotocol`] the upgrade handler must answer
+/// `Sec-WebSocket-Protocol: wshub.v1` (see [`SUBPROTOCOL`](crate::SUBPROTOCOL)), or browsers
+/// fail the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenCarrier {
+    /// `Authorization: Bearer <jwt>`.
+    AuthorizationHeader,
+    /// `Sec-WebSocket-Protocol: wshub.v1, wshub.bearer.<jwt>`.
+    Subprotocol,
+    /// Query parameter `access_token=<jwt>`.
+    Query,
+}
+
+impl TokenCarrier {
+    /// Whether the handshake response must select the `wshub.v1` subprotocol.
+    pub fn requires_subprotocol_answer(self) -> bool {
+        self == Self::Subprotocol
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_grants_every_project() {
+        let claims = Claims::new("u", ["*"], Duration::from_secs(60));
+        assert!(claims.allows("anything"));
+        assert!(claims.allows("other"));
+    }
+
+    #[test]
+    fn listed_projects_only() {
+        let claims = Claims::new("u", ["a", "b"], Duration::from_secs(60));
+        assert!(claims.allows("a"));
+        assert!(claims.allows("b"));
+        assert!(!claims.allows("c"));
+        assert!(!claims.allows("*"));
+        let none = Claims::new("u", Vec::<String>::new(), Duration::from_secs(60));
+        assert!(!none.allows("a"));
+    }
+
+    #[test]
+    fn serialisation_skips_none_and_defaults_projects() {
+        let claims = Claims::new("u", ["a"], Duration::from_secs(60));
+        let json = serde_json::to_value(&claims).unwrap();
+        let obj = json.as_object().unwrap();
+        assert!(obj.contains_key("iat"));
+        assert!(!obj.contains_key("nbf"));
+        assert!(!obj.contains_key("iss"));
+        assert!(!obj.contains_key("aud"));
+
+        let parsed: Claims = serde_json::from_str(r#"{"sub":"u","exp":5}"#).unwrap();
+        assert!(parsed.projects.is_empty());
+        assert_eq!(parsed.nbf, None);
+        assert_eq!(parsed.expires_at(), UNIX_EPOCH + Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,420 @@
+//! The life of one upgraded connection: register, then a read pump and a write pump own
+//! the socket until the core says it is closed, then a lingering close and unregister.
+//!
+//! Both pumps are futures of one task and share the connection's [`Client`] core behind an
+//! uncontended lock (they never run at the same time). The read pump moves frames from the
+//! socket into the core and publishes what the client sends; the write pump writes hub
+//! frames and the core's transmits, fires the core's timers and ends the connection.
+//! See `docs/architecture.md` for why one task and not two.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::timeout_at;
+use tracing::{debug, warn};
+use tungstenite::Utf8Bytes;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Error as WsError, Message};
+use ws_core::client::{Closed, Event, Initiator, PeerFault, Transmit};
+use ws_core::envelope::ServerFrame;
+use ws_core::{Client, Close, CloseCode, ConnId, ProjectId, UserId};
+
+use crate::config::TransportConfig;
+use crate::hub::{Member, Refused, SharedHub};
+use crate::outbox::Outbox;
+use crate::tungstenite;
+
+/// Who the connection belongs to, decided before the upgrade.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The user id (the token's `sub`).
+    pub user: UserId,
+    /// The project the connection joins.
+    pub project: ProjectId,
+    /// When the token stops being valid (expiry plus leeway); the connection closes with
+    /// 4001 then. `None` when expiry is not enforced on open connections.
+    pub expires_at: Option<SystemTime>,
+}
+
+type Sink = SplitSink<HyperWebsocketStream, Message>;
+type Stream = SplitStream<HyperWebsocketStream>;
+
+/// The state both pumps share.
+struct Shared {
+    client: Client,
+    /// How the connection ended, once the core said so.
+    closed: Option<Closed>,
+}
+
+impl Shared {
+    /// Drains the core's events: `Closed` is kept here for the write pump, the rest
+    /// goes to `out` for the application.
+    fn drain_events(&mut self, out: &mut Vec<Event>) {
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                Event::Closed(closed) => self.closed = Some(closed),
+                other => out.push(other),
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    who: &'a Admitted,
+    hub: &'a SharedHub,
+    config: &'a TransportConfig,
+    outbox: &'a Outbox,
+    shared: Mutex<Shared>,
+    /// The read pump tells the write pump that the core has something for it.
+    wake_writer: Notify,
+}
+
+impl Ctx<'_> {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs a connection from the finished upgrade to its last byte.
+pub(crate) async fn run(
+    upgrade: HyperWebsocket,
+    hub: SharedHub,
+    config: Arc<TransportConfig>,
+    conn: ConnId,
+    who: Admitted,
+) {
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let outbox = Arc::new(Outbox::default());
+    // Queued before registration, so the welcome is the first frame and no publish overtakes it.
+    outbox.push(welcome(conn, &who, &config));
+    let member = Member {
+        outbox: Arc::clone(&outbox),
+    };
+    if let Err(Refused(close)) = hub.register(conn, &who.project, &who.user, member) {
+        debug!(%close, "connection refused after the upgrade");
+        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+        let sent = timeout_at(deadline, ws.send(close_message(&close))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            linger(ws, config.linger).await;
+        }
+        return;
+    }
+    debug!("connection registered");
+
+    let ctx = Ctx {
+        who: &who,
+        hub: &hub,
+        config: &config,
+        outbox: &outbox,
+        shared: Mutex::new(Shared {
+            client: new_client(&config, &who),
+            closed: None,
+        }),
+        wake_writer: Notify::new(),
+    };
+    let (mut sink, mut stream) = ws.split();
+    let closed = tokio::select! {
+        biased;
+        closed = write_pump(&mut sink, &ctx) => closed,
+        () = read_pump(&mut stream, &ctx) => unreachable!("the read pump never returns"),
+    };
+    hub.unregister(conn, &who.project);
+    log_closed(&closed);
+    // A close frame went out: give the peer time to read it before the socket goes.
+    if closed.clean
+        && let Ok(ws) = stream.reunite(sink)
+    {
+        linger(ws, config.linger).await;
+    }
+}
+
+fn new_client(config: &TransportConfig, who: &Admitted) -> Client {
+    let now = Instant::now();
+    let mut client = Client::new(config.client.clone(), now);
+    if let Some(expires_at) = who.expires_at {
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        client.set_expiry(now + left);
+    }
+    client
+}
+
+fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig) -> Utf8Bytes {
+    ServerFrame::Welcome {
+        conn: conn.0,
+        user: who.user.as_str(),
+        project: who.project.as_str(),
+        epoch: None,
+        offset: None,
+        recovered: false,
+        missed: 0,
+        ping_interval_ms: config.client.ping_interval.as_millis() as u64,
+    }
+    .to_json()
+    .into()
+}
+
+/// Socket → core. Never returns: once the socket is done it parks, and the write pump
+/// ends the connection.
+async fn read_pump(stream: &mut Stream, ctx: &Ctx<'_>) {
+    loop {
+        let item = stream.next().await;
+        let now = Instant::now();
+        let mut events = Vec::new();
+        let done = {
+            let mut shared = ctx.lock();
+            let client = &mut shared.client;
+            let done = match item {
+                Some(Ok(Message::Text(text))) => {
+                    client.handle_text(now, text.as_str());
+                    false
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    client.handle_binary(now, data.len());
+                    false
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    client.handle_control(now);
+                    false
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let frame = frame
+                        .as_ref()
+                        .map(|f| (CloseCode::new(f.code.into()), f.reason.as_str()));
+                    client.handle_close(now, frame);
+                    false
+                }
+                // Raw frames are only ever produced for writing.
+                Some(Ok(Message::Frame(_))) => false,
+                Some(Err(e)) => {
+                    match classify(&e) {
+                        ReadEnd::Fault(fault) => client.handle_fault(now, fault),
+                        ReadEnd::Gone { eof } => client.handle_disconnect(now, eof, &e.to_string()),
+                    }
+                    true
+                }
+                None => {
+                    client.handle_disconnect(now, true, "connection closed");
+                    true
+                }
+            };
+            shared.drain_events(&mut events);
+            done
+        };
+        for event in events {
+            handle_event(ctx, event);
+        }
+        ctx.wake_writer.notify_one();
+        if done {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Core → application: a client's publish goes to its project.
+fn handle_event(ctx: &Ctx<'_>, event: Event) {
+    match event {
+        Event::Publish { id: _, data } => {
+            let frame = ServerFrame::Message {
+                offset: None,
+                from: ctx.who.user.as_str(),
+                data: data.as_raw(),
+                ts: unix_millis(),
+            }
+            .to_json();
+            ctx.hub.publish(&ctx.who.project, frame.into());
+        }
+        Event::PresenceRequest => {
+            let users = ctx.hub.presence(&ctx.who.project);
+            let users: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+            let frame = ServerFrame::Presence {
+                event: "sync",
+                user: None,
+                users: Some(users),
+            }
+            .to_json();
+            ctx.outbox.push(frame.into());
+        }
+        Event::Closed(_) => {}
+        _ => {}
+    }
+}
+
+/// Hub and core → socket, and the timers. Returns how the connection ended.
+async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
+    let mut batch = Vec::new();
+    let mut transmits = Vec::new();
+    loop {
+        let now = Instant::now();
+        let commands = ctx.outbox.take(&mut batch, ctx.config.batch_frames);
+        {
+            let mut shared = ctx.lock();
+            let client = &mut shared.client;
+            // Frames taken before a close command still go out ahead of its close frame,
+            // but only while the connection is open.
+            if !client.is_open() {
+                batch.clear();
+            }
+            if let Some(close) = commands.close {
+                // Frames behind a slow-consumer verdict are dropped: the client recovers them.
+                if close.code() == CloseCode::SLOW_CONSUMER {
+                    batch.clear();
+                }
+                client.close(now, close);
+            }
+            if let Some(at) = commands.drain_at {
+                client.handle_drain(now, at);
+            }
+            while let Some(t) = client.poll_transmit() {
+                transmits.push(t);
+            }
+        }
+
+        let mut messages = batch
+            .drain(..)
+            .map(Message::Text)
+            .chain(transmits.drain(..).map(transmit_message))
+            .peekable();
+        if messages.peek().is_some() {
+            let deadline = tokio::time::Instant::from_std(ctx.lock().client.write_deadline(now));
+            let written = timeout_at(deadline, async {
+                for message in messages {
+                    sink.feed(message).await?;
+                }
+                sink.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let mut shared = ctx.lock();
+                    match classify(&e) {
+                        ReadEnd::Fault(_) | ReadEnd::Gone { eof: false } => {
+                            shared
+                                .client
+                                .handle_disconnect(Instant::now(), false, &e.to_string());
+                        }
+                        ReadEnd::Gone { eof: true } => shared.client.handle_disconnect(
+                            Instant::now(),
+                            true,
+                            "connection closed",
+                        ),
+                    }
+                }
+                Err(_elapsed) => ctx.lock().client.handle_write_timeout(Instant::now()),
+            }
+        }
+
+        if let Some(closed) = take_closed(ctx) {
+            // The peer's close frame may have been answered by the WebSocket layer: send it.
+            let deadline = tokio::time::Instant::now() + ctx.config.linger;
+            let _ = timeout_at(deadline, sink.flush()).await;
+            return closed;
+        }
+        if ctx.outbox.has_frames() {
+            continue;
+        }
+        let timer = ctx.lock().client.poll_timeout();
+        tokio::select! {
+            () = ctx.outbox.ready() => {}
+            () = ctx.wake_writer.notified() => {}
+            () = sleep_until(timer) => ctx.lock().client.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+fn take_closed(ctx: &Ctx<'_>) -> Option<Closed> {
+    let mut shared = ctx.lock();
+    let mut events = Vec::new();
+    shared.drain_events(&mut events);
+    debug_assert!(
+        events.is_empty(),
+        "timers and writes only ever end connections"
+    );
+    shared.closed.take()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn transmit_message(t: Transmit) -> Message {
+    match t {
+        Transmit::Ping => Message::Ping(Default::default()),
+        Transmit::Text(text) => Message::Text(text.into()),
+        Transmit::Close(close) => close_message(&close),
+    }
+}
+
+fn close_message(close: &Close) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close.code().as_u16().into(),
+        reason: close.reason().to_owned().into(),
+    }))
+}
+
+enum ReadEnd {
+    Fault(PeerFault),
+    Gone { eof: bool },
+}
+
+fn classify(e: &WsError) -> ReadEnd {
+    use tungstenite::error::ProtocolError;
+    match e {
+        WsError::Capacity(_) => ReadEnd::Fault(PeerFault::TooBig),
+        WsError::Utf8(_) => ReadEnd::Fault(PeerFault::InvalidUtf8),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Gone { eof: true },
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ReadEnd::Gone { eof: false }
+        }
+        WsError::Protocol(_) => ReadEnd::Fault(PeerFault::Protocol),
+        _ => ReadEnd::Gone { eof: false },
+    }
+}
+
+/// Half-closes our side and reads until the peer closes too (or `limit` passes), so the
+/// close frame is not lost to a TCP reset caused by unread data (RFC 6455 §7.1.1).
+async fn linger(mut ws: HyperWebsocketStream, limit: Duration) {
+    let io = ws.get_mut();
+    let deadline = tokio::time::Instant::now() + limit;
+    let _ = timeout_at(deadline, async {
+        io.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while io.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+fn log_closed(closed: &Closed) {
+    let who = match closed.initiator {
+        Initiator::Local => "server",
+        Initiator::Remote => "client",
+    };
+    if closed.is_normal() {
+        debug!(code = closed.code.as_u16(), reason = %closed.reason, by = who, "connection closed");
+    } else {
+        warn!(code = closed.code.as_u16(), reason = %closed.reason, by = who, clean = closed.clean, "connection closed abnormally");
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,216 @@
+//! The hub shared by every connection: `ws-core` hubs in shards, each behind its own lock.
+//!
+//! A project always maps to the same shard, so one project's publishes are ordered by
+//! that shard's lock while other projects progress in parallel on other cores. Frames are
+//! serialised once by the caller and shared by every recipient (`Utf8Bytes` is a
+//! reference-counted buffer), never re-encoded per client.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tungstenite::Utf8Bytes;
+use ws_core::hub::{Action, Registered, Unregistered};
+use ws_core::{Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, UserId};
+
+use crate::outbox::Outbox;
+use crate::tungstenite;
+
+/// The handle to a connection's send queue that the hub keeps per member.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) outbox: Arc<Outbox>,
+}
+
+/// The hub of a server: cheap to clone, shared by every connection and API handler.
+///
+/// ```
+/// use ws_transport::SharedHub;
+/// use ws_core::{HubConfig, AdmissionConfig, ProjectId};
+///
+/// let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 8);
+/// let p = ProjectId::parse("p").unwrap();
+/// assert_eq!(hub.publish(&p, r#"{"type":"message"}"#.into()), 0); // nobody there yet
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedHub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[Mutex<Hub<Member>>]>,
+    hasher: RandomState,
+    hub_config: HubConfig,
+    admission: Mutex<Admission>,
+    next_conn: AtomicU64,
+    draining: AtomicBool,
+}
+
+/// Why a connection was not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("registration refused: {0}")]
+pub struct Refused(pub Close);
+
+impl SharedHub {
+    /// A hub with `shards` independent shards (at least one).
+    pub fn new(hub: HubConfig, admission: AdmissionConfig, shards: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| Mutex::new(Hub::new(hub.clone())))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: RandomState::new(),
+                hub_config: hub,
+                admission: Mutex::new(Admission::new(admission)),
+                next_conn: AtomicU64::new(1),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Publishes a serialised frame to every open member of `project`; returns how many
+    /// received it. Members whose queue overflows are closed with 4008 here.
+    pub fn publish(&self, project: &ProjectId, frame: Utf8Bytes) -> usize {
+        let mut shard = self.shard(project);
+        let mut delivered = 0;
+        let mut slow = Vec::new();
+        for (conn, member) in shard.recipients(project) {
+            let depth = member.outbox.push(frame.clone());
+            delivered += 1;
+            if self.inner.hub_config.is_over(depth) {
+                slow.push((conn, depth));
+            }
+        }
+        for (conn, depth) in slow {
+            shard.handle_queue_depth(conn, depth);
+        }
+        apply_actions(&mut shard);
+        delivered
+    }
+
+    /// Closes every member of `project` with `close`; returns how many.
+    pub fn close_project(&self, project: &ProjectId, close: &Close) -> usize {
+        let mut shard = self.shard(project);
+        shard.close_project(project, close);
+        apply_actions(&mut shard)
+    }
+
+    /// Closes every connection of `user` in every project with `close`; returns how many.
+    pub fn close_user(&self, user: &UserId, close: &Close) -> usize {
+        self.each_shard(|shard| shard.close_user(user, close))
+    }
+
+    /// Starts the shutdown: refuses new registrations and drains every member with 1001,
+    /// spread over `window`.
+    pub fn shutdown(&self, now: Instant, window: Duration) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.each_shard(|shard| shard.handle_shutdown(now, window));
+    }
+
+    /// Whether [`SharedHub::shutdown`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Open connections admitted now.
+    pub fn connections(&self) -> usize {
+        self.admission().connections()
+    }
+
+    /// The users of `project` with their connection counts, sorted by user id.
+    pub fn presence(&self, project: &ProjectId) -> Vec<(UserId, u32)> {
+        let shard = self.shard(project);
+        let mut users: Vec<_> = shard
+            .presence(project)
+            .map(|(u, n)| (u.clone(), n))
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// A fresh connection id.
+    pub(crate) fn next_conn(&self) -> ConnId {
+        ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Admits and registers a connection, or says which close frame refuses it.
+    pub(crate) fn register(
+        &self,
+        conn: ConnId,
+        project: &ProjectId,
+        user: &UserId,
+        member: Member,
+    ) -> Result<Registered, Refused> {
+        if self.is_draining() {
+            return Err(Refused(Close::shutting_down()));
+        }
+        self.admission().admit(user).map_err(Refused)?;
+        let mut shard = self.shard(project);
+        // Re-checked under the shard lock: a shutdown that started meanwhile has already
+        // scheduled the shard's members and would miss this one.
+        if self.is_draining() {
+            drop(shard);
+            self.admission().release(user);
+            return Err(Refused(Close::shutting_down()));
+        }
+        Ok(shard.register(conn, project.clone(), user.clone(), member))
+    }
+
+    /// Unregisters a connection that [`SharedHub::register`] accepted.
+    pub(crate) fn unregister(
+        &self,
+        conn: ConnId,
+        project: &ProjectId,
+    ) -> Option<Unregistered<Member>> {
+        let gone = self.shard(project).unregister(conn)?;
+        self.admission().release(&gone.user);
+        Some(gone)
+    }
+
+    fn shard(&self, project: &ProjectId) -> MutexGuard<'_, Hub<Member>> {
+        let shards = &self.inner.shards;
+        let i = (self.inner.hasher.hash_one(project) % shards.len() as u64) as usize;
+        shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn each_shard(&self, mut f: impl FnMut(&mut Hub<Member>)) -> usize {
+        let mut n = 0;
+        for shard in &self.inner.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut shard);
+            n += apply_actions(&mut shard);
+        }
+        n
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.inner
+            .admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Hands the hub's decisions to the members' connections; returns how many.
+fn apply_actions(shard: &mut Hub<Member>) -> usize {
+    let mut n = 0;
+    while let Some(action) = shard.poll_action() {
+        n += 1;
+        match action {
+            Action::Close { conn, close } => {
+                if let Some(member) = shard.member(conn) {
+                    member.outbox.close(close);
+                }
+            }
+            Action::Drain { conn, at } => {
+                if let Some(member) = shard.member(conn) {
+                    member.outbox.drain(at);
+                }
+            }
+        }
+    }
+    n
+}

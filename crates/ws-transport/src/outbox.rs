@@ -1,0 +1,142 @@
+//! One connection's send queue: frames from the hub, plus the hub's commands.
+//!
+//! A `VecDeque` behind a short-held lock and a [`Notify`], rather than a channel: it
+//! allocates nothing while empty (most connections are idle), reports its depth in frames
+//! and bytes for the core's slow-consumer verdict, and carries close commands that must
+//! overtake queued frames.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tungstenite::Utf8Bytes;
+use ws_core::Close;
+use ws_core::hub::QueueDepth;
+
+use crate::tungstenite;
+
+/// The send queue of one connection, shared between the hub and the write pump.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+    close: Option<Close>,
+    drain_at: Option<Instant>,
+}
+
+/// What the write pump takes out in one go.
+#[derive(Debug, Default)]
+pub(crate) struct Commands {
+    pub(crate) close: Option<Close>,
+    pub(crate) drain_at: Option<Instant>,
+}
+
+impl Outbox {
+    /// Queues a frame; the depth after it lets the hub judge the consumer.
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> QueueDepth {
+        let depth = {
+            let mut state = self.lock();
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+            QueueDepth {
+                frames: state.frames.len(),
+                bytes: state.bytes,
+            }
+        };
+        self.ready.notify_one();
+        depth
+    }
+
+    /// The hub decided to close this connection.
+    pub(crate) fn close(&self, close: Close) {
+        self.lock().close.get_or_insert(close);
+        self.ready.notify_one();
+    }
+
+    /// The server drains this connection at `at`.
+    pub(crate) fn drain(&self, at: Instant) {
+        self.lock().drain_at.get_or_insert(at);
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `max` frames into `into` and takes pending commands.
+    /// Frames stay counted in the depth until taken, so the verdict sees a stalled writer.
+    pub(crate) fn take(&self, into: &mut Vec<Utf8Bytes>, max: usize) -> Commands {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let n = state.frames.len().min(max);
+        for frame in state.frames.drain(..n) {
+            state.bytes -= frame.len();
+            into.push(frame);
+        }
+        if state.frames.is_empty() && state.frames.capacity() > 64 {
+            // A burst is over: give its memory back, idle connections must stay small.
+            state.frames = VecDeque::new();
+        }
+        Commands {
+            close: state.close.take(),
+            drain_at: state.drain_at.take(),
+        }
+    }
+
+    /// Whether frames are waiting.
+    pub(crate) fn has_frames(&self) -> bool {
+        !self.lock().frames.is_empty()
+    }
+
+    /// Resolves once something was pushed or commanded since the last call.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across a panic-prone call; recover rather than cascade.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_frames_and_bytes_until_taken() {
+        let outbox = Outbox::default();
+        outbox.push("abc".into());
+        let depth = outbox.push("de".into());
+        assert_eq!(
+            depth,
+            QueueDepth {
+                frames: 2,
+                bytes: 5
+            }
+        );
+        let mut batch = Vec::new();
+        outbox.take(&mut batch, 1);
+        assert_eq!(batch, ["abc"]);
+        assert_eq!(
+            outbox.push("f".into()),
+            QueueDepth {
+                frames: 2,
+                bytes: 3
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_close_wins() {
+        let outbox = Outbox::default();
+        outbox.close(Close::slow_consumer());
+        outbox.close(Close::normal());
+        let commands = outbox.take(&mut Vec::new(), 10);
+        assert_eq!(commands.close, Some(Close::slow_consumer()));
+        assert!(outbox.take(&mut Vec::new(), 10).close.is_none());
+    }
+}

@@ -1,0 +1,146 @@
+//! The upgrade: checks that only the transport can make, the 101 answer, and the hand-off
+//! of the socket to its pumps.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::TransportConfig;
+use crate::connection::{self, Admitted};
+use crate::hub::SharedHub;
+
+/// The subprotocol wshub answers when a client offers it.
+pub const SUBPROTOCOL: &str = "wshub.v1";
+
+/// Turns authenticated upgrade requests into running connections.
+///
+/// Cheap to clone; every connection it starts is tracked so shutdown can wait for them.
+#[derive(Debug, Clone)]
+pub struct Upgrader {
+    hub: SharedHub,
+    config: Arc<TransportConfig>,
+    tracker: TaskTracker,
+}
+
+impl Upgrader {
+    /// An upgrader that registers connections in `hub`.
+    pub fn new(hub: SharedHub, config: TransportConfig) -> Self {
+        Self {
+            hub,
+            config: Arc::new(config),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The first check of SPEC §3: a WebSocket upgrade at all (426) with a usable
+    /// version and key (400). Run it before authentication.
+    #[allow(clippy::result_large_err, reason = "the error is the response to send")]
+    pub fn check<B>(req: &Request<B>) -> Result<(), Response<Full<Bytes>>> {
+        if !hyper_tungstenite::is_upgrade_request(req) {
+            let mut response = json_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this endpoint speaks WebSocket only",
+            );
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return Err(response);
+        }
+        if req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            let mut response = json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket_version",
+                "Sec-WebSocket-Version must be 13",
+            );
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return Err(response);
+        }
+        let key_ok = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .is_some_and(|k| k.len() == 24 && k.as_bytes().ends_with(b"=="));
+        if !key_ok {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket_key",
+                "Sec-WebSocket-Key must be 16 random bytes in base64",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Answers 101 at once and hands the socket to a new connection of `who`.
+    ///
+    /// The request must have passed [`Upgrader::check`] and authentication. When the
+    /// client offered subprotocols, [`SUBPROTOCOL`] is answered (browsers fail the
+    /// handshake otherwise), never the token it may carry.
+    pub fn upgrade<B>(&self, mut req: Request<B>, who: Admitted) -> Response<Full<Bytes>> {
+        let offered = req.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+        let (mut response, websocket) =
+            match hyper_tungstenite::upgrade(&mut req, Some(self.config.websocket())) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
+                }
+            };
+        if offered {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+        }
+        let conn = self.hub.next_conn();
+        let span =
+            tracing::info_span!("conn", conn = conn.0, user = %who.user, project = %who.project);
+        self.tracker.spawn(
+            connection::run(
+                websocket,
+                self.hub.clone(),
+                Arc::clone(&self.config),
+                conn,
+                who,
+            )
+            .instrument(span),
+        );
+        response
+    }
+
+    /// The hub connections are registered in.
+    pub fn hub(&self) -> &SharedHub {
+        &self.hub
+    }
+
+    /// The tracker of running connections: `close()` then `wait()` on shutdown.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+}
+
+/// A JSON error answer `{"error": code, "message": text}` (SPEC §3).
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
