@@ -1,1 +1,144 @@
-fn main() {}
+//! `cargo xtask`: wshub's project automation, written as ordinary Rust (matklad's xtask convention).
+//!
+//! `cargo xtask` is an alias (in `.cargo/config.toml`) for `cargo run --package xtask --`.
+//! `flags` parses the command line, and each task lives in a module of its own.
+//! Tasks run cargo through the `CARGO` variable that cargo sets, from the workspace root.
+
+mod bench;
+mod flags;
+mod lint;
+mod release;
+mod test;
+mod tidy;
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, bail};
+
+fn main() -> ExitCode {
+    let task = match flags::Task::parse(env::args().skip(1)) {
+        Ok(task) => task,
+        Err(err) => {
+            eprintln!("error: {err}\n\n{}", flags::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match task {
+        flags::Task::Help => {
+            print!("{}", flags::USAGE);
+            Ok(())
+        }
+        flags::Task::Test { runner_args } => test::run(&runner_args),
+        flags::Task::Lint => lint::run(),
+        flags::Task::Bench { runner_args } => bench::run(&runner_args),
+        flags::Task::Release => release::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// A `cargo` command run from the workspace root, with the cargo that started xtask when known.
+fn cargo() -> Command {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Whether `cargo <subcommand>` is installed (`cargo nextest`, `cargo deny`, ...).
+fn has_cargo_subcommand(subcommand: &str) -> bool {
+    cargo()
+        .args([subcommand, "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The command line of `cmd`, for logs: program, then arguments, with the environment it sets.
+fn show(cmd: &Command) -> String {
+    let mut words: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(key, value)| {
+            Some(format!(
+                "{}={}",
+                key.to_string_lossy(),
+                value?.to_string_lossy()
+            ))
+        })
+        .collect();
+    let program = Path::new(cmd.get_program());
+    // `CARGO` is an absolute path into the toolchain; `cargo` reads better and means the same.
+    let program = match program.file_name() {
+        Some(name) if name == "cargo" => "cargo".to_owned(),
+        _ => program.display().to_string(),
+    };
+    words.push(program);
+    words.extend(cmd.get_args().map(|arg| arg.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+/// Runs `cmd` to completion, failing when it cannot start or exits unsuccessfully.
+fn exec(cmd: &mut Command) -> anyhow::Result<()> {
+    println!("$ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+/// The steps of one task: each step runs even when an earlier one failed, and `finish` reports all failures.
+#[derive(Debug, Default)]
+struct Steps {
+    failed: Vec<String>,
+}
+
+impl Steps {
+    /// Announces a step, then runs it and records whether it failed.
+    fn step(&mut self, title: &str, body: impl FnOnce() -> anyhow::Result<()>) {
+        println!("\n==> {title}");
+        if let Err(err) = body() {
+            eprintln!("error: {err:#}");
+            self.failed.push(title.to_owned());
+        }
+    }
+
+    /// Announces a step that runs one command.
+    fn command(&mut self, title: &str, cmd: &mut Command) {
+        self.step(title, || exec(cmd));
+    }
+
+    /// Fails when any step failed. Success prints nothing more, so a test run's log ends with the
+    /// runner's own summary line.
+    fn finish(self, task: &str) -> anyhow::Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "cargo xtask {task}: {} step(s) failed: {}",
+            self.failed.len(),
+            self.failed.join("; ")
+        )
+    }
+}

@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use server::config::Settings;
+
+/// jemalloc's background thread gives freed memory back to the system, so RSS falls after
+/// a wave of connections ends; glibc's per-thread arenas keep it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use server::{app, dev, signal, telemetry};
 
 #[derive(Parser)]

@@ -193,6 +193,10 @@ impl Service<Request<Incoming>> for AdminHandler {
                     Err(_) => not_found(),
                 }
             }
+            (&Method::GET, ["api", "admin", "stats"]) => json(
+                StatusCode::OK,
+                &format!(r#"{{"connections":{}}}"#, self.hub.connections()),
+            ),
             (&Method::POST, ["api", "admin", "users", user, "disconnect"]) => {
                 let close = Close::new(CloseCode::ACCESS_REVOKED, "access revoked");
                 let closed = self.hub.close_user(&UserId::new(*user), &close);

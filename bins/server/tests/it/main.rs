@@ -1,0 +1,10 @@
+//! Black-box tests: each starts the real `wshub` binary on an ephemeral loopback port and
+//! talks to it with real WebSocket clients.
+
+mod harness;
+
+mod auth;
+mod lifecycle;
+mod limits;
+mod scale;
+mod shutdown;

@@ -1,0 +1,111 @@
+//! Command-line flags of `cargo xtask`, parsed by hand to keep xtask dependency-free.
+
+pub(crate) const USAGE: &str = "\
+Usage: cargo xtask <TASK> [ARGS]
+
+Tasks:
+  test [-- ARGS]       install the tools tests need, then run doctests and the whole
+                       test suite (nextest if installed, else cargo test); ARGS go to the runner
+  lint                 rustfmt --check, clippy -D warnings, rustdoc -D warnings,
+                       tidy checks, cargo deny check bans licenses sources
+  bench [-- ARGS]      cargo bench -p ws-core (when ws-core has benchmarks)
+  release              build the server in release mode into target/dist/ with a .sha256
+  help                 print this message
+";
+
+/// One parsed invocation of `cargo xtask`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    Help,
+    Test { runner_args: Vec<String> },
+    Lint,
+    Bench { runner_args: Vec<String> },
+    Release,
+}
+
+impl Task {
+    /// Parses the arguments after the program name.
+    pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut args = args.into_iter();
+        let Some(task) = args.next() else {
+            return Err("no task given".to_owned());
+        };
+        let rest: Vec<String> = args.collect();
+        match task.as_str() {
+            "help" | "-h" | "--help" => no_args(&task, &rest).map(|()| Self::Help),
+            "test" => Ok(Self::Test {
+                runner_args: runner_args(rest),
+            }),
+            "lint" => no_args(&task, &rest).map(|()| Self::Lint),
+            "bench" => Ok(Self::Bench {
+                runner_args: runner_args(rest),
+            }),
+            "release" => no_args(&task, &rest).map(|()| Self::Release),
+            _ => Err(format!("unknown task `{task}`")),
+        }
+    }
+}
+
+fn no_args(task: &str, rest: &[String]) -> Result<(), String> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(format!("`{task}` takes no arguments, got `{arg}`")),
+    }
+}
+
+/// Arguments for a test or bench runner: everything after the task, with one leading `--` dropped.
+fn runner_args(mut rest: Vec<String>) -> Vec<String> {
+    if rest.first().is_some_and(|arg| arg == "--") {
+        rest.remove(0);
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Task;
+
+    fn check(args: &[&str], expect: Result<Task, &str>) {
+        let got = Task::parse(args.iter().map(|&arg| arg.to_owned()));
+        assert_eq!(got, expect.map_err(str::to_owned), "args: {args:?}");
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|&arg| arg.to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_tasks() {
+        check(&["lint"], Ok(Task::Lint));
+        check(&["release"], Ok(Task::Release));
+        check(&["--help"], Ok(Task::Help));
+        check(
+            &["test"],
+            Ok(Task::Test {
+                runner_args: vec![],
+            }),
+        );
+        check(
+            &["test", "--", "hub::", "--exact"],
+            Ok(Task::Test {
+                runner_args: strings(&["hub::", "--exact"]),
+            }),
+        );
+        check(
+            &["bench", "fanout"],
+            Ok(Task::Bench {
+                runner_args: strings(&["fanout"]),
+            }),
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        check(&[], Err("no task given"));
+        check(&["deploy"], Err("unknown task `deploy`"));
+        check(
+            &["lint", "--fix"],
+            Err("`lint` takes no arguments, got `--fix`"),
+        );
+    }
+}

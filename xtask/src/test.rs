@@ -1,0 +1,151 @@
+//! `cargo xtask test`: install what the tests need, then run every test of the workspace.
+
+use std::{
+    env,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::bail;
+
+use crate::{Steps, cargo, exec, has_cargo_subcommand};
+
+/// Programs the tests need, as (command looked up on `PATH`, Debian package that provides it).
+/// Anything missing is installed with `apt-get`: CI runs on a fresh machine as root.
+/// Add an entry here, with a comment naming the tests that use it, when tests start needing a program
+/// (e.g. `("chromium", "chromium")`, `("redis-server", "redis-server")`); npm packages get a step of their own.
+const TOOLS: &[(&str, &str)] = &[];
+
+pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
+    let mut steps = Steps::default();
+    steps.step(
+        "tools the tests need (apt-get install when missing)",
+        ensure_tools,
+    );
+
+    // Doctests first: nextest does not run them, and ending on the full suite's summary keeps
+    // the last line of the log the one that counts the tests.
+    steps.command(
+        "doctests: cargo test --doc",
+        cargo()
+            .env("RUST_BACKTRACE", "1")
+            .args(["test", "--workspace", "--doc"])
+            .args(with_separator(runner_args)),
+    );
+
+    if has_cargo_subcommand("nextest") {
+        steps.command(
+            "unit and integration tests: cargo nextest",
+            cargo()
+                .env("RUST_BACKTRACE", "1")
+                .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+                .args(with_separator(runner_args)),
+        );
+    } else {
+        println!("\nnote: cargo-nextest is not installed, falling back to cargo test");
+        steps.command(
+            "unit and integration tests: cargo test",
+            cargo()
+                .env("RUST_BACKTRACE", "1")
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(with_separator(runner_args)),
+        );
+    }
+    steps.finish("test")
+}
+
+/// `-- ARGS` for a runner, or nothing when there are no arguments.
+fn with_separator(runner_args: &[String]) -> Vec<String> {
+    if runner_args.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec!["--".to_owned()];
+    args.extend_from_slice(runner_args);
+    args
+}
+
+/// Installs the Debian package of every program in [`TOOLS`] that is not on `PATH`.
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<(&str, &str)> = TOOLS
+        .iter()
+        .copied()
+        .filter(|(command, _)| find_on_path(command).is_none())
+        .collect();
+    if missing.is_empty() {
+        println!("all {} listed tool(s) are on PATH", TOOLS.len());
+        return Ok(());
+    }
+    let commands: Vec<&str> = missing.iter().map(|(command, _)| *command).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    packages.dedup();
+    println!(
+        "missing: {}; installing Debian package(s): {}",
+        commands.join(", "),
+        packages.join(", ")
+    );
+
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("update"),
+    )?;
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(&packages),
+    )?;
+
+    let still_missing: Vec<&str> = commands
+        .into_iter()
+        .filter(|command| find_on_path(command).is_none())
+        .collect();
+    if !still_missing.is_empty() {
+        bail!(
+            "still not on PATH after apt-get install: {}",
+            still_missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The first executable file called `command` in a `PATH` directory, like `which`.
+fn find_on_path(command: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TOOLS, find_on_path, with_separator};
+
+    #[test]
+    fn finds_programs_on_path() {
+        assert!(find_on_path("sh").is_some());
+        assert_eq!(find_on_path("wshub-no-such-program"), None);
+    }
+
+    #[test]
+    fn tools_name_command_and_package() {
+        for (command, package) in TOOLS {
+            assert!(
+                !command.is_empty() && !package.is_empty(),
+                "{command:?} -> {package:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn runner_args_follow_separator() {
+        assert!(with_separator(&[]).is_empty());
+        assert_eq!(with_separator(&["hub".to_owned()]), ["--", "hub"]);
+    }
+}
