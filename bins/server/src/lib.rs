@@ -2,9 +2,11 @@
 //! the configuration types. It wires configuration, logging, routes and shutdown; the
 //! WebSocket work is `ws-transport`'s, the decisions `ws-core`'s, authentication `ws-auth`'s.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod dev;
 pub mod routes;
 pub mod signal;
 pub mod telemetry;
+pub mod websocket;

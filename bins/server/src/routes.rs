@@ -5,18 +5,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::{Layer, Service, ServiceExt};
-use ws_auth::{ApiKey, ApiKeyLayer, Claims, JwtAuth, JwtAuthLayer, ProjectScope};
-use ws_core::{Close, CloseCode, ProjectId, UserId};
-use ws_transport::{Admitted, SharedHub, Upgrader, json_error};
+use ws_auth::{ApiKey, ApiKeyLayer, JwtAuth, JwtAuthLayer};
+use ws_core::ProjectId;
+use ws_transport::{SharedHub, Upgrader, json_error};
 
-type Body = Full<Bytes>;
+use crate::admin::AdminHandler;
+use crate::websocket::{self, UpgradeHandler};
+
+pub(crate) type Body = Full<Bytes>;
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Every route of the server.
@@ -42,11 +45,8 @@ impl Router {
         let hub = upgrader.hub().clone();
         Self {
             inner: Arc::new(Routes {
-                websocket: jwt.layer(UpgradeHandler {
-                    upgrader,
-                    expiry_leeway,
-                }),
-                admin: api_keys.layer(AdminHandler { hub: hub.clone() }),
+                websocket: jwt.layer(UpgradeHandler::new(upgrader, expiry_leeway)),
+                admin: api_keys.layer(AdminHandler::new(hub.clone())),
                 hub,
             }),
         }
@@ -69,7 +69,7 @@ impl Service<Request<Incoming>> for Router {
 }
 
 impl Routes {
-    async fn route(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
@@ -88,24 +88,7 @@ impl Routes {
                 if req.method() != Method::GET {
                     return method_not_allowed("GET");
                 }
-                if let Err(refusal) = Upgrader::check(&req) {
-                    return refusal;
-                }
-                if self.hub.is_draining() {
-                    let mut response = json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "draining",
-                        "the server is shutting down; reconnect to another node",
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return response;
-                }
-                req.extensions_mut()
-                    .insert(ProjectScope(project.to_string()));
-                req.extensions_mut().insert(project);
-                call(self.websocket.clone(), req).await
+                websocket::handshake(&self.websocket, &self.hub, project, req).await
             }
             (_, ["api", "admin", ..]) => call(self.admin.clone(), req).await,
             _ => not_found(),
@@ -114,7 +97,7 @@ impl Routes {
 }
 
 /// Calls a service that cannot fail.
-async fn call<S>(service: S, req: Request<Incoming>) -> Response<Body>
+pub(crate) async fn call<S>(service: S, req: Request<Incoming>) -> Response<Body>
 where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
 {
@@ -124,91 +107,7 @@ where
     }
 }
 
-/// The end of the WebSocket route: the request is authenticated and scoped.
-#[derive(Clone, Debug)]
-struct UpgradeHandler {
-    upgrader: Upgrader,
-    /// `Some(leeway)` when `exp` is enforced on open connections.
-    expiry_leeway: Option<Duration>,
-}
-
-impl Service<Request<Incoming>> for UpgradeHandler {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let claims = req.extensions().get::<Claims>().cloned();
-        let project = req.extensions().get::<ProjectId>().cloned();
-        let (Some(claims), Some(project)) = (claims, project) else {
-            // Only reachable by wiring the router wrong: say so instead of panicking.
-            return std::future::ready(Ok(json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "request reached the upgrade unauthenticated",
-            )));
-        };
-        let expires_at: Option<SystemTime> = self
-            .expiry_leeway
-            .map(|leeway| claims.expires_at() + leeway);
-        let who = Admitted {
-            user: UserId::new(claims.sub),
-            project,
-            expires_at,
-        };
-        std::future::ready(Ok(self.upgrader.upgrade(req, who)))
-    }
-}
-
-/// `/api/admin/...`: operator actions on live connections.
-#[derive(Clone, Debug)]
-struct AdminHandler {
-    hub: SharedHub,
-}
-
-impl Service<Request<Incoming>> for AdminHandler {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let path = req.uri().path();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let response = match (req.method(), &segments[..]) {
-            (&Method::POST, ["api", "admin", "projects", project, "close"]) => {
-                match ProjectId::parse(project) {
-                    Ok(project) => {
-                        let close = Close::new(CloseCode::NORMAL, "project closed");
-                        let closed = self.hub.close_project(&project, &close);
-                        json(StatusCode::OK, &format!(r#"{{"closed":{closed}}}"#))
-                    }
-                    Err(_) => not_found(),
-                }
-            }
-            (&Method::GET, ["api", "admin", "stats"]) => json(
-                StatusCode::OK,
-                &format!(r#"{{"connections":{}}}"#, self.hub.connections()),
-            ),
-            (&Method::POST, ["api", "admin", "users", user, "disconnect"]) => {
-                let close = Close::new(CloseCode::ACCESS_REVOKED, "access revoked");
-                let closed = self.hub.close_user(&UserId::new(*user), &close);
-                json(StatusCode::OK, &format!(r#"{{"closed":{closed}}}"#))
-            }
-            _ => not_found(),
-        };
-        std::future::ready(Ok(response))
-    }
-}
-
-fn json(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, body: &str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -218,7 +117,7 @@ fn json(status: StatusCode, body: &str) -> Response<Body> {
     response
 }
 
-fn not_found() -> Response<Body> {
+pub(crate) fn not_found() -> Response<Body> {
     json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 

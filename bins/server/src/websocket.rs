@@ -1,0 +1,90 @@
+//! `GET /ws/projects/{project}`: the checks of SPEC §3 in order, then the upgrade.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tower::Service;
+use ws_auth::{Claims, JwtAuth, ProjectScope};
+use ws_core::{ProjectId, UserId};
+use ws_transport::{Admitted, SharedHub, Upgrader, json_error};
+
+use crate::routes::{Body, call};
+
+/// Runs the handshake of one WebSocket request for `project` (already validated).
+pub(crate) async fn handshake(
+    auth: &JwtAuth<UpgradeHandler>,
+    hub: &SharedHub,
+    project: ProjectId,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    if let Err(refusal) = Upgrader::check(&req) {
+        return refusal;
+    }
+    if hub.is_draining() {
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down; reconnect to another node",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    req.extensions_mut()
+        .insert(ProjectScope(project.to_string()));
+    req.extensions_mut().insert(project);
+    call(auth.clone(), req).await
+}
+
+/// The end of the WebSocket route: the request is authenticated and scoped.
+#[derive(Clone, Debug)]
+pub(crate) struct UpgradeHandler {
+    upgrader: Upgrader,
+    /// `Some(leeway)` when `exp` is enforced on open connections.
+    expiry_leeway: Option<Duration>,
+}
+
+impl UpgradeHandler {
+    pub(crate) fn new(upgrader: Upgrader, expiry_leeway: Option<Duration>) -> Self {
+        Self {
+            upgrader,
+            expiry_leeway,
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for UpgradeHandler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let claims = req.extensions().get::<Claims>().cloned();
+        let project = req.extensions().get::<ProjectId>().cloned();
+        let (Some(claims), Some(project)) = (claims, project) else {
+            // Only reachable by wiring the router wrong: say so instead of panicking.
+            return std::future::ready(Ok(json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "request reached the upgrade unauthenticated",
+            )));
+        };
+        let expires_at: Option<SystemTime> = self
+            .expiry_leeway
+            .map(|leeway| claims.expires_at() + leeway);
+        let who = Admitted {
+            user: UserId::new(claims.sub),
+            project,
+            expires_at,
+        };
+        std::future::ready(Ok(self.upgrader.upgrade(req, who)))
+    }
+}
