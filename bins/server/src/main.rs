@@ -112,6 +112,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let mut settings = load(cli.config.as_deref())?;
             telemetry::init(&settings.log).context(ConfigError)?;
+            if settings.is_development() && cli.config.is_some() {
+                return Err(anyhow::anyhow!(
+                    "auth.hs256_secrets is empty: a configured server needs at least one secret \
+                     (development mode, with invented secrets, is only for runs without --config)"
+                ))
+                .context(ConfigError);
+            }
             if settings.is_development() {
                 let banner = dev::prepare(&mut settings)?;
                 println!("{banner}");

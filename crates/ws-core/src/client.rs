@@ -117,8 +117,9 @@ pub struct Closed {
 
 impl Closed {
     /// Whether this end is worth a warning in the logs: normal closes log at debug.
+    /// A close frame without a code (1005) is what a browser's plain `close()` sends.
     pub fn is_normal(&self) -> bool {
-        self.clean && self.code.is_normal()
+        self.clean && (self.code.is_normal() || self.code == CloseCode::NO_STATUS)
     }
 }
 

@@ -89,10 +89,10 @@ impl Upgrader {
     /// Answers 101 at once and hands the socket to a new connection of `who`.
     ///
     /// The request must have passed [`Upgrader::check`] and authentication. When the
-    /// client offered subprotocols, [`SUBPROTOCOL`] is answered (browsers fail the
-    /// handshake otherwise), never the token it may carry.
+    /// client offered [`SUBPROTOCOL`], it is answered (browsers fail the handshake
+    /// otherwise); nothing else offered is ever echoed, the token it may carry least of all.
     pub fn upgrade<B>(&self, mut req: Request<B>, who: Admitted) -> Response<Full<Bytes>> {
-        let offered = req.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+        let offered = offers(req.headers(), SUBPROTOCOL);
         let (mut response, websocket) =
             match hyper_tungstenite::upgrade(&mut req, Some(self.config.websocket())) {
                 Ok(ok) => ok,
@@ -131,6 +131,16 @@ impl Upgrader {
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker
     }
+}
+
+/// Whether the `Sec-WebSocket-Protocol` headers list `protocol`.
+fn offers(headers: &http::HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == protocol)
 }
 
 /// A JSON error answer `{"error": code, "message": text}` (SPEC §3).
