@@ -20,6 +20,7 @@
 //! - [`client`]: one connection: open → closing → closed.
 //! - [`hub`]: one shard of projects → members; fan-out and verdicts.
 //! - [`Admission`]: connection limits across shards.
+//! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
 //! - [`envelope`]: the JSON frames of the v1 protocol.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod admission;
 pub mod client;
 pub mod close_code;
 pub mod envelope;
+pub mod history;
 pub mod hub;
 pub mod ids;
 

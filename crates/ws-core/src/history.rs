@@ -1,0 +1,205 @@
+//! A project's message stream: offsets, the epoch that names the stream, the retained
+//! history, and the recovery decision for a client that reconnects with `since`.
+//!
+//! Offsets grow by one per message, starting at 1; `0` means "nothing yet". The epoch
+//! changes whenever a stream starts over (a restart of the memory broker, a stream freed
+//! and recreated), so an offset is only meaningful together with its epoch.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ws_core::history::{History, HistoryConfig, Recovery};
+//!
+//! let now = Instant::now();
+//! let mut stream = History::new("e1".into(), HistoryConfig { size: 100, ttl: Duration::from_secs(60) });
+//! for text in ["a", "b", "c"] {
+//!     stream.append(now, text.to_owned());
+//! }
+//! // A client that saw offset 1 of epoch e1 missed 2 and 3.
+//! let Recovery::Recovered { missed, .. } = stream.recover(now, 1, "e1") else { panic!() };
+//! assert_eq!(missed.iter().map(|m| m.offset).collect::<Vec<_>>(), [2, 3]);
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How much history a stream keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryConfig {
+    /// Messages kept per project.
+    pub size: usize,
+    /// How long a message is kept.
+    pub ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            size: 1000,
+            ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A retained message: its offset, when it was accepted, and its payload `P` (the
+/// transport keeps the serialised frame, so a replay sends the very same bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<P> {
+    /// The message's offset in its stream.
+    pub offset: u64,
+    /// When it was appended.
+    pub at: Instant,
+    /// The payload.
+    pub payload: P,
+}
+
+/// What a reconnecting client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery<P> {
+    /// Every message after `since` is still here: replay `missed`, in order.
+    Recovered {
+        /// The messages after `since`, oldest first.
+        missed: Vec<Stored<P>>,
+    },
+    /// The client must reload its state from its backend.
+    Lost(LostReason),
+}
+
+/// Why a recovery failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The client's epoch names another stream (a restart, or a stream recreated).
+    EpochChanged,
+    /// Messages after `since` were already dropped (over `size` or older than `ttl`).
+    OutOfRange,
+    /// `since` is beyond the newest offset: the client's state cannot be trusted.
+    FromTheFuture,
+}
+
+/// One project's stream. See the [module docs](self).
+#[derive(Debug)]
+pub struct History<P> {
+    epoch: String,
+    config: HistoryConfig,
+    /// The newest offset; 0 before the first message.
+    top: u64,
+    retained: VecDeque<Stored<P>>,
+}
+
+impl<P: Clone> History<P> {
+    /// An empty stream named `epoch`.
+    pub fn new(epoch: String, config: HistoryConfig) -> Self {
+        Self {
+            epoch,
+            config,
+            top: 0,
+            retained: VecDeque::new(),
+        }
+    }
+
+    /// The stream's epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The newest offset (0 before the first message).
+    pub fn top(&self) -> u64 {
+        self.top
+    }
+
+    /// Assigns the next offset to `payload` and keeps it; returns the offset.
+    pub fn append(&mut self, now: Instant, payload: P) -> u64 {
+        self.top += 1;
+        if self.config.size > 0 {
+            self.retained.push_back(Stored {
+                offset: self.top,
+                at: now,
+                payload,
+            });
+        }
+        self.expire(now);
+        self.top
+    }
+
+    /// Drops messages over `size` or older than `ttl`.
+    pub fn expire(&mut self, now: Instant) {
+        while self.retained.len() > self.config.size {
+            self.retained.pop_front();
+        }
+        while self
+            .retained
+            .front()
+            .is_some_and(|m| now.saturating_duration_since(m.at) > self.config.ttl)
+        {
+            self.retained.pop_front();
+        }
+    }
+
+    /// Whether nothing is retained: with no members either, the stream may be freed.
+    pub fn is_empty(&self) -> bool {
+        self.retained.is_empty()
+    }
+
+    /// The retained messages after `since`, oldest first, and whether they are all of
+    /// them (`false`: some after `since` were already dropped).
+    pub fn since(&mut self, now: Instant, since: u64) -> (Vec<Stored<P>>, bool) {
+        self.expire(now);
+        let first = self.retained.front().map_or(self.top + 1, |m| m.offset);
+        let complete = since + 1 >= first || since >= self.top;
+        let skip = since.saturating_sub(first.saturating_sub(1)) as usize;
+        let messages = self.retained.iter().skip(skip).cloned().collect();
+        (messages, complete)
+    }
+
+    /// Decides the recovery of a client that last saw offset `since` of `epoch`.
+    pub fn recover(&mut self, now: Instant, since: u64, epoch: &str) -> Recovery<P> {
+        if epoch != self.epoch {
+            return Recovery::Lost(LostReason::EpochChanged);
+        }
+        if since > self.top {
+            return Recovery::Lost(LostReason::FromTheFuture);
+        }
+        match self.since(now, since) {
+            (missed, true) => Recovery::Recovered { missed },
+            (_, false) => Recovery::Lost(LostReason::OutOfRange),
+        }
+    }
+}
+
+/// Merges a replay with live messages: a message is delivered only if its offset is above
+/// everything delivered before, so the overlap between "registered" and "history read"
+/// reaches the client once (register first, then replay, then de-duplicate by offset).
+///
+/// ```
+/// use ws_core::history::Watermark;
+/// let mut seen = Watermark::new(3); // the replay went up to 3
+/// assert!(!seen.admit(3)); // live copy of a replayed message
+/// assert!(seen.admit(4));
+/// assert!(!seen.admit(4));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark(u64);
+
+impl Watermark {
+    /// Everything up to and including `delivered` has been delivered.
+    pub fn new(delivered: u64) -> Self {
+        Self(delivered)
+    }
+
+    /// Whether the message at `offset` must be delivered; records it if so.
+    pub fn admit(&mut self, offset: u64) -> bool {
+        if offset > self.0 {
+            self.0 = offset;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The highest offset delivered.
+    pub fn delivered(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;
