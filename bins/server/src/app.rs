@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use ws_auth::{ApiKeyLayer, JwtAuthLayer, JwtVerifier};
+use ws_core::history::HistoryConfig;
 use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
-use ws_transport::{SharedHub, TransportConfig, Upgrader, serve};
+use ws_transport::{MemoryBroker, SharedHub, TransportConfig, Upgrader, serve};
 
 use crate::config::Settings;
 use crate::routes::Router;
@@ -26,12 +27,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
 
-    let hub = SharedHub::new(
-        hub_config(&settings),
-        admission_config(&settings),
-        shard_count(&settings),
-    );
-    let upgrader = Upgrader::new(hub.clone(), transport_config(&settings));
+    let shards = shard_count(&settings);
+    let hub = SharedHub::new(hub_config(&settings), admission_config(&settings), shards);
+    let broker = Arc::new(MemoryBroker::new(
+        hub.clone(),
+        history_config(&settings),
+        shards,
+    ));
+    tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
+    let upgrader = Upgrader::new(hub.clone(), broker, transport_config(&settings));
     let verifier = JwtVerifier::hs256(settings.auth.hs256_secrets.iter().map(|s| s.0.clone()))
         .issuer(settings.auth.issuer.clone())
         .audience(settings.auth.audience.clone())
@@ -75,6 +79,22 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     Ok(())
 }
 
+/// Frees idle streams of the memory broker now and then.
+async fn sweep(broker: Arc<MemoryBroker>, ttl: Duration) {
+    let mut every = tokio::time::interval((ttl / 4).max(Duration::from_secs(1)));
+    loop {
+        every.tick().await;
+        broker.sweep(Instant::now());
+    }
+}
+
+fn history_config(settings: &Settings) -> HistoryConfig {
+    HistoryConfig {
+        size: settings.history.size,
+        ttl: settings.history.ttl,
+    }
+}
+
 fn shard_count(settings: &Settings) -> usize {
     match settings.server.shards {
         0 => std::thread::available_parallelism().map_or(4, |n| n.get() * 4),
@@ -104,7 +124,10 @@ fn transport_config(settings: &Settings) -> TransportConfig {
     client.close_timeout = settings.timeouts.close;
     client.max_message_bytes = settings.limits.max_message_bytes;
     client.allow_publish = settings.limits.allow_client_publish;
+    client.publish_rate = settings.limits.client_publish_rate;
     let mut config = TransportConfig::default();
     config.client = client;
+    config.presence_events = settings.presence.events;
+    config.presence_max_members = settings.presence.max_members_for_events;
     config
 }

@@ -77,6 +77,16 @@ impl Service<Request<Incoming>> for UpgradeHandler {
                 "request reached the upgrade unauthenticated",
             )));
         };
+        let since = match recovery_query(req.uri().query().unwrap_or("")) {
+            Ok(since) => since,
+            Err(message) => {
+                return std::future::ready(Ok(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    message,
+                )));
+            }
+        };
         let expires_at: Option<SystemTime> = self
             .expiry_leeway
             .map(|leeway| claims.expires_at() + leeway);
@@ -84,7 +94,49 @@ impl Service<Request<Incoming>> for UpgradeHandler {
             user: UserId::new(claims.sub),
             project,
             expires_at,
+            since,
         };
         std::future::ready(Ok(self.upgrader.upgrade(req, who)))
+    }
+}
+
+/// `since=<offset>&epoch=<epoch>` from the query: both, or neither.
+fn recovery_query(query: &str) -> Result<Option<(u64, String)>, &'static str> {
+    let mut since = None;
+    let mut epoch = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("since", v)) => {
+                let offset = v.parse::<u64>();
+                since = Some(offset.map_err(|_| "since must be an offset (an unsigned integer)")?);
+            }
+            Some(("epoch", v)) if !v.is_empty() && v.len() <= 128 => epoch = Some(v.to_owned()),
+            Some(("epoch", _)) => return Err("epoch must be 1 to 128 characters"),
+            _ => {}
+        }
+    }
+    match (since, epoch) {
+        (Some(since), Some(epoch)) => Ok(Some((since, epoch))),
+        (None, None) => Ok(None),
+        _ => Err("since and epoch go together: pass both to recover, or neither"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recovery_query;
+
+    #[test]
+    fn recovery_needs_both_since_and_epoch() {
+        assert_eq!(recovery_query(""), Ok(None));
+        assert_eq!(recovery_query("access_token=x"), Ok(None));
+        assert_eq!(
+            recovery_query("since=5&epoch=e1"),
+            Ok(Some((5, "e1".to_owned())))
+        );
+        assert!(recovery_query("since=5").is_err());
+        assert!(recovery_query("epoch=e1").is_err());
+        assert!(recovery_query("since=-1&epoch=e").is_err());
+        assert!(recovery_query("since=1&epoch=").is_err());
     }
 }

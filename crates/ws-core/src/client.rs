@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub max_protocol_errors: u32,
     /// Whether clients may publish over the WebSocket.
     pub allow_publish: bool,
+    /// Publishes per second one connection may make, with bursts of twice as many;
+    /// 0 means no limit. Over it, publishes are refused with `rate_limited` errors.
+    pub publish_rate: u32,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +71,7 @@ impl Default for ClientConfig {
             max_message_bytes: 64 * 1024,
             max_protocol_errors: 3,
             allow_publish: true,
+            publish_rate: 50,
         }
     }
 }
@@ -168,6 +172,7 @@ pub struct Client {
     /// When the server drains this connection with 1001.
     drain_at: Option<Instant>,
     protocol_errors: u32,
+    publish_tokens: TokenBucket,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -177,6 +182,7 @@ impl Client {
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         Self {
             next_ping: now + config.ping_interval,
+            publish_tokens: TokenBucket::new(config.publish_rate, now),
             config,
             state: State::Open,
             last_rx: now,
@@ -228,14 +234,16 @@ impl Client {
         }
         match ClientFrame::parse(text) {
             Ok(ClientFrame::Publish { id, data }) => {
-                if self.config.allow_publish {
-                    self.events.push_back(Event::Publish { id, data });
-                } else {
+                if !self.config.allow_publish {
                     self.protocol_error(
                         now,
                         "publish_not_allowed",
                         "this server does not accept publishes from clients",
                     );
+                } else if self.publish_tokens.take(now) {
+                    self.events.push_back(Event::Publish { id, data });
+                } else {
+                    self.protocol_error(now, "rate_limited", "publish rate exceeded; slow down");
                 }
             }
             Ok(ClientFrame::Presence) => self.events.push_back(Event::PresenceRequest),
@@ -472,10 +480,12 @@ impl Client {
     fn protocol_error(&mut self, now: Instant, code: &str, message: &str) {
         self.protocol_errors += 1;
         if self.protocol_errors > self.config.max_protocol_errors {
-            self.close(
-                now,
-                Close::new(CloseCode::POLICY_VIOLATION, "too many malformed frames"),
-            );
+            let reason = if code == "rate_limited" {
+                "publish rate exceeded repeatedly"
+            } else {
+                "too many malformed frames"
+            };
+            self.close(now, Close::new(CloseCode::POLICY_VIOLATION, reason));
         } else {
             self.transmits.push_back(Transmit::Text(
                 ServerFrame::Error { code, message }.to_json(),
@@ -486,6 +496,45 @@ impl Client {
     fn finish(&mut self, closed: Closed) {
         debug_assert!(self.is_closed());
         self.events.push_back(Event::Closed(closed));
+    }
+}
+
+/// A token bucket refilled at `rate` per second, holding at most `2 × rate`.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    rate: u32,
+    /// Tokens in thousandths, so sub-token refills are not lost between calls.
+    milli_tokens: u64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            rate,
+            milli_tokens: u64::from(rate) * 2 * 1000,
+            refilled: now,
+        }
+    }
+
+    /// Takes one token if there is one; a rate of 0 never runs out.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let capacity = u64::from(self.rate) * 2 * 1000;
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let refill = (elapsed.as_micros() as u64).saturating_mul(u64::from(self.rate)) / 1000;
+        if refill > 0 {
+            self.milli_tokens = (self.milli_tokens + refill).min(capacity);
+            self.refilled = now;
+        }
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -167,12 +167,10 @@ pub enum ServerFrame<'a> {
         user: &'a str,
         /// The project.
         project: &'a str,
-        /// The history stream's epoch, once messaging knows it.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<&'a str>,
-        /// The project's last offset, once messaging knows it.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
+        /// The epoch of the project's history stream.
+        epoch: &'a str,
+        /// The project's newest offset when the client joined.
+        offset: u64,
         /// Whether the requested recovery succeeded.
         recovered: bool,
         /// How many missed messages follow.
@@ -182,9 +180,8 @@ pub enum ServerFrame<'a> {
     },
     /// A message published to the project.
     Message {
-        /// Its offset in the project's stream, once messaging assigns them.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
+        /// Its offset in the project's stream.
+        offset: u64,
         /// The publisher: a user id, or the `from` of an HTTP publish.
         from: &'a str,
         /// The payload, verbatim.
@@ -202,6 +199,14 @@ pub enum ServerFrame<'a> {
         /// Every user present (for `sync`).
         #[serde(skip_serializing_if = "Option::is_none")]
         users: Option<Vec<&'a str>>,
+    },
+    /// The offset a client's publish was given.
+    Ack {
+        /// The client's id for the publish, when it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// The message's offset.
+        offset: u64,
     },
     /// A recoverable fault in what the client sent.
     Error {
@@ -283,7 +288,7 @@ mod tests {
     fn serialises_server_frames() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
         let frame = ServerFrame::Message {
-            offset: Some(3),
+            offset: 3,
             from: "u1",
             data: &data,
             ts: 5,
@@ -296,16 +301,21 @@ mod tests {
             conn: 1,
             user: "u",
             project: "p",
-            epoch: None,
-            offset: None,
+            epoch: "e1",
+            offset: 7,
             recovered: false,
             missed: 0,
             ping_interval_ms: 25_000,
         };
         assert_eq!(
             welcome.to_json(),
-            r#"{"type":"welcome","conn":1,"user":"u","project":"p","recovered":false,"missed":0,"ping_interval_ms":25000}"#
+            r#"{"type":"welcome","conn":1,"user":"u","project":"p","epoch":"e1","offset":7,"recovered":false,"missed":0,"ping_interval_ms":25000}"#
         );
+        let ack = ServerFrame::Ack {
+            id: Some("x"),
+            offset: 9,
+        };
+        assert_eq!(ack.to_json(), r#"{"type":"ack","id":"x","offset":9}"#);
     }
 
     proptest::proptest! {

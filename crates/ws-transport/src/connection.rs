@@ -22,8 +22,10 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message};
 use ws_core::client::{Closed, Event, Initiator, PeerFault, Transmit};
 use ws_core::envelope::ServerFrame;
+use ws_core::history::Watermark;
 use ws_core::{Client, Close, CloseCode, ConnId, ProjectId, UserId};
 
+use crate::broker::{Broker, Publication, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
 use crate::outbox::Outbox;
@@ -39,6 +41,9 @@ pub struct Admitted {
     /// When the token stops being valid (expiry plus leeway); the connection closes with
     /// 4001 then. `None` when expiry is not enforced on open connections.
     pub expires_at: Option<SystemTime>,
+    /// The last offset the client saw and its epoch (`since` and `epoch` in the query):
+    /// what it missed is replayed after the welcome.
+    pub since: Option<(u64, String)>,
 }
 
 type Sink = SplitSink<HyperWebsocketStream, Message>;
@@ -67,11 +72,14 @@ impl Shared {
 struct Ctx<'a> {
     who: &'a Admitted,
     hub: &'a SharedHub,
+    broker: &'a dyn Broker,
     config: &'a TransportConfig,
     outbox: &'a Outbox,
     shared: Mutex<Shared>,
     /// The read pump tells the write pump that the core has something for it.
     wake_writer: Notify,
+    /// The highest offset written: live copies of replayed messages are skipped.
+    delivered: Mutex<Watermark>,
 }
 
 impl Ctx<'_> {
@@ -84,6 +92,7 @@ impl Ctx<'_> {
 pub(crate) async fn run(
     upgrade: HyperWebsocket,
     hub: SharedHub,
+    broker: Arc<dyn Broker>,
     config: Arc<TransportConfig>,
     conn: ConnId,
     who: Admitted,
@@ -96,25 +105,76 @@ pub(crate) async fn run(
         }
     };
     let outbox = Arc::new(Outbox::default());
-    // Queued before registration, so the welcome is the first frame and no publish overtakes it.
-    outbox.push(welcome(conn, &who, &config));
     let member = Member {
         outbox: Arc::clone(&outbox),
     };
-    if let Err(Refused(close)) = hub.register(conn, &who.project, &who.user, member) {
-        debug!(%close, "connection refused after the upgrade");
-        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
-        let sent = timeout_at(deadline, ws.send(close_message(&close))).await;
-        if matches!(sent, Ok(Ok(()))) {
-            linger(ws, config.linger).await;
+    // Registered first, so every publish from now on is queued; the replay read next
+    // overlaps it, and the watermark removes the overlap.
+    let registered = match hub.register(conn, &who.project, &who.user, member) {
+        Ok(registered) => registered,
+        Err(Refused(close)) => {
+            debug!(%close, "connection refused after the upgrade");
+            refuse(ws, &close, &config).await;
+            return;
         }
-        return;
-    }
+    };
     debug!("connection registered");
+    if registered.joined
+        && config.presence_events
+        && registered.members <= config.presence_max_members
+    {
+        let frame = presence_frame("join", &who.user);
+        hub.deliver(&who.project, None, frame, Some(conn));
+    }
+
+    let since = who
+        .since
+        .as_ref()
+        .map(|(offset, epoch)| (*offset, epoch.as_str()));
+    let opened = match broker.recover(&who.project, since).await {
+        Ok(replay) => {
+            let delivered = replay
+                .missed
+                .last()
+                .map_or(replay.top, |m| m.offset.max(replay.top));
+            let first = std::iter::once(welcome(conn, &who, &config, &replay))
+                .chain(replay.missed.into_iter().map(|m| m.frame))
+                .map(Message::Text);
+            let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+            let sent = timeout_at(deadline, async {
+                for message in first {
+                    ws.feed(message).await?;
+                }
+                ws.flush().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => Some(delivered),
+                _ => None,
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "recovery failed; refusing the connection");
+            refuse(
+                ws,
+                &Close::new(CloseCode::TRY_AGAIN_LATER, "broker unavailable"),
+                &config,
+            )
+            .await;
+            leave(&hub, conn, &who, &config);
+            return;
+        }
+    };
+    let Some(delivered) = opened else {
+        debug!("the welcome could not be written");
+        leave(&hub, conn, &who, &config);
+        return;
+    };
 
     let ctx = Ctx {
         who: &who,
         hub: &hub,
+        broker: &*broker,
         config: &config,
         outbox: &outbox,
         shared: Mutex::new(Shared {
@@ -122,6 +182,7 @@ pub(crate) async fn run(
             closed: None,
         }),
         wake_writer: Notify::new(),
+        delivered: Mutex::new(Watermark::new(delivered)),
     };
     let (mut sink, mut stream) = ws.split();
     let closed = tokio::select! {
@@ -129,7 +190,7 @@ pub(crate) async fn run(
         closed = write_pump(&mut sink, &ctx) => closed,
         () = read_pump(&mut stream, &ctx) => unreachable!("the read pump never returns"),
     };
-    hub.unregister(conn, &who.project);
+    leave(&hub, conn, &who, &config);
     log_closed(&closed);
     // A close frame went out: give the peer time to read it before the socket goes.
     if closed.clean
@@ -137,6 +198,38 @@ pub(crate) async fn run(
     {
         linger(ws, config.linger).await;
     }
+}
+
+/// Sends a refusal's close frame and lets the peer read it.
+async fn refuse(mut ws: HyperWebsocketStream, close: &Close, config: &TransportConfig) {
+    let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+    let sent = timeout_at(deadline, ws.send(close_message(close))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(ws, config.linger).await;
+    }
+}
+
+/// Unregisters, and tells the project when the user's last connection left.
+fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted, config: &TransportConfig) {
+    let Some(gone) = hub.unregister(conn, &who.project) else {
+        return;
+    };
+    if gone.left
+        && config.presence_events
+        && hub.presence(&who.project).len() < config.presence_max_members
+    {
+        hub.deliver(&who.project, None, presence_frame("leave", &who.user), None);
+    }
+}
+
+fn presence_frame(event: &str, user: &UserId) -> Utf8Bytes {
+    ServerFrame::Presence {
+        event,
+        user: Some(user.as_str()),
+        users: None,
+    }
+    .to_json()
+    .into()
 }
 
 fn new_client(config: &TransportConfig, who: &Admitted) -> Client {
@@ -151,15 +244,15 @@ fn new_client(config: &TransportConfig, who: &Admitted) -> Client {
     client
 }
 
-fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig) -> Utf8Bytes {
+fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig, replay: &Replay) -> Utf8Bytes {
     ServerFrame::Welcome {
         conn: conn.0,
         user: who.user.as_str(),
         project: who.project.as_str(),
-        epoch: None,
-        offset: None,
-        recovered: false,
-        missed: 0,
+        epoch: &replay.epoch,
+        offset: replay.top,
+        recovered: replay.recovered,
+        missed: replay.missed.len() as u64,
         ping_interval_ms: config.client.ping_interval.as_millis() as u64,
     }
     .to_json()
@@ -214,7 +307,7 @@ async fn read_pump(stream: &mut Stream, ctx: &Ctx<'_>) {
             done
         };
         for event in events {
-            handle_event(ctx, event);
+            handle_event(ctx, event).await;
         }
         ctx.wake_writer.notify_one();
         if done {
@@ -223,18 +316,31 @@ async fn read_pump(stream: &mut Stream, ctx: &Ctx<'_>) {
     }
 }
 
-/// Core → application: a client's publish goes to its project.
-fn handle_event(ctx: &Ctx<'_>, event: Event) {
+/// Core → application: a client's publish goes to its project through the broker.
+async fn handle_event(ctx: &Ctx<'_>, event: Event) {
     match event {
-        Event::Publish { id: _, data } => {
-            let frame = ServerFrame::Message {
-                offset: None,
-                from: ctx.who.user.as_str(),
-                data: data.as_raw(),
+        Event::Publish { id, data } => {
+            let publication = Publication {
+                from: ctx.who.user.as_str().to_owned(),
+                data,
                 ts: unix_millis(),
-            }
-            .to_json();
-            ctx.hub.publish(&ctx.who.project, frame.into());
+            };
+            let answer = match ctx.broker.publish(&ctx.who.project, publication).await {
+                Ok(offset) => ServerFrame::Ack {
+                    id: id.as_deref(),
+                    offset,
+                }
+                .to_json(),
+                Err(e) => {
+                    let message = e.to_string();
+                    ServerFrame::Error {
+                        code: "broker_unavailable",
+                        message: &message,
+                    }
+                    .to_json()
+                }
+            };
+            ctx.outbox.push(None, answer.into());
         }
         Event::PresenceRequest => {
             let users = ctx.hub.presence(&ctx.who.project);
@@ -245,9 +351,8 @@ fn handle_event(ctx: &Ctx<'_>, event: Event) {
                 users: Some(users),
             }
             .to_json();
-            ctx.outbox.push(frame.into());
+            ctx.outbox.push(None, frame.into());
         }
-        Event::Closed(_) => {}
         _ => {}
     }
 }
@@ -282,9 +387,14 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
             }
         }
 
+        {
+            // Live copies of messages the replay already wrote are dropped here.
+            let mut delivered = ctx.delivered.lock().unwrap_or_else(PoisonError::into_inner);
+            batch.retain(|o| o.offset.is_none_or(|offset| delivered.admit(offset)));
+        }
         let mut messages = batch
             .drain(..)
-            .map(Message::Text)
+            .map(|o| Message::Text(o.frame))
             .chain(transmits.drain(..).map(transmit_message))
             .peekable();
         if messages.peek().is_some() {

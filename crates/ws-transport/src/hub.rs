@@ -31,7 +31,7 @@ pub(crate) struct Member {
 ///
 /// let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 8);
 /// let p = ProjectId::parse("p").unwrap();
-/// assert_eq!(hub.publish(&p, r#"{"type":"message"}"#.into()), 0); // nobody there yet
+/// assert_eq!(hub.deliver(&p, Some(1), r#"{"type":"message"}"#.into(), None), 0); // nobody there yet
 /// ```
 #[derive(Debug, Clone)]
 pub struct SharedHub {
@@ -71,14 +71,24 @@ impl SharedHub {
         }
     }
 
-    /// Publishes a serialised frame to every open member of `project`; returns how many
-    /// received it. Members whose queue overflows are closed with 4008 here.
-    pub fn publish(&self, project: &ProjectId, frame: Utf8Bytes) -> usize {
+    /// Queues a serialised frame for every open member of `project` but `except`; returns
+    /// how many got it. `offset` tags project messages, so a replay can be merged with
+    /// live delivery. Members whose queue overflows are closed with 4008 here.
+    pub fn deliver(
+        &self,
+        project: &ProjectId,
+        offset: Option<u64>,
+        frame: Utf8Bytes,
+        except: Option<ConnId>,
+    ) -> usize {
         let mut shard = self.shard(project);
         let mut delivered = 0;
         let mut slow = Vec::new();
         for (conn, member) in shard.recipients(project) {
-            let depth = member.outbox.push(frame.clone());
+            if Some(conn) == except {
+                continue;
+            }
+            let depth = member.outbox.push(offset, frame.clone());
             delivered += 1;
             if self.inner.hub_config.is_over(depth) {
                 slow.push((conn, depth));
@@ -118,6 +128,11 @@ impl SharedHub {
     /// Open connections admitted now.
     pub fn connections(&self) -> usize {
         self.admission().connections()
+    }
+
+    /// Whether `project` has a member on this node.
+    pub fn has_members(&self, project: &ProjectId) -> bool {
+        self.shard(project).members(project).next().is_some()
     }
 
     /// The users of `project` with their connection counts, sorted by user id.

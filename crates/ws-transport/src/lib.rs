@@ -9,19 +9,20 @@
 //! ```text
 //!  TcpListener ─► serve() ─► your tower Service ─► Upgrader::check ─► (auth) ─► Upgrader::upgrade ─► 101
 //!                                                                               │ spawn
-//!                      socket ◄─ write pump ◄─ Outbox ◄─ SharedHub::publish     ▼
-//!                      socket ─► read pump ─► ws_core::Client ─► publish ─► SharedHub
+//!                      socket ◄─ write pump ◄─ Outbox ◄─ SharedHub::deliver     ▼
+//!                      socket ─► read pump ─► ws_core::Client ─► Broker::publish ─► SharedHub
 //! ```
 //!
 //! ```no_run
 //! use std::convert::Infallible;
 //! use std::time::{Duration, SystemTime};
-//! use ws_transport::{serve, Admitted, SharedHub, TransportConfig, Upgrader};
+//! use ws_transport::{serve, Admitted, MemoryBroker, SharedHub, TransportConfig, Upgrader};
 //! use ws_core::{AdmissionConfig, HubConfig, ProjectId, UserId};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 16);
-//! let upgrader = Upgrader::new(hub, TransportConfig::default());
+//! let broker = std::sync::Arc::new(MemoryBroker::new(hub.clone(), Default::default(), 16));
+//! let upgrader = Upgrader::new(hub, broker, TransportConfig::default());
 //! let service = tower::service_fn(move |req| {
 //!     let upgrader = upgrader.clone();
 //!     async move {
@@ -33,6 +34,7 @@
 //!             user: UserId::new("anonymous"),
 //!             project: ProjectId::parse("lobby").unwrap(),
 //!             expires_at: None,
+//!             since: None,
 //!         };
 //!         Ok(upgrader.upgrade(req, who))
 //!     }
@@ -45,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod broker;
 mod config;
 mod connection;
 mod hub;
@@ -52,6 +55,7 @@ mod outbox;
 mod serve;
 mod upgrade;
 
+pub use broker::{Broker, MemoryBroker};
 pub use config::TransportConfig;
 pub use connection::Admitted;
 pub use hub::{Refused, SharedHub};

@@ -23,9 +23,17 @@ pub(crate) struct Outbox {
     ready: Notify,
 }
 
+/// A frame waiting to be written, with its offset when it is a project message (so a
+/// replay and live delivery can be merged without duplicates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub(crate) offset: Option<u64>,
+    pub(crate) frame: Utf8Bytes,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<Close>,
     drain_at: Option<Instant>,
@@ -40,11 +48,11 @@ pub(crate) struct Commands {
 
 impl Outbox {
     /// Queues a frame; the depth after it lets the hub judge the consumer.
-    pub(crate) fn push(&self, frame: Utf8Bytes) -> QueueDepth {
+    pub(crate) fn push(&self, offset: Option<u64>, frame: Utf8Bytes) -> QueueDepth {
         let depth = {
             let mut state = self.lock();
             state.bytes += frame.len();
-            state.frames.push_back(frame);
+            state.frames.push_back(Outgoing { offset, frame });
             QueueDepth {
                 frames: state.frames.len(),
                 bytes: state.bytes,
@@ -68,13 +76,13 @@ impl Outbox {
 
     /// Moves up to `max` frames into `into` and takes pending commands.
     /// Frames stay counted in the depth until taken, so the verdict sees a stalled writer.
-    pub(crate) fn take(&self, into: &mut Vec<Utf8Bytes>, max: usize) -> Commands {
+    pub(crate) fn take(&self, into: &mut Vec<Outgoing>, max: usize) -> Commands {
         let mut guard = self.lock();
         let state = &mut *guard;
         let n = state.frames.len().min(max);
-        for frame in state.frames.drain(..n) {
-            state.bytes -= frame.len();
-            into.push(frame);
+        for outgoing in state.frames.drain(..n) {
+            state.bytes -= outgoing.frame.len();
+            into.push(outgoing);
         }
         if state.frames.is_empty() && state.frames.capacity() > 64 {
             // A burst is over: give its memory back, idle connections must stay small.
@@ -109,8 +117,8 @@ mod tests {
     #[test]
     fn depth_counts_frames_and_bytes_until_taken() {
         let outbox = Outbox::default();
-        outbox.push("abc".into());
-        let depth = outbox.push("de".into());
+        outbox.push(Some(1), "abc".into());
+        let depth = outbox.push(None, "de".into());
         assert_eq!(
             depth,
             QueueDepth {
@@ -120,9 +128,15 @@ mod tests {
         );
         let mut batch = Vec::new();
         outbox.take(&mut batch, 1);
-        assert_eq!(batch, ["abc"]);
         assert_eq!(
-            outbox.push("f".into()),
+            batch,
+            [Outgoing {
+                offset: Some(1),
+                frame: "abc".into()
+            }]
+        );
+        assert_eq!(
+            outbox.push(None, "f".into()),
             QueueDepth {
                 frames: 2,
                 bytes: 3

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::broker::Broker;
 use crate::config::TransportConfig;
 use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
@@ -22,15 +23,17 @@ pub const SUBPROTOCOL: &str = "wshub.v1";
 #[derive(Debug, Clone)]
 pub struct Upgrader {
     hub: SharedHub,
+    broker: Arc<dyn Broker>,
     config: Arc<TransportConfig>,
     tracker: TaskTracker,
 }
 
 impl Upgrader {
-    /// An upgrader that registers connections in `hub`.
-    pub fn new(hub: SharedHub, config: TransportConfig) -> Self {
+    /// An upgrader that registers connections in `hub` and recovers them from `broker`.
+    pub fn new(hub: SharedHub, broker: Arc<dyn Broker>, config: TransportConfig) -> Self {
         Self {
             hub,
+            broker,
             config: Arc::new(config),
             tracker: TaskTracker::new(),
         }
@@ -113,6 +116,7 @@ impl Upgrader {
             connection::run(
                 websocket,
                 self.hub.clone(),
+                Arc::clone(&self.broker),
                 Arc::clone(&self.config),
                 conn,
                 who,
@@ -125,6 +129,11 @@ impl Upgrader {
     /// The hub connections are registered in.
     pub fn hub(&self) -> &SharedHub {
         &self.hub
+    }
+
+    /// The broker that orders and keeps messages.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
     /// The tracker of running connections: `close()` then `wait()` on shutdown.

@@ -247,6 +247,18 @@ pub(crate) async fn recv_json(ws: &mut Ws) -> Value {
     }
 }
 
+/// The next `message` frame; presence and ack frames before it are skipped.
+pub(crate) async fn recv_message(ws: &mut Ws) -> Value {
+    loop {
+        let frame = recv_json(ws).await;
+        match frame["type"].as_str() {
+            Some("message") => return frame,
+            Some("presence" | "ack") => {}
+            _ => panic!("expected a message, got {frame}"),
+        }
+    }
+}
+
 /// Reads until the server's close frame; returns its code and reason.
 /// Text frames before it are returned too.
 pub(crate) async fn recv_close(ws: &mut Ws) -> (u16, String, Vec<Value>) {

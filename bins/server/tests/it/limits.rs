@@ -73,7 +73,9 @@ async fn the_per_user_limit_answers_1013_for_that_user_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_4008_and_the_others_get_everything() {
-    let server = Server::start("[limits]\nsend_queue_frames = 1024\nsend_queue_bytes = 1048576\n");
+    let server = Server::start(
+        "[limits]\nsend_queue_frames = 1024\nsend_queue_bytes = 1048576\nclient_publish_rate = 0\n",
+    );
     // A small receive buffer so the slow client's kernel absorbs little.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -106,7 +108,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_the_others_get_everyt
     let reading = tokio::spawn(async move {
         for i in 0..n {
             assert_eq!(
-                recv_json(&mut reader).await["data"]["i"],
+                recv_message(&mut reader).await["data"]["i"],
                 i,
                 "in order, none lost"
             );
@@ -119,7 +121,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_the_others_get_everyt
         }
         for i in start..start + WINDOW {
             assert_eq!(
-                recv_json(&mut publisher).await["data"]["i"],
+                recv_message(&mut publisher).await["data"]["i"],
                 i,
                 "in order, none lost"
             );

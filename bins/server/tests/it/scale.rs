@@ -52,7 +52,7 @@ async fn wave(server: &Server) -> Vec<Vec<Ws>> {
     }
     for (p, members) in projects.iter_mut().enumerate() {
         for ws in members.iter_mut() {
-            let msg = recv_json(ws).await;
+            let msg = recv_message(ws).await;
             assert_eq!(
                 msg["data"]["project"], p,
                 "a message of another project arrived"

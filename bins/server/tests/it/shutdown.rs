@@ -60,6 +60,6 @@ async fn after_a_restart_clients_reconnect_and_receive_new_messages() {
     }
     publish(&mut clients[0], json!("after restart")).await;
     for ws in &mut clients {
-        assert_eq!(recv_json(ws).await["data"], "after restart");
+        assert_eq!(recv_message(ws).await["data"], "after restart");
     }
 }

@@ -97,6 +97,7 @@ fn config() -> ClientConfig {
         max_message_bytes: 100,
         max_protocol_errors: 2,
         allow_publish: true,
+        publish_rate: 0,
     }
 }
 
@@ -301,6 +302,41 @@ fn publishing_can_be_disabled() {
         panic!()
     };
     assert!(error.contains("publish_not_allowed"));
+}
+
+#[test]
+fn publishes_over_the_rate_are_refused_then_closed_with_1008() {
+    let mut sim = Sim::new(ClientConfig {
+        publish_rate: 5,
+        max_protocol_errors: 3,
+        ..config()
+    });
+    let publish = r#"{"type":"publish","data":1}"#;
+    // A burst of twice the rate passes.
+    for _ in 0..10 {
+        sim.with(|c, now| c.handle_text(now, publish));
+    }
+    assert_eq!(sim.events.len(), 10);
+    assert!(sim.transmits.is_empty());
+    sim.with(|c, now| c.handle_text(now, publish));
+    let [Transmit::Text(error)] = &sim.transmits[..] else {
+        panic!("{:?}", sim.transmits)
+    };
+    assert!(error.contains("rate_limited"), "{error}");
+    // A fifth of a second later one token is back.
+    sim.advance(Duration::from_millis(200));
+    sim.with(|c, now| c.handle_text(now, publish));
+    assert_eq!(sim.events.len(), 11);
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, publish));
+    }
+    assert_eq!(
+        sim.close_sent(),
+        Some(&Close::new(
+            CloseCode::POLICY_VIOLATION,
+            "publish rate exceeded repeatedly"
+        ))
+    );
 }
 
 #[test]
