@@ -45,7 +45,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let api_keys = ApiKeyLayer::new(settings.auth.api_keys.iter().map(|k| k.0.as_str()))
         .context("auth.api_keys")?;
     let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
-    let router = Router::new(upgrader.clone(), jwt, api_keys, leeway);
+    let router = Router::new(
+        upgrader.clone(),
+        jwt,
+        api_keys,
+        leeway,
+        settings.limits.max_message_bytes,
+    );
 
     let stop_accepting = CancellationToken::new();
     let server = tokio::spawn(serve(

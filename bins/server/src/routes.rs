@@ -14,9 +14,10 @@ use hyper::body::Incoming;
 use tower::{Layer, Service, ServiceExt};
 use ws_auth::{ApiKey, ApiKeyLayer, JwtAuth, JwtAuthLayer};
 use ws_core::ProjectId;
-use ws_transport::{SharedHub, Upgrader, json_error};
+use ws_transport::{Broker, SharedHub, Upgrader, json_error};
 
 use crate::admin::AdminHandler;
+use crate::api::ApiHandler;
 use crate::websocket::{self, UpgradeHandler};
 
 pub(crate) type Body = Full<Bytes>;
@@ -31,8 +32,10 @@ pub struct Router {
 #[derive(Debug)]
 struct Routes {
     hub: SharedHub,
+    broker: Arc<dyn Broker>,
     websocket: JwtAuth<UpgradeHandler>,
     admin: ApiKey<AdminHandler>,
+    api: ApiKey<ApiHandler>,
 }
 
 impl Router {
@@ -41,12 +44,20 @@ impl Router {
         jwt: JwtAuthLayer,
         api_keys: ApiKeyLayer,
         expiry_leeway: Option<Duration>,
+        max_message_bytes: usize,
     ) -> Self {
         let hub = upgrader.hub().clone();
+        let broker = Arc::clone(upgrader.broker());
         Self {
             inner: Arc::new(Routes {
                 websocket: jwt.layer(UpgradeHandler::new(upgrader, expiry_leeway)),
-                admin: api_keys.layer(AdminHandler::new(hub.clone())),
+                admin: api_keys.clone().layer(AdminHandler::new(hub.clone())),
+                api: api_keys.layer(ApiHandler::new(
+                    hub.clone(),
+                    Arc::clone(&broker),
+                    max_message_bytes,
+                )),
+                broker,
                 hub,
             }),
         }
@@ -77,6 +88,11 @@ impl Routes {
             (&Method::GET, ["readyz"]) => {
                 if self.hub.is_draining() {
                     json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+                } else if !self.broker.is_ready() {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"status":"broker_unavailable"}"#,
+                    )
                 } else {
                     json(StatusCode::OK, r#"{"status":"ready"}"#)
                 }
@@ -91,6 +107,7 @@ impl Routes {
                 websocket::handshake(&self.websocket, &self.hub, project, req).await
             }
             (_, ["api", "admin", ..]) => call(self.admin.clone(), req).await,
+            (_, ["api", "projects", ..]) => call(self.api.clone(), req).await,
             _ => not_found(),
         }
     }

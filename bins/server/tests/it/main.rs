@@ -6,5 +6,6 @@ mod harness;
 mod auth;
 mod lifecycle;
 mod limits;
+mod messaging;
 mod scale;
 mod shutdown;

@@ -1,0 +1,242 @@
+//! The HTTP API of SPEC §2, behind API keys: publish, history, presence.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tower::Service;
+use ws_core::ProjectId;
+use ws_core::envelope::Payload;
+use ws_transport::broker::{BrokerError, Publication, StoredMessage};
+use ws_transport::{Broker, SharedHub, json_error};
+
+use crate::routes::{Body, json, not_found};
+
+/// Bytes a publish body may hold beyond `data` itself: `from` and the JSON around them.
+const ENVELOPE_SLACK: usize = 1024;
+
+/// `/api/projects/{project}/...`.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiHandler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    hub: SharedHub,
+    broker: Arc<dyn Broker>,
+    max_message_bytes: usize,
+}
+
+impl ApiHandler {
+    pub(crate) fn new(hub: SharedHub, broker: Arc<dyn Broker>, max_message_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hub,
+                broker,
+                max_message_bytes,
+            }),
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for ApiHandler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { Ok(inner.route(req).await) })
+    }
+}
+
+impl Inner {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let ["api", "projects", project, resource] = segments[..] else {
+            return not_found();
+        };
+        let Ok(project) = ProjectId::parse(project) else {
+            return not_found();
+        };
+        match (req.method(), resource) {
+            (&Method::POST, "messages") => self.publish(&project, req).await,
+            (&Method::GET, "messages") => self.history(&project, req.uri().query()).await,
+            (&Method::GET, "presence") => self.presence(&project),
+            (_, "messages" | "presence") => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "messages takes GET and POST, presence takes GET",
+            ),
+            _ => not_found(),
+        }
+    }
+
+    async fn publish(&self, project: &ProjectId, req: Request<Incoming>) -> Response<Body> {
+        let limit = self.max_message_bytes + ENVELOPE_SLACK;
+        let body = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return too_large(self.max_message_bytes);
+            }
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    &format!("could not read the body: {e}"),
+                );
+            }
+        };
+        let request = match parse_publish(&body) {
+            Ok(request) => request,
+            Err(message) => return json_error(StatusCode::BAD_REQUEST, "invalid_body", &message),
+        };
+        if request.data.get().len() > self.max_message_bytes {
+            return too_large(self.max_message_bytes);
+        }
+        let publication = Publication {
+            from: request.from.unwrap_or_else(|| "api".to_owned()),
+            data: Payload::new(request.data),
+            ts: unix_millis(),
+        };
+        match self.broker.publish(project, publication).await {
+            Ok(offset) => json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#)),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    async fn history(&self, project: &ProjectId, query: Option<&str>) -> Response<Body> {
+        let since = match query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("since="))
+        {
+            None => 0,
+            Some(v) => match v.parse::<u64>() {
+                Ok(since) => since,
+                Err(_) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "since must be an offset (an unsigned integer)",
+                    );
+                }
+            },
+        };
+        match self.broker.history(project, since).await {
+            Ok(page) => {
+                // The retained frames are JSON already: embed them, never re-encode.
+                let messages = join_frames(&page.messages);
+                let epoch = serde_json::to_string(&page.epoch).unwrap_or_default();
+                json(
+                    StatusCode::OK,
+                    &format!(
+                        r#"{{"epoch":{epoch},"offset":{},"complete":{},"messages":[{messages}]}}"#,
+                        page.top, page.complete
+                    ),
+                )
+            }
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    fn presence(&self, project: &ProjectId) -> Response<Body> {
+        let users: Vec<serde_json::Value> = self
+            .hub
+            .presence(project)
+            .into_iter()
+            .map(|(user, connections)| serde_json::json!({"user": user.as_str(), "connections": connections}))
+            .collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "users": users }).to_string(),
+        )
+    }
+}
+
+/// `{"data": <json>, "from"?: string}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    data: Box<RawValue>,
+    from: Option<String>,
+}
+
+fn parse_publish(body: &[u8]) -> Result<PublishRequest, String> {
+    let request: PublishRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    if request.data.get() == "null" {
+        return Err("`data` must not be null".to_owned());
+    }
+    if let Some(from) = &request.from
+        && (from.is_empty() || from.len() > 128)
+    {
+        return Err("`from` must be 1 to 128 characters".to_owned());
+    }
+    Ok(request)
+}
+
+fn join_frames(messages: &[StoredMessage]) -> String {
+    let mut out = String::with_capacity(messages.iter().map(|m| m.frame.len() + 1).sum());
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m.frame.as_str());
+    }
+    out
+}
+
+fn too_large(max: usize) -> Response<Body> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("`data` may hold at most {max} bytes (limits.max_message_bytes)"),
+    )
+}
+
+fn unavailable(e: &BrokerError) -> Response<Body> {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "broker_unavailable",
+        &e.to_string(),
+    )
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_publish;
+
+    #[test]
+    fn publish_bodies_are_checked_precisely() {
+        assert!(parse_publish(br#"{"data":{"a":1},"from":"billing"}"#).is_ok());
+        assert!(parse_publish(br#"{"data":"x"}"#).is_ok());
+        let err = |b: &[u8]| parse_publish(b).err().unwrap();
+        assert!(err(b"").contains("EOF"));
+        assert!(err(br#"{"from":"x"}"#).contains("missing field `data`"));
+        assert!(err(br#"{"data":1,"extra":2}"#).contains("unknown field `extra`"));
+        assert!(err(br#"{"data":1,"from":5}"#).contains("expected a string"));
+        assert!(err(br#"{"data":null}"#).contains("must not be null"));
+        assert!(err(br#"{"data":1,"from":""}"#).contains("1 to 128"));
+    }
+}
