@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::Utf8Bytes;
 use ws_core::ProjectId;
 use ws_core::envelope::{Payload, ServerFrame};
-use ws_core::history::{History, HistoryConfig, Recovery};
+use ws_core::history::{History, HistoryConfig, Recovery, Stored};
 
 use crate::hub::SharedHub;
 use crate::tungstenite;
@@ -40,6 +40,15 @@ pub struct StoredMessage {
     pub offset: u64,
     /// The `message` frame, exactly as delivered live.
     pub frame: Utf8Bytes,
+}
+
+impl From<Stored<Utf8Bytes>> for StoredMessage {
+    fn from(m: Stored<Utf8Bytes>) -> Self {
+        Self {
+            offset: m.offset,
+            frame: m.payload,
+        }
+    }
 }
 
 /// What a connecting client gets from the broker.
@@ -219,13 +228,7 @@ impl MemoryBroker {
             epoch: stream.epoch().to_owned(),
             top: stream.top(),
             recovered,
-            missed: missed
-                .into_iter()
-                .map(|m| StoredMessage {
-                    offset: m.offset,
-                    frame: m.payload,
-                })
-                .collect(),
+            missed: missed.into_iter().map(StoredMessage::from).collect(),
         }
     }
 
@@ -238,13 +241,7 @@ impl MemoryBroker {
             epoch: stream.epoch().to_owned(),
             top: stream.top(),
             complete,
-            messages: messages
-                .into_iter()
-                .map(|m| StoredMessage {
-                    offset: m.offset,
-                    frame: m.payload,
-                })
-                .collect(),
+            messages: messages.into_iter().map(StoredMessage::from).collect(),
         }
     }
 }

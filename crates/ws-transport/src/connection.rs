@@ -141,14 +141,7 @@ pub(crate) async fn run(
                 .chain(replay.missed.into_iter().map(|m| m.frame))
                 .map(Message::Text);
             let deadline = tokio::time::Instant::now() + config.client.write_timeout;
-            let sent = timeout_at(deadline, async {
-                for message in first {
-                    ws.feed(message).await?;
-                }
-                ws.flush().await
-            })
-            .await;
-            match sent {
+            match write_all(&mut ws, first, deadline).await {
                 Ok(Ok(())) => Some(delivered),
                 _ => None,
             }
@@ -399,14 +392,7 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
             .peekable();
         if messages.peek().is_some() {
             let deadline = tokio::time::Instant::from_std(ctx.lock().client.write_deadline(now));
-            let written = timeout_at(deadline, async {
-                for message in messages {
-                    sink.feed(message).await?;
-                }
-                sink.flush().await
-            })
-            .await;
-            match written {
+            match write_all(sink, messages, deadline).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let mut shared = ctx.lock();
@@ -443,6 +429,24 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
             () = sleep_until(timer) => ctx.lock().client.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Writes `messages` and flushes them, all before `deadline`.
+async fn write_all<S>(
+    sink: &mut S,
+    messages: impl IntoIterator<Item = Message>,
+    deadline: tokio::time::Instant,
+) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    timeout_at(deadline, async {
+        for message in messages {
+            sink.feed(message).await?;
+        }
+        sink.flush().await
+    })
+    .await
 }
 
 fn take_closed(ctx: &Ctx<'_>) -> Option<Closed> {
