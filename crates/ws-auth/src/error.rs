@@ -1,5 +1,7 @@
 //! Why a request was refused, and why a configuration was refused.
 
+use std::time::Duration;
+
 use http::StatusCode;
 
 /// Why a request failed authentication or authorisation.
@@ -30,6 +32,10 @@ pub enum AuthError {
     /// or the token comes from another issuer.
     #[error("unknown key id")]
     UnknownKey,
+    /// The header has no `kid` but several asymmetric keys accept its algorithm, so the token
+    /// does not say which one signed it; the issuer must set `kid`.
+    #[error("token has no kid and several keys could have signed it")]
+    MissingKeyId,
     /// The header lists `crit` extensions, which this verifier does not understand; the issuer
     /// must not mark extensions critical.
     #[error("critical header extensions are not supported")]
@@ -63,6 +69,21 @@ pub enum AuthError {
         /// The project the request was scoped to.
         project: String,
     },
+    /// The handshake's `Origin` is not in the allow-list (or there are several `Origin`
+    /// headers); a page on another site tried to open the WebSocket.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The handshake has no `Origin` header and the server requires one; non-browser clients
+    /// must send the `Origin` of the application.
+    #[error("an Origin header is required")]
+    OriginRequired,
+    /// Too many handshakes from the client's address; the client should wait `retry_after`
+    /// before trying again (the `Retry-After` header says the same in whole seconds).
+    #[error("too many handshakes from this address")]
+    RateLimited {
+        /// How long until a handshake from this address would be accepted.
+        retry_after: Duration,
+    },
     /// The request carried no API key; the caller should send `Authorization: Bearer <key>`.
     #[error("no api key in the request")]
     MissingApiKey,
@@ -76,11 +97,14 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The HTTP status of the rejection: `401`, or `403` for [`AuthError::Forbidden`], or `500`
-    /// for [`AuthError::Signing`].
+    /// The HTTP status of the rejection: `401`; `403` for [`AuthError::Forbidden`] and the
+    /// origin refusals; `429` for [`AuthError::RateLimited`]; `500` for [`AuthError::Signing`].
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } | Self::OriginNotAllowed | Self::OriginRequired => {
+                StatusCode::FORBIDDEN
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -88,12 +112,14 @@ impl AuthError {
 
     /// The machine-readable `error` code of the rejection body.
     ///
-    /// One of `missing_token`, `invalid_token`, `forbidden`, `missing_api_key`,
-    /// `invalid_api_key`, `internal`.
+    /// One of `missing_token`, `invalid_token`, `forbidden`, `origin_not_allowed`,
+    /// `rate_limited`, `missing_api_key`, `invalid_api_key`, `internal`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",
             Self::Forbidden { .. } => "forbidden",
+            Self::OriginNotAllowed | Self::OriginRequired => "origin_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::Signing(_) => "internal",
@@ -101,6 +127,7 @@ impl AuthError {
             | Self::Malformed
             | Self::AlgorithmNotAllowed
             | Self::UnknownKey
+            | Self::MissingKeyId
             | Self::CriticalHeader
             | Self::BadSignature
             | Self::Expired
@@ -142,7 +169,10 @@ impl AuthError {
     }
 }
 
-/// Why an [`ApiKeyLayer`](crate::ApiKeyLayer) could not be built from its configured keys.
+/// Why a layer, a [`JwtVerifier`](crate::JwtVerifier) or a [`JwtSigner`](crate::JwtSigner)
+/// could not be built from its configuration.
+///
+/// The text never contains key material; it names the entry and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -159,6 +189,53 @@ pub enum ConfigError {
         /// Position of the key in the configured list, from 0.
         index: usize,
     },
+    /// A public key is not a PEM public key of a supported type; give an RSA (2048 bits or
+    /// more), P-256 or Ed25519 public key as `-----BEGIN PUBLIC KEY-----` (or PKCS#1
+    /// `-----BEGIN RSA PUBLIC KEY-----`).
+    #[error("not a supported public key: {0}")]
+    PublicKey(&'static str),
+    /// A private key is not a PEM private key of a supported type; give an RSA (2048 bits or
+    /// more), P-256 or Ed25519 key in PKCS#8 (`-----BEGIN PRIVATE KEY-----`), or RSA PKCS#1 /
+    /// SEC1 EC.
+    #[error("not a supported private key: {0}")]
+    PrivateKey(&'static str),
+    /// The JWKS document is not JSON of the shape `{"keys": [...]}`.
+    #[error("not a JWKS document")]
+    Jwks(#[source] serde_json::Error),
+    /// A key of the JWKS is unusable: its parameters are broken or contradict its `alg`.
+    #[error("JWKS key #{index}: {reason}")]
+    JwksKey {
+        /// Position of the key in the `keys` array, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The JWKS holds no key this verifier can use (RS256, ES256 or EdDSA signing keys).
+    #[error("the JWKS holds no RS256, ES256 or EdDSA signing key")]
+    NoUsableJwk,
+    /// Two asymmetric keys carry the same `kid`, so a token's `kid` cannot choose between them.
+    #[error("two keys have the kid {0:?}")]
+    DuplicateKeyId(String),
+    /// The algorithm asked for does not fit the key (an HS256 secret cannot sign RS256 tokens).
+    #[error("algorithm {requested:?} does not fit a {key} key")]
+    AlgorithmMismatch {
+        /// The algorithm asked for.
+        requested: jsonwebtoken::Algorithm,
+        /// The kind of key given.
+        key: &'static str,
+    },
+    /// An allowed origin cannot be parsed; write it as `https://app.example.com`,
+    /// `https://*.example.com` or `*.example.com`.
+    #[error("allowed origin {pattern:?}: {reason}")]
+    OriginPattern {
+        /// The configured entry.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A trusted proxy is neither an IP address nor a CIDR range like `10.0.0.0/8`.
+    #[error("trusted proxy {0:?} is not an IP address or a CIDR range")]
+    TrustedProxy(String),
 }
 
 #[cfg(test)]
@@ -173,6 +250,7 @@ mod tests {
             AuthError::Malformed,
             AuthError::AlgorithmNotAllowed,
             AuthError::UnknownKey,
+            AuthError::MissingKeyId,
             AuthError::CriticalHeader,
             AuthError::BadSignature,
             AuthError::Expired,
@@ -182,6 +260,10 @@ mod tests {
             AuthError::MissingClaim("exp"),
             AuthError::Forbidden {
                 project: "p".to_owned(),
+            },
+            AuthError::OriginNotAllowed,
+            AuthError::RateLimited {
+                retry_after: Duration::from_secs(1),
             },
             AuthError::MissingApiKey,
             AuthError::InvalidApiKey,
@@ -193,6 +275,8 @@ mod tests {
         }
         let cfg = ConfigError::BadApiKeyHash { index: 1 }.to_string();
         assert!(!cfg.ends_with('.'));
+        let cfg = ConfigError::PublicKey("a private key").to_string();
+        assert!(cfg.starts_with("not a supported public key"), "{cfg}");
     }
 
     #[test]
@@ -207,5 +291,13 @@ mod tests {
         assert_eq!(forbidden.code(), "forbidden");
         assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
         assert_eq!(AuthError::InvalidApiKey.code(), "invalid_api_key");
+        assert_eq!(AuthError::MissingKeyId.code(), "invalid_token");
+        assert_eq!(AuthError::OriginRequired.code(), "origin_not_allowed");
+        assert_eq!(AuthError::OriginNotAllowed.status(), StatusCode::FORBIDDEN);
+        let limited = AuthError::RateLimited {
+            retry_after: Duration::from_secs(2),
+        };
+        assert_eq!(limited.code(), "rate_limited");
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use crate::claims::ProjectScope;
 use crate::error::AuthError;
 use crate::rejection::error_response;
 use crate::token::find_token;
-use crate::verifier::JwtVerifier;
+use crate::verifier::SharedVerifier;
 
 /// Applies [`JwtAuth`] to a service: authenticates every request with a user JWT.
 ///
@@ -22,13 +21,14 @@ use crate::verifier::JwtVerifier;
 /// by default; turn them off with [`JwtAuthLayer::allow_query_token`].
 #[derive(Debug, Clone)]
 pub struct JwtAuthLayer {
-    verifier: Arc<JwtVerifier>,
+    verifier: SharedVerifier,
     allow_query_token: bool,
 }
 
 impl JwtAuthLayer {
-    /// A layer verifying tokens with `verifier` (a [`JwtVerifier`] or an `Arc` of one).
-    pub fn new(verifier: impl Into<Arc<JwtVerifier>>) -> Self {
+    /// A layer verifying tokens with `verifier`: a [`JwtVerifier`](crate::JwtVerifier), an
+    /// `Arc` of one, or a [`SharedVerifier`] whose keys can be replaced later.
+    pub fn new(verifier: impl Into<SharedVerifier>) -> Self {
         Self {
             verifier: verifier.into(),
             allow_query_token: true,
@@ -52,7 +52,7 @@ impl<S> Layer<S> for JwtAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         JwtAuth {
             inner,
-            verifier: Arc::clone(&self.verifier),
+            verifier: self.verifier.clone(),
             allow_query_token: self.allow_query_token,
         }
     }
@@ -63,7 +63,8 @@ impl<S> Layer<S> for JwtAuthLayer {
 /// In `call`, synchronously:
 ///
 /// 1. finds the token ([carriers](crate#token-carriers)) — none: `401 missing_token`;
-/// 2. verifies it with the [`JwtVerifier`] — failure: `401 invalid_token` naming the reason;
+/// 2. verifies it with the current [`JwtVerifier`](crate::JwtVerifier) — failure:
+///    `401 invalid_token` naming the reason;
 /// 3. when a [`ProjectScope`] extension is present, checks [`Claims::allows`](crate::Claims::allows) — failure:
 ///    `403 forbidden`;
 /// 4. inserts [`Claims`](crate::Claims) and [`TokenCarrier`](crate::TokenCarrier) into the request extensions and calls the inner
@@ -74,18 +75,18 @@ impl<S> Layer<S> for JwtAuthLayer {
 #[derive(Debug, Clone)]
 pub struct JwtAuth<S> {
     inner: S,
-    verifier: Arc<JwtVerifier>,
+    verifier: SharedVerifier,
     allow_query_token: bool,
 }
 
 impl<S> JwtAuth<S> {
     /// Wraps `inner`, verifying tokens with `verifier`; query tokens are accepted.
-    pub fn new(inner: S, verifier: impl Into<Arc<JwtVerifier>>) -> Self {
+    pub fn new(inner: S, verifier: impl Into<SharedVerifier>) -> Self {
         JwtAuthLayer::new(verifier).layer(inner)
     }
 
     /// A [`JwtAuthLayer`] with `verifier`.
-    pub fn layer(verifier: impl Into<Arc<JwtVerifier>>) -> JwtAuthLayer {
+    pub fn layer(verifier: impl Into<SharedVerifier>) -> JwtAuthLayer {
         JwtAuthLayer::new(verifier)
     }
 
@@ -106,7 +107,7 @@ impl<S> JwtAuth<S> {
 
     fn authorize<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
         let (token, carrier) = find_token(req.headers(), req.uri(), self.allow_query_token)?;
-        let claims = self.verifier.verify(&token)?;
+        let claims = self.verifier.current().verify(&token)?;
         if let Some(ProjectScope(project)) = req.extensions().get::<ProjectScope>()
             && !claims.allows(project)
         {
@@ -209,6 +210,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use http::StatusCode;
@@ -217,10 +219,10 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     use super::*;
-    use crate::JwtSigner;
     use crate::claims::{Claims, TokenCarrier};
     use crate::rejection::tests::read;
     use crate::verifier::tests::{SECRET, claims, now, token};
+    use crate::{JwtSigner, JwtVerifier};
 
     type Body = Full<Bytes>;
 
@@ -483,5 +485,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn replaced_keys_apply_to_the_next_request() {
+        let shared = SharedVerifier::new(JwtVerifier::hs256(["old-secret-0123456789"]));
+        let layer = JwtAuthLayer::new(shared.clone());
+        let old = JwtSigner::hs256("old-secret-0123456789")
+            .sign(&claims(&["chat"]))
+            .unwrap();
+        assert_eq!(
+            send(layer.clone(), bearer(&old)).await.status(),
+            StatusCode::OK
+        );
+        shared.replace(JwtVerifier::hs256(["new-secret-0123456789"]));
+        let (status, _, json) = read(send(layer, bearer(&old)).await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["message"], "signature does not match");
     }
 }

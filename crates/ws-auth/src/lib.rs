@@ -1,20 +1,30 @@
-//! Tower layers that authenticate wshub requests before anything is upgraded.
+//! Tower layers that authenticate and admit wshub requests before anything is upgraded.
 //!
-//! - [`JwtAuthLayer`] / [`JwtAuth`] guard the WebSocket handshake (`GET /ws/projects/{project}`):
-//!   they find the user's JWT, verify it with a [`JwtVerifier`], check the project when the
-//!   router scoped the request with [`ProjectScope`], and insert [`Claims`] and
-//!   [`TokenCarrier`] into the request extensions for the upgrade handler.
-//! - [`ApiKeyLayer`] / [`ApiKey`] guard the HTTP API with static keys
-//!   (`Authorization: Bearer <key>`).
-//! - Failures are answered at once with `401`/`403` and a JSON body
-//!   `{"error": code, "message": text}` ([`error_response`]); [`json_error`] builds the same
-//!   shape for the server's other errors.
+//! One layer per concern, tower-http style (a `Layer` holding a small configuration, a
+//! `Service` doing the work in `call`, rejections answered at once without calling the inner
+//! service):
 //!
-//! What it never does: it performs no IO, spawns nothing and needs no runtime (verification is
-//! CPU-only and runs synchronously in `call`); it never upgrades a connection, checks `Origin`
-//! or rate-limits (those are the server's and `ws-transport`'s); it never fetches keys over
-//! the network; and it never logs or echoes a token or an API key — rejections are logged at
-//! `debug` with the reason only.
+//! | layer | service | concern | refuses with |
+//! |---|---|---|---|
+//! | [`CheckOriginLayer`] | [`CheckOrigin`] | `Origin` allow-list (cross-site WebSocket hijacking) | `403 origin_not_allowed` |
+//! | [`SetClientIpLayer`] | [`SetClientIp`] | who the client is: the peer, or `X-Forwarded-For` from [trusted proxies](TrustedProxies) | — (inserts [`ClientIp`]) |
+//! | [`HandshakeRateLimitLayer`] | [`HandshakeRateLimit`] | handshakes per second per client address | `429 rate_limited` + `Retry-After` |
+//! | [`JwtAuthLayer`] | [`JwtAuth`] | the user's JWT: carriers, signature, claims, project scope | `401 missing_token` / `401 invalid_token` / `403 forbidden` |
+//! | [`ApiKeyLayer`] | [`ApiKey`] | static API keys for the HTTP API | `401 missing_api_key` / `401 invalid_api_key` |
+//!
+//! [`JwtAuth`] verifies with a [`JwtVerifier`] (HS256 secrets, RS256/ES256/EdDSA public keys in
+//! PEM, JWKS documents; several at once, chosen by `kid`) behind a [`SharedVerifier`], whose
+//! keys can be replaced while the server runs (a reload on SIGHUP). On success it inserts
+//! [`Claims`] and [`TokenCarrier`] into the request extensions for the upgrade handler.
+//! Failures are answered with a JSON body `{"error": code, "message": text}`
+//! ([`error_response`]); [`json_error`] builds the same shape for the server's other errors.
+//!
+//! What it never does: it performs no IO, spawns nothing and needs no runtime (every check is
+//! CPU-only and runs synchronously in `call`; key files are read by the caller and handed over
+//! as bytes); it never upgrades a connection; it never fetches keys over the network; it never
+//! reads the transport's types (the client address comes through a function the caller gives
+//! [`SetClientIpLayer`]); and it never logs or echoes a token or an API key — rejections are
+//! logged at `debug` with the reason only.
 //!
 //! # Token carriers
 //!
@@ -41,6 +51,8 @@
 //! | no token | 401 | `missing_token` | `Bearer` |
 //! | token fails verification | 401 | `invalid_token` | `Bearer error="invalid_token"` |
 //! | token does not grant the [`ProjectScope`] | 403 | `forbidden` | `Bearer error="insufficient_scope"` |
+//! | `Origin` not allowed, or missing when required | 403 | `origin_not_allowed` | — |
+//! | too many handshakes from the client's address | 429 | `rate_limited` | — (`Retry-After: <s>`) |
 //! | no API key | 401 | `missing_api_key` | `Bearer` |
 //! | unknown API key | 401 | `invalid_api_key` | `Bearer` |
 //!
@@ -100,19 +112,34 @@
 
 mod api_key;
 mod claims;
+mod client_ip;
 mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod jwt_auth;
+mod keys;
+mod origin;
+mod rate_limit;
 mod rejection;
 mod token;
 mod verifier;
 
 pub use api_key::{ApiKey, ApiKeyLayer};
 pub use claims::{Claims, ProjectScope, TokenCarrier};
+pub use client_ip::{
+    ClientIp, PeerIpFn, SetClientIp, SetClientIpLayer, TrustedProxies, X_FORWARDED_FOR, client_ip,
+};
 pub use error::{AuthError, ConfigError};
+pub use jsonwebtoken::Algorithm;
 pub use jwt_auth::{JwtAuth, JwtAuthLayer, ResponseFuture};
+pub use origin::{CheckOrigin, CheckOriginLayer};
+pub use rate_limit::{
+    Decision, HandshakeRateLimit, HandshakeRateLimitLayer, RateLimited, RateLimiter,
+};
 pub use rejection::{error_response, json_error};
 pub use token::{
     ACCESS_TOKEN_PARAM, BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, SUBPROTOCOL,
     offers_subprotocol, redact_access_token,
 };
-pub use verifier::{DEFAULT_LEEWAY, JwtSigner, JwtVerifier};
+pub use verifier::{DEFAULT_LEEWAY, JwtSigner, JwtVerifier, SharedVerifier};

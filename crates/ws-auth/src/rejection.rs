@@ -1,7 +1,7 @@
 //! JSON error responses: `{"error": code, "message": text}`.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::error::AuthError;
@@ -31,11 +31,12 @@ pub fn json_error<B: From<Bytes>>(status: StatusCode, code: &str, message: &str)
 }
 
 /// The rejection for `err`: its status and code, its message, and a `WWW-Authenticate`
-/// challenge.
+/// challenge or a `Retry-After`.
 ///
 /// `missing_token`, `missing_api_key` and `invalid_api_key` carry `Bearer`; `invalid_token`
 /// carries `Bearer error="invalid_token"`; `forbidden` carries
-/// `Bearer error="insufficient_scope"` (RFC 6750 §3.1).
+/// `Bearer error="insufficient_scope"` (RFC 6750 §3.1); `rate_limited` carries `Retry-After` in
+/// whole seconds, rounded up, at least 1; `origin_not_allowed` carries neither.
 pub fn error_response<B: From<Bytes>>(err: &AuthError) -> Response<B> {
     let mut res = json_error(err.status(), err.code(), &err.to_string());
     let challenge = match err.code() {
@@ -47,6 +48,11 @@ pub fn error_response<B: From<Bytes>>(err: &AuthError) -> Response<B> {
     if let Some(challenge) = challenge {
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    if let AuthError::RateLimited { retry_after } = err {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     res
 }
@@ -103,6 +109,7 @@ pub(crate) mod tests {
             ),
             (AuthError::MissingApiKey, "Bearer"),
             (AuthError::InvalidApiKey, "Bearer"),
+            (AuthError::MissingKeyId, r#"Bearer error="invalid_token""#),
         ];
         for (err, expected) in cases {
             let (status, challenge, json) = read(error_response::<Full<Bytes>>(&err)).await;
@@ -111,5 +118,26 @@ pub(crate) mod tests {
             assert_eq!(json["error"], err.code());
             assert_eq!(json["message"], err.to_string());
         }
+    }
+
+    #[tokio::test]
+    async fn rate_limited_and_origin_rejections() {
+        for (wait, expected) in [
+            (std::time::Duration::from_millis(1), "1"),
+            (std::time::Duration::from_millis(1500), "2"),
+            (std::time::Duration::from_secs(3), "3"),
+        ] {
+            let res: Response<Full<Bytes>> =
+                error_response(&AuthError::RateLimited { retry_after: wait });
+            assert_eq!(res.headers()[RETRY_AFTER], expected, "{wait:?}");
+            let (status, challenge, json) = read(res).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(challenge, None);
+            assert_eq!(json["error"], "rate_limited");
+        }
+        let (status, challenge, json) = read(error_response(&AuthError::OriginNotAllowed)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(challenge, None);
+        assert_eq!(json["error"], "origin_not_allowed");
     }
 }
