@@ -15,7 +15,10 @@ use crate::{Steps, cargo, exec, has_cargo_subcommand};
 /// Anything missing is installed with `apt-get`: CI runs on a fresh machine as root.
 /// Add an entry here, with a comment naming the tests that use it, when tests start needing a program
 /// (e.g. `("chromium", "chromium")`, `("redis-server", "redis-server")`); npm packages get a step of their own.
-const TOOLS: &[(&str, &str)] = &[];
+const TOOLS: &[(&str, &str)] = &[
+    // The JS client's unit tests (`clients/js/test`, node's built-in runner; no npm packages).
+    ("node", "nodejs"),
+];
 
 pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
     let mut steps = Steps::default();
@@ -33,6 +36,18 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
             .args(["test", "--workspace", "--doc"])
             .args(with_separator(runner_args)),
     );
+
+    // The JS client (`clients/js`): node's built-in test runner, a fake clock and a fake WebSocket.
+    steps.step("JS client unit tests: node --test (clients/js)", || {
+        if find_on_path("node").is_none() {
+            bail!("`node` is not on PATH (the tools step installs Debian's `nodejs`)");
+        }
+        exec(
+            Command::new("node")
+                .current_dir(crate::project_root().join("clients/js"))
+                .arg("--test"),
+        )
+    });
 
     if has_cargo_subcommand("nextest") {
         steps.command(
