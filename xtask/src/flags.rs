@@ -9,7 +9,9 @@ Tasks:
   lint                 rustfmt --check, clippy -D warnings, rustdoc -D warnings,
                        tidy checks, cargo deny check bans licenses sources
   bench [-- ARGS]      cargo bench -p ws-core (when ws-core has benchmarks)
-  release              build the server in release mode into target/dist/ with a .sha256
+  release [--quick]    build the server with the `dist` profile (`--quick`: the `release`
+                       profile) and pack target/dist/wshub-VERSION-ARCH-linux.tar.gz with
+                       README, example config, licenses and an SBOM, plus its .sha256
   help                 print this message
 ";
 
@@ -20,7 +22,10 @@ pub(crate) enum Task {
     Test { runner_args: Vec<String> },
     Lint,
     Bench { runner_args: Vec<String> },
-    Release,
+    Release {
+        /// Build with the `release` profile instead of `dist` (no fat LTO): for CI's smoke test.
+        quick: bool,
+    },
 }
 
 impl Task {
@@ -40,7 +45,11 @@ impl Task {
             "bench" => Ok(Self::Bench {
                 runner_args: runner_args(rest),
             }),
-            "release" => no_args(&task, &rest).map(|()| Self::Release),
+            "release" => match rest.as_slice() {
+                [] => Ok(Self::Release { quick: false }),
+                [flag] if flag == "--quick" => Ok(Self::Release { quick: true }),
+                [arg, ..] => Err(format!("`release` takes only `--quick`, got `{arg}`")),
+            },
             _ => Err(format!("unknown task `{task}`")),
         }
     }
@@ -77,7 +86,8 @@ mod tests {
     #[test]
     fn parses_tasks() {
         check(&["lint"], Ok(Task::Lint));
-        check(&["release"], Ok(Task::Release));
+        check(&["release"], Ok(Task::Release { quick: false }));
+        check(&["release", "--quick"], Ok(Task::Release { quick: true }));
         check(&["--help"], Ok(Task::Help));
         check(
             &["test"],
@@ -106,6 +116,10 @@ mod tests {
         check(
             &["lint", "--fix"],
             Err("`lint` takes no arguments, got `--fix`"),
+        );
+        check(
+            &["release", "--fast"],
+            Err("`release` takes only `--quick`, got `--fast`"),
         );
     }
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         flags::Task::Test { runner_args } => test::run(&runner_args),
         flags::Task::Lint => lint::run(),
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
-        flags::Task::Release => release::run(),
+        flags::Task::Release { quick } => release::run(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
