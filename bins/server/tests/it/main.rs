@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod config;
 mod lifecycle;
 mod limits;
 mod messaging;
