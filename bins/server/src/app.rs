@@ -5,16 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use http::header;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tracing::{info, warn};
-use ws_auth::{ApiKeyLayer, JwtAuthLayer, JwtVerifier};
+use ws_auth::{ApiKeyLayer, JwtAuthLayer, SharedVerifier};
 use ws_core::history::HistoryConfig;
 use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
 use ws_transport::{MemoryBroker, SharedHub, TransportConfig, Upgrader, serve};
 
 use crate::config::Settings;
 use crate::routes::Router;
+use crate::websocket::guard::HandshakeGuardLayer;
+use crate::websocket::keys;
 
 /// Extra time after the drain window for the last close handshakes; the process exits
 /// within `drain + 2 s` (SPEC §5).
@@ -36,12 +41,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     ));
     tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
     let upgrader = Upgrader::new(hub.clone(), broker, transport_config(&settings));
-    let verifier = JwtVerifier::hs256(settings.auth.hs256_secrets.iter().map(|s| s.0.clone()))
-        .issuer(settings.auth.issuer.clone())
-        .audience(settings.auth.audience.clone())
-        .leeway(settings.auth.leeway);
-    let jwt =
-        JwtAuthLayer::new(Arc::new(verifier)).allow_query_token(settings.auth.allow_query_token);
+    let verifier = SharedVerifier::new(keys::verifier(&settings)?);
+    info!(keys = %keys::describe(&verifier.current()), "user token keys loaded");
+    keys::reload_on_hangup(settings.source.clone(), verifier.clone())?;
+    let jwt = JwtAuthLayer::new(verifier).allow_query_token(settings.auth.allow_query_token);
     let api_keys = ApiKeyLayer::new(settings.auth.api_keys.iter().map(|k| k.0.as_str()))
         .context("auth.api_keys")?;
     let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
@@ -53,10 +56,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         settings.limits.max_message_bytes,
     );
 
+    // Tokens travel in these headers: never print them, whatever logs a request.
+    let sensitive = [
+        header::AUTHORIZATION,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::COOKIE,
+    ];
+    let service = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .layer(HandshakeGuardLayer::new(&settings, hub.clone())?)
+        .service(router);
+
     let stop_accepting = CancellationToken::new();
     let server = tokio::spawn(serve(
         listener,
-        router,
+        service,
         stop_accepting.clone(),
         settings.timeouts.handshake,
         Duration::from_secs(1),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -22,6 +22,10 @@ pub struct Settings {
     pub broker: Broker,
     pub shutdown: Shutdown,
     pub log: Log,
+    /// The file the settings were read from, if any: relative key file paths are resolved
+    /// against its directory, and SIGHUP reads it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,25 +56,39 @@ impl Default for Server {
     }
 }
 
+/// `[auth]`: who may connect (SPEC §3). The key settings (`hs256_secrets`,
+/// `public_key_files`, `jwks_file`, `issuer`, `audience`, `leeway`) are read again on SIGHUP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
+    /// HS256 shared secrets, each at least 16 bytes; several at once for rotation.
     pub hs256_secrets: Vec<Secret>,
+    /// RS256, ES256 or EdDSA public keys in PEM: `"path.pem"` or `{ path = "...", kid = "..." }`.
+    /// Relative paths are resolved against the configuration file's directory.
+    pub public_key_files: Vec<PublicKeyFile>,
+    /// A JWKS document (`{"keys": [...]}`); its keys are chosen by `kid`.
+    pub jwks_file: Option<PathBuf>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     #[serde(deserialize_with = "duration")]
     pub leeway: Duration,
+    /// Exact origins and `*.example.com` patterns; empty: no Origin check.
     pub allowed_origins: Vec<String>,
     pub require_origin: bool,
     pub allow_query_token: bool,
     pub api_keys: Vec<Secret>,
     pub enforce_expiry: bool,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client
+    /// for the handshake rate limit; empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Auth {
     fn default() -> Self {
         Self {
             hs256_secrets: Vec::new(),
+            public_key_files: Vec::new(),
+            jwks_file: None,
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
@@ -79,6 +97,33 @@ impl Default for Auth {
             allow_query_token: true,
             api_keys: Vec::new(),
             enforce_expiry: true,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `auth.public_key_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PublicKeyFile {
+    /// A key without `kid`: it checks the tokens of its algorithm whose `kid` names no other
+    /// key.
+    Path(PathBuf),
+    /// A key for the tokens whose `kid` is `kid`.
+    WithKid { path: PathBuf, kid: String },
+}
+
+impl PublicKeyFile {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Path(path) | Self::WithKid { path, .. } => path,
+        }
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            Self::Path(_) => None,
+            Self::WithKid { kid, .. } => Some(kid),
         }
     }
 }
@@ -276,9 +321,11 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("auth.hs256_secrets")
                 .with_list_parse_key("auth.api_keys")
-                .with_list_parse_key("auth.allowed_origins"),
+                .with_list_parse_key("auth.allowed_origins")
+                .with_list_parse_key("auth.public_key_files")
+                .with_list_parse_key("auth.trusted_proxies"),
         );
-        let settings: Self = builder
+        let mut settings: Self = builder
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -290,6 +337,7 @@ impl Settings {
                 None => "invalid configuration in WSHUB__* variables".to_owned(),
             })?;
         settings.validate()?;
+        settings.source = file.map(Path::to_path_buf);
         Ok(settings)
     }
 
@@ -326,6 +374,7 @@ impl Settings {
                 "auth.hs256_secrets: each secret must be at least 16 bytes (32 or more recommended)"
             );
         }
+        self.auth.validate()?;
         if self.broker.kind == BrokerKind::Redis {
             bail!("broker.kind = \"redis\" is not available yet in this build; use \"memory\"");
         }
@@ -340,6 +389,34 @@ impl Settings {
     /// Whether start-up must invent a secret: nothing to verify tokens with.
     pub fn is_development(&self) -> bool {
         self.auth.hs256_secrets.is_empty()
+            && self.auth.public_key_files.is_empty()
+            && self.auth.jwks_file.is_none()
+    }
+
+    /// Where a path from the configuration is: relative paths are taken from the directory of
+    /// the configuration file (from the working directory without one).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.source.as_deref().and_then(Path::parent) {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+impl Auth {
+    /// Parses what the layers will parse again, so that start-up fails here, naming the key.
+    fn validate(&self) -> anyhow::Result<()> {
+        ws_auth::CheckOriginLayer::allow(&self.allowed_origins).context("auth.allowed_origins")?;
+        ws_auth::TrustedProxies::parse(&self.trusted_proxies).context("auth.trusted_proxies")?;
+        for (i, file) in self.public_key_files.iter().enumerate() {
+            if file.path().as_os_str().is_empty() {
+                bail!("auth.public_key_files[{i}]: the path is empty");
+            }
+            if file.kid() == Some("") {
+                bail!("auth.public_key_files[{i}]: kid is empty; leave it out instead");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -401,5 +478,73 @@ mod tests {
     fn secrets_are_redacted() {
         let s = parse("[auth]\nhs256_secrets = [\"0123456789abcdef-secret\"]").unwrap();
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn auth_keys_origins_and_proxies() {
+        let s = parse(
+            r#"
+            [auth]
+            public_key_files = ["keys/a.pem", { path = "/etc/wshub/b.pem", kid = "b" }]
+            jwks_file = "jwks.json"
+            allowed_origins = ["https://app.example.com", "*.example.org"]
+            require_origin = true
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.auth.public_key_files,
+            [
+                PublicKeyFile::Path("keys/a.pem".into()),
+                PublicKeyFile::WithKid {
+                    path: "/etc/wshub/b.pem".into(),
+                    kid: "b".to_owned()
+                }
+            ]
+        );
+        assert_eq!(s.auth.public_key_files[1].kid(), Some("b"));
+        assert_eq!(s.auth.jwks_file.as_deref(), Some(Path::new("jwks.json")));
+        assert!(s.auth.require_origin);
+        assert!(!s.is_development(), "public keys are keys");
+        assert!(parse("[auth]\njwks_file = \"j.json\"").is_ok_and(|s| !s.is_development()));
+    }
+
+    #[test]
+    fn auth_errors_name_the_key() {
+        let cases = [
+            (
+                "allowed_origins = [\"https://app.example.com/\"]",
+                "auth.allowed_origins",
+            ),
+            ("allowed_origins = [\"null\"]", "auth.allowed_origins"),
+            (
+                "trusted_proxies = [\"10.0.0.0/40\"]",
+                "auth.trusted_proxies",
+            ),
+            (
+                "public_key_files = [{ path = \"a.pem\", kid = \"\" }]",
+                "auth.public_key_files[0]",
+            ),
+            ("public_key_files = [\"\"]", "auth.public_key_files[0]"),
+            (
+                "public_key_files = [{ path = \"a.pem\", kidd = \"x\" }]",
+                "public_key_files",
+            ),
+            ("trusted_proxy = []", "trusted_proxy"),
+        ];
+        for (toml, key) in cases {
+            let err = format!("{:#}", parse(&format!("[auth]\n{toml}")).unwrap_err());
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut s = parse("").unwrap();
+        assert_eq!(s.resolve(Path::new("k.pem")), Path::new("k.pem"));
+        s.source = Some(PathBuf::from("/etc/wshub/wshub.toml"));
+        assert_eq!(s.resolve(Path::new("k.pem")), Path::new("/etc/wshub/k.pem"));
+        assert_eq!(s.resolve(Path::new("/k.pem")), Path::new("/k.pem"));
     }
 }

@@ -13,6 +13,7 @@ use server::config::Settings;
 /// a wave of connections ends; glibc's per-thread arenas keep it.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+use server::websocket::keys;
 use server::{app, dev, signal, telemetry};
 
 #[derive(Parser)]
@@ -33,7 +34,8 @@ struct Cli {
 enum Command {
     /// Serve (the default).
     Serve,
-    /// Mint a token with the configured HS256 secret, for tests and development.
+    /// Mint a token for tests and development: HS256 with the configured secret, or
+    /// RS256/ES256/EdDSA with a private key.
     Token {
         /// The user id (`sub`).
         #[arg(long)]
@@ -44,12 +46,46 @@ enum Command {
         /// How long the token lives, like "1h" or "90s".
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// The algorithm; by default the key's (HS256 without --key).
+        #[arg(long, value_enum, ignore_case = true)]
+        alg: Option<Alg>,
+        /// A private key in PEM (PKCS#8, PKCS#1 RSA or SEC1 EC), or with --alg HS256 a file
+        /// holding the secret; by default the first of auth.hs256_secrets.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The `kid` header, to pick a key when the server has several.
+        #[arg(long)]
+        kid: Option<String>,
     },
-    /// Validate a configuration file without starting.
+    /// Validate a configuration file, and read its key files, without starting.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
     },
+}
+
+/// The algorithms `wshub token --alg` signs with.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Alg {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl From<Alg> for ws_auth::Algorithm {
+    fn from(alg: Alg) -> Self {
+        match alg {
+            Alg::Hs256 => Self::HS256,
+            Alg::Rs256 => Self::RS256,
+            Alg::Es256 => Self::ES256,
+            Alg::EdDsa => Self::EdDSA,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,7 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let load = |file: Option<&std::path::Path>| Settings::load(file).context(ConfigError);
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { file } => {
-            load(Some(&file))?;
+            let settings = load(Some(&file))?;
+            keys::verifier(&settings).context(ConfigError)?;
             println!("{}: ok", file.display());
             Ok(())
         }
@@ -92,21 +129,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             user,
             projects,
             ttl,
+            alg,
+            key,
+            kid,
         } => {
             let settings = load(cli.config.as_deref())?;
-            let secret = settings
-                .auth
-                .hs256_secrets
-                .first()
-                .context("no auth.hs256_secrets configured: pass --config or set WSHUB__AUTH__HS256_SECRETS")
-                .context(ConfigError)?;
-            let mut claims = ws_auth::Claims::new(user, projects, ttl);
-            claims.iss = settings.auth.issuer.clone();
-            claims.aud = settings.auth.audience.clone();
-            println!(
-                "{}",
-                ws_auth::JwtSigner::hs256(secret.0.as_bytes()).sign(&claims)?
-            );
+            let request = keys::MintRequest {
+                claims: ws_auth::Claims::new(user, projects, ttl),
+                alg: alg.map(Into::into),
+                key: key.as_deref(),
+                kid,
+            };
+            println!("{}", keys::mint(&settings, request).context(ConfigError)?);
             Ok(())
         }
         Command::Serve => {
@@ -114,11 +148,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&settings.log).context(ConfigError)?;
             if settings.is_development() && cli.config.is_some() {
                 return Err(anyhow::anyhow!(
-                    "auth.hs256_secrets is empty: a configured server needs at least one secret \
-                     (development mode, with invented secrets, is only for runs without --config)"
+                    "auth.hs256_secrets, auth.public_key_files and auth.jwks_file are all empty: \
+                     a configured server needs a key (development mode, with invented secrets, \
+                     is only for runs without --config)"
                 ))
                 .context(ConfigError);
             }
+            // Key files are read again by the server; reading them here makes a bad one a
+            // configuration error (exit 64) before anything starts.
+            keys::verifier(&settings).context(ConfigError)?;
             if settings.is_development() {
                 let banner = dev::prepare(&mut settings)?;
                 println!("{banner}");

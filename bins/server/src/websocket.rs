@@ -1,4 +1,11 @@
 //! `GET /ws/projects/{project}`: the checks of SPEC §3 in order, then the upgrade.
+//!
+//! The Origin check and the rate limit run in front of the router ([`guard`]); the token is
+//! checked by the router's `JwtAuth`, with the keys of [`keys`]; a request the rate limit only
+//! marked is refused here, after authentication.
+
+pub mod guard;
+pub mod keys;
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -7,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tower::Service;
-use ws_auth::{Claims, JwtAuth, ProjectScope};
+use ws_auth::{Claims, JwtAuth, ProjectScope, RateLimited};
 use ws_core::{ProjectId, UserId};
 use ws_transport::{Admitted, SharedHub, Upgrader, json_error};
 
@@ -67,6 +74,10 @@ impl Service<Request<Incoming>> for UpgradeHandler {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        // SPEC §3 step 6: over the handshake rate, answered after authentication.
+        if let Some(limited) = req.extensions().get::<RateLimited>() {
+            return std::future::ready(Ok(limited.response()));
+        }
         let claims = req.extensions().get::<Claims>().cloned();
         let project = req.extensions().get::<ProjectId>().cloned();
         let (Some(claims), Some(project)) = (claims, project) else {
