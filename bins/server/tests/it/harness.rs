@@ -42,13 +42,26 @@ impl Server {
     }
 
     pub(crate) fn start_on(listen: &str, extra: &str) -> Self {
-        let dir = TempDir::new();
-        let config = dir.0.join("wshub.toml");
         let toml = format!(
             "[server]\nlisten = \"{listen}\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
         );
+        Self::start_in(TempDir::new(), &toml)
+    }
+
+    /// Starts `wshub` with exactly `toml` as its configuration, written to `wshub.toml` in
+    /// `dir`, which lives as long as the server: tests put key files beside it and rewrite it
+    /// (see [`Server::config_path`]). `[log]` should say `format = "json"`. The handshake rate
+    /// limit is lifted unless `toml` sets `limits.handshake_rate_per_ip`.
+    pub(crate) fn start_in(dir: TempDir, toml: &str) -> Self {
+        let config = dir.0.join("wshub.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
+        if !toml.contains("handshake_rate_per_ip") {
+            // Tests open many connections from one address: lift the handshake rate limit
+            // unless the test is about it.
+            command.env("WSHUB__LIMITS__HANDSHAKE_RATE_PER_IP", "1000000");
+        }
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .env_remove("RUST_LOG")
@@ -92,6 +105,20 @@ impl Server {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The configuration file the server was started with.
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self._dir.0.join("wshub.toml")
+    }
+
+    /// Sends SIGHUP: the server reloads its keys.
+    pub(crate) fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub(crate) fn url(&self, project: &str) -> String {

@@ -9,4 +9,5 @@ mod lifecycle;
 mod limits;
 mod messaging;
 mod scale;
+mod security;
 mod shutdown;
