@@ -18,6 +18,9 @@ use crate::{Steps, cargo, exec, has_cargo_subcommand};
 const TOOLS: &[(&str, &str)] = &[
     // The JS client's unit tests (`clients/js/test`, node's built-in runner; no npm packages).
     ("node", "nodejs"),
+    // The Redis broker's integration tests (`bins/server/tests/it/redis.rs`) start their own
+    // `redis-server` on a free loopback port and use `redis-cli`; both come with this package.
+    ("redis-server", "redis-server"),
 ];
 
 pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {

@@ -76,7 +76,7 @@ impl Inner {
         match (req.method(), resource) {
             (&Method::POST, "messages") => self.publish(&project, req).await,
             (&Method::GET, "messages") => self.history(&project, req.uri().query()).await,
-            (&Method::GET, "presence") => self.presence(&project),
+            (&Method::GET, "presence") => self.presence(&project).await,
             (_, "messages" | "presence") => json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -154,10 +154,13 @@ impl Inner {
         }
     }
 
-    fn presence(&self, project: &ProjectId) -> Response<Body> {
-        let users: Vec<serde_json::Value> = self
-            .hub
-            .presence(project)
+    async fn presence(&self, project: &ProjectId) -> Response<Body> {
+        let local = self.hub.presence(project);
+        let users = match self.broker.presence(project, local).await {
+            Ok(users) => users,
+            Err(e) => return unavailable(&e),
+        };
+        let users: Vec<serde_json::Value> = users
             .into_iter()
             .map(|(user, connections)| serde_json::json!({"user": user.as_str(), "connections": connections}))
             .collect();

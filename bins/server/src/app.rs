@@ -12,11 +12,12 @@ use tower::ServiceBuilder;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tracing::{info, warn};
 use ws_auth::{ApiKeyLayer, JwtAuthLayer, SharedVerifier};
+use ws_broker_redis::RedisBroker;
 use ws_core::history::HistoryConfig;
 use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
-use ws_transport::{MemoryBroker, SharedHub, TransportConfig, Upgrader, serve};
+use ws_transport::{Broker, MemoryBroker, SharedHub, TransportConfig, Upgrader, serve};
 
-use crate::config::Settings;
+use crate::config::{BrokerKind, Settings};
 use crate::routes::Router;
 use crate::websocket::guard::HandshakeGuardLayer;
 use crate::websocket::keys;
@@ -34,13 +35,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let shards = shard_count(&settings);
     let hub = SharedHub::new(hub_config(&settings), admission_config(&settings), shards);
-    let broker = Arc::new(MemoryBroker::new(
+    let broker = broker(&settings, &hub, shards)?;
+    let upgrader = Upgrader::new(
         hub.clone(),
-        history_config(&settings),
-        shards,
-    ));
-    tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
-    let upgrader = Upgrader::new(hub.clone(), broker, transport_config(&settings));
+        Arc::clone(&broker),
+        transport_config(&settings),
+    );
     let verifier = SharedVerifier::new(keys::verifier(&settings)?);
     info!(keys = %keys::describe(&verifier.current()), "user token keys loaded");
     keys::reload_on_hangup(settings.source.clone(), verifier.clone())?;
@@ -87,7 +87,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .await
         .is_ok();
     stop_accepting.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+    // Meanwhile the broker withdraws what this node announced (its presence in Redis).
+    let _ = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(500), server),
+        tokio::time::timeout(Duration::from_millis(500), broker.close()),
+    );
     if drained {
         info!("all connections drained");
     } else {
@@ -97,6 +101,26 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         );
     }
     Ok(())
+}
+
+/// The broker of `broker.kind`: in memory, or Redis shared with other nodes (SPEC §8).
+fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result<Arc<dyn Broker>> {
+    match settings.broker.kind {
+        BrokerKind::Memory => {
+            let broker = Arc::new(MemoryBroker::new(
+                hub.clone(),
+                history_config(settings),
+                shards,
+            ));
+            tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
+            Ok(broker)
+        }
+        BrokerKind::Redis => {
+            let broker = RedisBroker::start(hub.clone(), settings.redis_config())
+                .context("broker.redis_url")?;
+            Ok(Arc::new(broker))
+        }
+    }
 }
 
 /// Frees idle streams of the memory broker now and then.

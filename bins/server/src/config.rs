@@ -217,12 +217,26 @@ impl Default for History {
     }
 }
 
+/// `[broker]`: where offsets, history and presence live (SPEC §8).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
     pub kind: BrokerKind,
+    /// `redis://[user:password@]host:port/db`, `rediss://` for TLS; redacted in logs.
     pub redis_url: Secret,
+    /// Prefixes every Redis key and channel, so several deployments share one Redis.
     pub key_prefix: String,
+    /// Multiplexed Redis connections for commands; the pub/sub connection comes on top.
+    pub pool_size: usize,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// A Redis command slower than this counts as Redis being unavailable.
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// The users of a node that stops refreshing its presence (a crash) leave the
+    /// cluster's presence within this time.
+    #[serde(deserialize_with = "duration")]
+    pub presence_ttl: Duration,
 }
 
 impl Default for Broker {
@@ -231,6 +245,10 @@ impl Default for Broker {
             kind: BrokerKind::Memory,
             redis_url: Secret("redis://127.0.0.1:6379/0".to_owned()),
             key_prefix: "wshub".to_owned(),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -376,7 +394,21 @@ impl Settings {
         }
         self.auth.validate()?;
         if self.broker.kind == BrokerKind::Redis {
-            bail!("broker.kind = \"redis\" is not available yet in this build; use \"memory\"");
+            self.redis_config().validate().map_err(|e| {
+                use ws_broker_redis::ConfigError;
+                let key = match e {
+                    ConfigError::Url(_) => "broker.redis_url",
+                    ConfigError::KeyPrefix => "broker.key_prefix",
+                    ConfigError::PoolSize => "broker.pool_size",
+                    ConfigError::Zero(name) => match name {
+                        "connect_timeout" => "broker.connect_timeout",
+                        "command_timeout" => "broker.command_timeout",
+                        _ => "broker.presence_ttl",
+                    },
+                    _ => "broker",
+                };
+                anyhow::anyhow!("{key}: {e}")
+            })?;
         }
         if self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some() {
             bail!(
@@ -384,6 +416,20 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The Redis broker's configuration, from `[broker]` and `[history]`.
+    pub fn redis_config(&self) -> ws_broker_redis::RedisConfig {
+        let mut config = ws_broker_redis::RedisConfig::default();
+        config.url = self.broker.redis_url.0.clone();
+        config.key_prefix = self.broker.key_prefix.clone();
+        config.pool_size = self.broker.pool_size;
+        config.connect_timeout = self.broker.connect_timeout;
+        config.command_timeout = self.broker.command_timeout;
+        config.presence_ttl = self.broker.presence_ttl;
+        config.history.size = self.history.size;
+        config.history.ttl = self.history.ttl;
+        config
     }
 
     /// Whether start-up must invent a secret: nothing to verify tokens with.
@@ -472,6 +518,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn redis_broker_keys() {
+        let s = parse(
+            r#"
+            [broker]
+            kind = "redis"
+            redis_url = "rediss://:pw@cache.example.com:6380/2"
+            key_prefix = "staging"
+            pool_size = 4
+            command_timeout = "500ms"
+            presence_ttl = "15s"
+            [history]
+            size = 50
+            "#,
+        )
+        .unwrap();
+        let redis = s.redis_config();
+        assert_eq!(redis.url, "rediss://:pw@cache.example.com:6380/2");
+        assert_eq!((redis.key_prefix.as_str(), redis.pool_size), ("staging", 4));
+        assert_eq!(redis.command_timeout, Duration::from_millis(500));
+        assert_eq!(redis.presence_ttl, Duration::from_secs(15));
+        assert_eq!(redis.history.size, 50);
+        assert!(!format!("{s:?}").contains(":pw@"));
+        let cases = [
+            ("redis_url = \"http://x\"", "broker.redis_url"),
+            ("key_prefix = \"a{b}\"", "broker.key_prefix"),
+            ("pool_size = 0", "broker.pool_size"),
+            ("presence_ttl = \"0s\"", "broker.presence_ttl"),
+            ("pool = 2", "pool"),
+        ];
+        for (toml, key) in cases {
+            let err = format!(
+                "{:#}",
+                parse(&format!("[broker]\nkind = \"redis\"\n{toml}")).unwrap_err()
+            );
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // The memory broker ignores the Redis keys.
+        assert!(parse("[broker]\npool_size = 0").is_ok());
     }
 
     #[test]

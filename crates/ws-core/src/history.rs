@@ -144,7 +144,7 @@ impl<P: Clone> History<P> {
     pub fn since(&mut self, now: Instant, since: u64) -> (Vec<Stored<P>>, bool) {
         self.expire(now);
         let first = self.retained.front().map_or(self.top + 1, |m| m.offset);
-        let complete = since + 1 >= first || since >= self.top;
+        let complete = retains_after(self.top, first, since);
         let skip = since.saturating_sub(first.saturating_sub(1)) as usize;
         let messages = self.retained.iter().skip(skip).cloned().collect();
         (messages, complete)
@@ -152,16 +152,52 @@ impl<P: Clone> History<P> {
 
     /// Decides the recovery of a client that last saw offset `since` of `epoch`.
     pub fn recover(&mut self, now: Instant, since: u64, epoch: &str) -> Recovery<P> {
-        if epoch != self.epoch {
-            return Recovery::Lost(LostReason::EpochChanged);
+        self.expire(now);
+        let first = self.retained.front().map_or(self.top + 1, |m| m.offset);
+        match decide_recovery(&self.epoch, self.top, first, since, epoch) {
+            Ok(()) => Recovery::Recovered {
+                missed: self.since(now, since).0,
+            },
+            Err(reason) => Recovery::Lost(reason),
         }
-        if since > self.top {
-            return Recovery::Lost(LostReason::FromTheFuture);
-        }
-        match self.since(now, since) {
-            (missed, true) => Recovery::Recovered { missed },
-            (_, false) => Recovery::Lost(LostReason::OutOfRange),
-        }
+    }
+}
+
+/// Whether every message after `since` is retained, for a stream whose newest offset is
+/// `top` and whose oldest retained offset is `first` (`top + 1` when nothing is retained).
+pub fn retains_after(top: u64, first: u64, since: u64) -> bool {
+    since.saturating_add(1) >= first || since >= top
+}
+
+/// The recovery decision of [`History::recover`] for a stream kept elsewhere (a distributed
+/// broker keeps it in Redis): the stream is named `stream_epoch`, its newest offset is `top`
+/// and its oldest retained offset `first` (`top + 1` when nothing is retained); the client
+/// last saw offset `since` of `epoch`. `Ok(())`: replay every retained message after `since`.
+///
+/// ```
+/// use ws_core::history::{decide_recovery, LostReason};
+/// assert_eq!(decide_recovery("e1", 10, 5, 4, "e1"), Ok(()));
+/// assert_eq!(decide_recovery("e1", 10, 5, 3, "e1"), Err(LostReason::OutOfRange));
+/// assert_eq!(decide_recovery("e1", 10, 5, 11, "e1"), Err(LostReason::FromTheFuture));
+/// assert_eq!(decide_recovery("e2", 10, 5, 9, "e1"), Err(LostReason::EpochChanged));
+/// ```
+pub fn decide_recovery(
+    stream_epoch: &str,
+    top: u64,
+    first: u64,
+    since: u64,
+    epoch: &str,
+) -> Result<(), LostReason> {
+    if epoch != stream_epoch {
+        return Err(LostReason::EpochChanged);
+    }
+    if since > top {
+        return Err(LostReason::FromTheFuture);
+    }
+    if retains_after(top, first, since) {
+        Ok(())
+    } else {
+        Err(LostReason::OutOfRange)
     }
 }
 

@@ -12,9 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tungstenite::Utf8Bytes;
-use ws_core::ProjectId;
 use ws_core::envelope::{Payload, ServerFrame};
 use ws_core::history::{History, HistoryConfig, Recovery, Stored};
+use ws_core::{ProjectId, UserId};
 
 use crate::hub::SharedHub;
 use crate::tungstenite;
@@ -117,6 +117,24 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Whether publishes can go through now (readiness).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// The users of `project` with their connection counts, sorted by user id, given this
+    /// node's (`local`, from [`SharedHub::presence`]): an embedded broker answers `local`, a
+    /// distributed one adds the other nodes' users.
+    fn presence<'a>(
+        &'a self,
+        project: &'a ProjectId,
+        local: Vec<(UserId, u32)>,
+    ) -> BoxFuture<'a, Result<Vec<(UserId, u32)>, BrokerError>> {
+        let _ = project;
+        Box::pin(std::future::ready(Ok(local)))
+    }
+
+    /// The node is going away (its connections are drained): withdraw what it announced to
+    /// other nodes, such as its presence. Nothing to do for an embedded broker.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -336,14 +336,24 @@ async fn handle_event(ctx: &Ctx<'_>, event: Event) {
             ctx.outbox.push(None, answer.into());
         }
         Event::PresenceRequest => {
-            let users = ctx.hub.presence(&ctx.who.project);
-            let users: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
-            let frame = ServerFrame::Presence {
-                event: "sync",
-                user: None,
-                users: Some(users),
-            }
-            .to_json();
+            // Cluster-wide with a distributed broker; this node's members otherwise.
+            let local = ctx.hub.presence(&ctx.who.project);
+            let frame = match ctx.broker.presence(&ctx.who.project, local).await {
+                Ok(users) => {
+                    let users: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+                    ServerFrame::Presence {
+                        event: "sync",
+                        user: None,
+                        users: Some(users),
+                    }
+                    .to_json()
+                }
+                Err(e) => ServerFrame::Error {
+                    code: "broker_unavailable",
+                    message: &e.to_string(),
+                }
+                .to_json(),
+            };
             ctx.outbox.push(None, frame.into());
         }
         _ => {}

@@ -8,6 +8,7 @@ mod config;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod redis;
 mod scale;
 mod security;
 mod shutdown;

@@ -1,0 +1,413 @@
+//! The node's one pub/sub connection, owned by one task: it subscribes to the channels of
+//! the projects that have members here, delivers their messages to the hub in the order
+//! Redis published them, and fills any gap from the history.
+//!
+//! Per project it knows the epoch and the last offset delivered on this node:
+//! - a message at or below the last offset is a duplicate and is dropped;
+//! - a message beyond the next offset means messages were missed (the connection dropped):
+//!   they are read from the history and delivered first;
+//! - a message of another epoch means Redis lost the project's history: the project's
+//!   connections are closed with 1013, and reconnect to learn `recovered: false`.
+//!
+//! After a reconnect, every project is subscribed again, then caught up from the history,
+//! before any message of the new connection is delivered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Msg;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+use tracing::{debug, warn};
+use ws_core::history::decide_recovery;
+use ws_core::{Close, CloseCode, ProjectId};
+use ws_transport::broker::BrokerError;
+
+use crate::Inner;
+use crate::frame::parse_live;
+
+/// Projects without members here are unsubscribed this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// The pub/sub connection is pinged this often, so a silent Redis is noticed.
+const PING_EVERY: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Channels per SUBSCRIBE.
+const BATCH: usize = 512;
+
+/// What the broker asks of the pub/sub task.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Subscribe to `project` (if not yet) and answer once Redis confirmed it.
+    Subscribe {
+        project: ProjectId,
+        done: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    /// A member of `project` was told its epoch is `epoch`.
+    Seed { project: ProjectId, epoch: String },
+}
+
+/// Where a subscribed project's stream stands on this node.
+#[derive(Debug)]
+struct Known {
+    epoch: Option<String>,
+    /// The last offset delivered here (or read as the top when subscribing).
+    last: u64,
+}
+
+pub(crate) struct Subscriber {
+    inner: Arc<Inner>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    projects: HashMap<ProjectId, Known>,
+}
+
+/// Why a pub/sub session ended.
+enum End {
+    Lost(String),
+    /// The broker is gone.
+    Stopped,
+}
+
+impl Subscriber {
+    pub(crate) fn new(inner: Arc<Inner>, requests: mpsc::UnboundedReceiver<Request>) -> Self {
+        Self {
+            inner,
+            requests,
+            projects: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failures = 0u32;
+        loop {
+            let connected = timeout(
+                self.inner.config.connect_timeout,
+                self.inner.client.get_async_pubsub(),
+            )
+            .await;
+            match connected {
+                Ok(Ok(pubsub)) => {
+                    failures = 0;
+                    backoff = BACKOFF_MIN;
+                    let (sink, stream) = pubsub.split();
+                    let end = self.session(sink, stream).await;
+                    self.inner.set_subscribed_up(false);
+                    match end {
+                        End::Stopped => return,
+                        End::Lost(why) => warn!(
+                            error = %why,
+                            "redis pub/sub connection lost: connections stay open, publishes answer 503; reconnecting"
+                        ),
+                    }
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    if failures == 1 {
+                        warn!(error = %e, "cannot connect to redis for pub/sub; retrying");
+                    }
+                }
+                Err(_) => {
+                    failures += 1;
+                    if failures == 1 {
+                        warn!("connecting to redis for pub/sub timed out; retrying");
+                    }
+                }
+            }
+            // Refuse new subscriptions until connected again: their connections get 1013.
+            let until = Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    request = self.requests.recv() => match request {
+                        Some(request) => self.refuse(request),
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn refuse(&mut self, request: Request) {
+        match request {
+            Request::Subscribe { done, .. } => {
+                let _ = done.send(Err(BrokerError::Unavailable(
+                    "redis pub/sub is reconnecting".to_owned(),
+                )));
+            }
+            Request::Seed { project, epoch } => self.seed(&project, epoch),
+        }
+    }
+
+    fn seed(&mut self, project: &ProjectId, epoch: String) {
+        if let Some(known) = self.projects.get_mut(project)
+            && known.epoch.is_none()
+        {
+            known.epoch = Some(epoch);
+        }
+    }
+
+    async fn session(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
+        let command_timeout = self.inner.config.command_timeout;
+        let channels: Vec<String> = self
+            .projects
+            .keys()
+            .map(|p| self.inner.keys.channel(p))
+            .collect();
+        for chunk in channels.chunks(BATCH) {
+            match timeout(command_timeout, sink.subscribe(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Lost(e.to_string()),
+                Err(_) => return End::Lost("SUBSCRIBE timed out".to_owned()),
+            }
+        }
+        // The command connections died with Redis too: replace them before saying ready.
+        self.inner.health_check().await;
+        self.inner.set_subscribed_up(true);
+        self.inner.presence.refresh_all();
+        // Whatever was published while this node was not subscribed is in the history.
+        let projects: Vec<ProjectId> = self.projects.keys().cloned().collect();
+        for project in projects {
+            if let Err(e) = self.catch_up(&project).await {
+                return End::Lost(e.to_string());
+            }
+        }
+
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        sweep.reset();
+        ping.reset();
+        loop {
+            let result = tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.on_message(&message).await,
+                    None => Err(BrokerError::Unavailable("the connection closed".to_owned())),
+                },
+                request = self.requests.recv() => match request {
+                    Some(request) => self.handle(request, &mut sink).await,
+                    None => return End::Stopped,
+                },
+                _ = sweep.tick() => self.sweep(&mut sink).await,
+                _ = ping.tick() => match timeout(command_timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
+                    Err(_) => Err(BrokerError::Unavailable("PING timed out".to_owned())),
+                },
+            };
+            if let Err(e) = result {
+                return End::Lost(e.to_string());
+            }
+        }
+    }
+
+    /// Subscribes to every project asked for (all the requests waiting, in one SUBSCRIBE),
+    /// and answers once each is confirmed and its stream's position is known.
+    async fn handle(&mut self, first: Request, sink: &mut PubSubSink) -> Result<(), BrokerError> {
+        let mut wanted: HashMap<ProjectId, Vec<oneshot::Sender<Result<(), BrokerError>>>> =
+            HashMap::new();
+        let mut next = Some(first);
+        while let Some(request) = next {
+            match request {
+                Request::Seed { project, epoch } => self.seed(&project, epoch),
+                Request::Subscribe { project, done } => {
+                    if self.projects.contains_key(&project) {
+                        let _ = done.send(Ok(()));
+                    } else {
+                        wanted.entry(project).or_default().push(done);
+                    }
+                }
+            }
+            next = if wanted.len() < BATCH {
+                self.requests.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let projects: Vec<ProjectId> = wanted.keys().cloned().collect();
+        let result = self.subscribe_new(&projects, sink).await;
+        for (_, waiters) in wanted {
+            for done in waiters {
+                let _ = done.send(result.clone());
+            }
+        }
+        result
+    }
+
+    async fn subscribe_new(
+        &mut self,
+        projects: &[ProjectId],
+        sink: &mut PubSubSink,
+    ) -> Result<(), BrokerError> {
+        let channels: Vec<String> = projects
+            .iter()
+            .map(|p| self.inner.keys.channel(p))
+            .collect();
+        match timeout(self.inner.config.command_timeout, sink.subscribe(&channels)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
+            Err(_) => {
+                return Err(BrokerError::Unavailable("SUBSCRIBE timed out".to_owned()));
+            }
+        }
+        // Where each stream stands now: later messages arrive on the channel; earlier ones are
+        // in the history, which every member reads after this answer.
+        let mut pipe = redis::pipe();
+        for project in projects {
+            pipe.cmd("HMGET")
+                .arg(self.inner.keys.meta(project))
+                .arg("epoch")
+                .arg("top");
+        }
+        let pipe = &pipe;
+        let metas: Vec<(Option<String>, Option<u64>)> = self
+            .inner
+            .call(true, |mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        for (project, (epoch, top)) in projects.iter().zip(metas) {
+            self.projects.insert(
+                project.clone(),
+                Known {
+                    epoch,
+                    last: top.unwrap_or(0),
+                },
+            );
+        }
+        debug!(projects = projects.len(), "subscribed");
+        Ok(())
+    }
+
+    /// Unsubscribes from the projects that have no member on this node any more.
+    async fn sweep(&mut self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
+        let idle: Vec<ProjectId> = self
+            .projects
+            .keys()
+            .filter(|p| !self.inner.hub.has_members(p))
+            .cloned()
+            .collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        for project in &idle {
+            self.projects.remove(project);
+        }
+        for chunk in idle.chunks(BATCH) {
+            let channels: Vec<String> = chunk.iter().map(|p| self.inner.keys.channel(p)).collect();
+            match timeout(
+                self.inner.config.command_timeout,
+                sink.unsubscribe(&channels),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
+                Err(_) => {
+                    return Err(BrokerError::Unavailable("UNSUBSCRIBE timed out".to_owned()));
+                }
+            }
+        }
+        debug!(
+            projects = idle.len(),
+            "unsubscribed from projects without members"
+        );
+        Ok(())
+    }
+
+    async fn on_message(&mut self, message: &Msg) -> Result<(), BrokerError> {
+        let Some(project) = self
+            .inner
+            .keys
+            .project_of_channel(message.get_channel_name())
+        else {
+            return Ok(());
+        };
+        let Some(live) = parse_live(message.get_payload_bytes()) else {
+            warn!(project = %project, "unreadable message on a project channel; skipped");
+            return Ok(());
+        };
+        let Some(known) = self.projects.get_mut(&project) else {
+            // Unsubscribed meanwhile: nobody here to deliver to.
+            return Ok(());
+        };
+        match &known.epoch {
+            Some(epoch) if *epoch != live.epoch => {
+                history_lost(&self.inner, &project);
+                known.epoch = Some(live.epoch);
+                known.last = live.offset.saturating_sub(1);
+            }
+            Some(_) => {}
+            None => known.epoch = Some(live.epoch),
+        }
+        if live.offset <= known.last {
+            return Ok(());
+        }
+        if live.offset > known.last + 1 {
+            self.catch_up(&project).await?;
+        }
+        let Some(known) = self.projects.get_mut(&project) else {
+            return Ok(());
+        };
+        if live.offset > known.last {
+            self.inner
+                .hub
+                .deliver(&project, Some(live.offset), live.frame, None);
+            known.last = live.offset;
+        }
+        Ok(())
+    }
+
+    /// Delivers what this node missed of `project` from the history; when the history no
+    /// longer has it (or was lost), closes the project's connections so they recover.
+    async fn catch_up(&mut self, project: &ProjectId) -> Result<(), BrokerError> {
+        let Some(known) = self.projects.get(project) else {
+            return Ok(());
+        };
+        let last = known.last;
+        let epoch = known.epoch.clone();
+        let stream = self.inner.read(project, Some(last)).await?;
+        let Some(known) = self.projects.get_mut(project) else {
+            return Ok(());
+        };
+        let epoch = epoch.unwrap_or_else(|| stream.epoch.clone());
+        match decide_recovery(&stream.epoch, stream.top, stream.first, last, &epoch) {
+            Ok(()) => {
+                let missed = stream.messages.len();
+                for message in stream.messages {
+                    if message.offset > known.last {
+                        known.last = message.offset;
+                        self.inner
+                            .hub
+                            .deliver(project, Some(message.offset), message.frame, None);
+                    }
+                }
+                if missed > 0 {
+                    debug!(project = %project, missed, "caught up from the history");
+                }
+            }
+            Err(reason) => {
+                debug!(project = %project, ?reason, "cannot catch up");
+                history_lost(&self.inner, project);
+                known.last = stream.top;
+            }
+        }
+        known.epoch = Some(stream.epoch);
+        Ok(())
+    }
+}
+
+/// The members of `project` here missed messages that are gone: they reconnect, and their
+/// recovery tells them to reload their state.
+fn history_lost(inner: &Inner, project: &ProjectId) {
+    let close = Close::new(
+        CloseCode::TRY_AGAIN_LATER,
+        "history lost in the broker; reconnect",
+    );
+    let closed = inner.hub.close_project(project, &close);
+    warn!(project = %project, closed, "messages of this project are gone from redis; closed its connections with 1013 so that they recover");
+}
