@@ -19,9 +19,13 @@ Tasks:
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Task {
     Help,
-    Test { runner_args: Vec<String> },
+    Test {
+        runner_args: Vec<String>,
+    },
     Lint,
-    Bench { runner_args: Vec<String> },
+    Bench {
+        runner_args: Vec<String>,
+    },
     Release {
         /// Build with the `release` profile instead of `dist` (no fat LTO): for CI's smoke test.
         quick: bool,

@@ -6,8 +6,9 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::Service;
-use ws_core::{Close, CloseCode, ProjectId, UserId};
+use ws_core::{Close, CloseCode, ConnId, ProjectId, UserId};
 use ws_transport::SharedHub;
+use ws_transport::json_error;
 
 use crate::routes::{Body, json, not_found};
 
@@ -42,6 +43,45 @@ impl Service<Request<Incoming>> for AdminHandler {
                         let close = Close::new(CloseCode::NORMAL, "project closed");
                         let closed = self.hub.close_project(&project, &close);
                         json(StatusCode::OK, &format!(r#"{{"closed":{closed}}}"#))
+                    }
+                    Err(_) => not_found(),
+                }
+            }
+            (&Method::GET, ["api", "admin", "projects", project, "connections"]) => {
+                match ProjectId::parse(project) {
+                    Ok(project) => {
+                        let connections: Vec<serde_json::Value> = self
+                            .hub
+                            .connections_of(&project)
+                            .into_iter()
+                            .map(|c| {
+                                serde_json::json!({
+                                    "conn": c.conn.0,
+                                    "user": c.user.as_str(),
+                                    "age_ms": c.age.as_millis() as u64,
+                                    "queue_frames": c.queue.frames,
+                                    "queue_bytes": c.queue.bytes,
+                                    "remote": c.remote.map(|r| r.to_string()),
+                                })
+                            })
+                            .collect();
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({ "connections": connections }).to_string(),
+                        )
+                    }
+                    Err(_) => not_found(),
+                }
+            }
+            (&Method::POST, ["api", "admin", "connections", conn, "disconnect"]) => {
+                match conn.parse::<u64>() {
+                    Ok(conn) => {
+                        let close = Close::new(CloseCode::NORMAL, "disconnected by an operator");
+                        if self.hub.close_conn(ConnId(conn), &close) {
+                            json(StatusCode::OK, r#"{"closed":1}"#)
+                        } else {
+                            json_error(StatusCode::NOT_FOUND, "not_found", "no such connection")
+                        }
                     }
                     Err(_) => not_found(),
                 }

@@ -77,11 +77,22 @@ impl Inner {
             (&Method::POST, "messages") => self.publish(&project, req).await,
             (&Method::GET, "messages") => self.history(&project, req.uri().query()).await,
             (&Method::GET, "presence") => self.presence(&project).await,
-            (_, "messages" | "presence") => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "messages takes GET and POST, presence takes GET",
-            ),
+            (_, "messages" | "presence") => {
+                let mut response = json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "messages takes GET and POST, presence takes GET",
+                );
+                let allow = if resource == "messages" {
+                    "GET, POST"
+                } else {
+                    "GET"
+                };
+                response
+                    .headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                response
+            }
             _ => not_found(),
         }
     }
@@ -113,9 +124,16 @@ impl Inner {
             data: Payload::new(request.data),
             ts: unix_millis(),
         };
+        let started = std::time::Instant::now();
         match self.broker.publish(project, publication).await {
-            Ok(offset) => json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#)),
-            Err(e) => unavailable(&e),
+            Ok(offset) => {
+                self.hub.metrics().published(started.elapsed());
+                json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#))
+            }
+            Err(e) => {
+                self.hub.metrics().broker_error();
+                unavailable(&e)
+            }
         }
     }
 

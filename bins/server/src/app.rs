@@ -15,10 +15,12 @@ use ws_auth::{ApiKeyLayer, JwtAuthLayer, SharedVerifier};
 use ws_broker_redis::RedisBroker;
 use ws_core::history::HistoryConfig;
 use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
-use ws_transport::{Broker, MemoryBroker, SharedHub, TransportConfig, Upgrader, serve};
+use ws_transport::{
+    Broker, MemoryBroker, SharedHub, TlsConfig, TransportConfig, Upgrader, serve, serve_tls,
+};
 
 use crate::config::{BrokerKind, Settings};
-use crate::routes::Router;
+use crate::routes::{self, CountHandshakes, Router};
 use crate::websocket::guard::HandshakeGuardLayer;
 use crate::websocket::keys;
 
@@ -54,6 +56,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         api_keys,
         leeway,
         settings.limits.max_message_bytes,
+        settings.server.metrics_listen.is_none(),
     );
 
     // Tokens travel in these headers: never print them, whatever logs a request.
@@ -62,20 +65,69 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         header::SEC_WEBSOCKET_PROTOCOL,
         header::COOKIE,
     ];
+    let counted_hub = hub.clone();
     let service = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .layer_fn(move |inner| CountHandshakes::new(inner, counted_hub.clone()))
         .layer(HandshakeGuardLayer::new(&settings, hub.clone())?)
         .service(router);
 
     let stop_accepting = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        service,
-        stop_accepting.clone(),
-        settings.timeouts.handshake,
-        Duration::from_secs(1),
-    ));
-    info!(%addr, "listening");
+    if let Some(metrics_addr) = settings.server.metrics_listen {
+        let listener = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding server.metrics_listen = {metrics_addr}"))?;
+        let metrics_hub = hub.clone();
+        let only_metrics = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let response = if req.uri().path() == "/metrics" {
+                routes::metrics(&metrics_hub)
+            } else {
+                ws_transport::json_error(
+                    http::StatusCode::NOT_FOUND,
+                    "not_found",
+                    "only /metrics is served here",
+                )
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        info!(addr = %listener.local_addr()?, "metrics listening");
+        tokio::spawn(serve(
+            listener,
+            only_metrics,
+            stop_accepting.clone(),
+            settings.timeouts.handshake,
+            Duration::from_secs(1),
+        ));
+    }
+    let server = match (
+        &settings.server.tls_cert_file,
+        &settings.server.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let tls = Arc::new(
+                TlsConfig::load(cert, key)
+                    .context("loading server.tls_cert_file and server.tls_key_file")?,
+            );
+            reload_tls_on_hangup(Arc::clone(&tls))?;
+            tokio::spawn(serve_tls(
+                listener,
+                service,
+                tls,
+                stop_accepting.clone(),
+                settings.timeouts.handshake,
+                Duration::from_secs(1),
+            ))
+        }
+        _ => tokio::spawn(serve(
+            listener,
+            service,
+            stop_accepting.clone(),
+            settings.timeouts.handshake,
+            Duration::from_secs(1),
+        )),
+    };
+    let tls = settings.server.tls_cert_file.is_some();
+    info!(%addr, tls, "listening");
 
     shutdown.await;
     let drain = settings.shutdown.drain;
@@ -100,6 +152,23 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             "drain window over with connections still open; dropping them"
         );
     }
+    Ok(())
+}
+
+/// Reads the certificate and key again on every SIGHUP; a bad pair keeps the old one.
+fn reload_tls_on_hangup(tls: Arc<TlsConfig>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!("tls certificate reloaded"),
+                Err(e) => {
+                    warn!(error = %e, "tls certificate reload failed; keeping the previous one")
+                }
+            }
+        }
+    });
     Ok(())
 }
 

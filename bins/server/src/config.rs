@@ -410,9 +410,9 @@ impl Settings {
                 anyhow::anyhow!("{key}: {e}")
             })?;
         }
-        if self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some() {
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
             bail!(
-                "server.tls_cert_file / server.tls_key_file: TLS is not available yet in this build; terminate TLS in front of wshub"
+                "server.tls_cert_file and server.tls_key_file go together: set both to serve wss://, or neither"
             );
         }
         Ok(())
@@ -521,47 +521,6 @@ mod tests {
     }
 
     #[test]
-    fn redis_broker_keys() {
-        let s = parse(
-            r#"
-            [broker]
-            kind = "redis"
-            redis_url = "rediss://:pw@cache.example.com:6380/2"
-            key_prefix = "staging"
-            pool_size = 4
-            command_timeout = "500ms"
-            presence_ttl = "15s"
-            [history]
-            size = 50
-            "#,
-        )
-        .unwrap();
-        let redis = s.redis_config();
-        assert_eq!(redis.url, "rediss://:pw@cache.example.com:6380/2");
-        assert_eq!((redis.key_prefix.as_str(), redis.pool_size), ("staging", 4));
-        assert_eq!(redis.command_timeout, Duration::from_millis(500));
-        assert_eq!(redis.presence_ttl, Duration::from_secs(15));
-        assert_eq!(redis.history.size, 50);
-        assert!(!format!("{s:?}").contains(":pw@"));
-        let cases = [
-            ("redis_url = \"http://x\"", "broker.redis_url"),
-            ("key_prefix = \"a{b}\"", "broker.key_prefix"),
-            ("pool_size = 0", "broker.pool_size"),
-            ("presence_ttl = \"0s\"", "broker.presence_ttl"),
-            ("pool = 2", "pool"),
-        ];
-        for (toml, key) in cases {
-            let err = format!(
-                "{:#}",
-                parse(&format!("[broker]\nkind = \"redis\"\n{toml}")).unwrap_err()
-            );
-            assert!(err.contains(key), "{toml}: {err}");
-        }
-        // The memory broker ignores the Redis keys.
-        assert!(parse("[broker]\npool_size = 0").is_ok());
-    }
-
-    #[test]
     fn secrets_are_redacted() {
         let s = parse("[auth]\nhs256_secrets = [\"0123456789abcdef-secret\"]").unwrap();
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
@@ -624,6 +583,47 @@ mod tests {
             let err = format!("{:#}", parse(&format!("[auth]\n{toml}")).unwrap_err());
             assert!(err.contains(key), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn redis_broker_keys() {
+        let s = parse(
+            r#"
+            [broker]
+            kind = "redis"
+            redis_url = "rediss://:pw@cache.example.com:6380/2"
+            key_prefix = "staging"
+            pool_size = 4
+            command_timeout = "500ms"
+            presence_ttl = "15s"
+            [history]
+            size = 50
+            "#,
+        )
+        .unwrap();
+        let redis = s.redis_config();
+        assert_eq!(redis.url, "rediss://:pw@cache.example.com:6380/2");
+        assert_eq!((redis.key_prefix.as_str(), redis.pool_size), ("staging", 4));
+        assert_eq!(redis.command_timeout, Duration::from_millis(500));
+        assert_eq!(redis.presence_ttl, Duration::from_secs(15));
+        assert_eq!(redis.history.size, 50);
+        assert!(!format!("{s:?}").contains(":pw@"));
+        let cases = [
+            ("redis_url = \"http://x\"", "broker.redis_url"),
+            ("key_prefix = \"a{b}\"", "broker.key_prefix"),
+            ("pool_size = 0", "broker.pool_size"),
+            ("presence_ttl = \"0s\"", "broker.presence_ttl"),
+            ("pool = 2", "pool"),
+        ];
+        for (toml, key) in cases {
+            let err = format!(
+                "{:#}",
+                parse(&format!("[broker]\nkind = \"redis\"\n{toml}")).unwrap_err()
+            );
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // The memory broker ignores the Redis keys.
+        assert!(parse("[broker]\npool_size = 0").is_ok());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Router {
 #[derive(Debug)]
 struct Routes {
     hub: SharedHub,
+    /// Whether `/metrics` is served here (no `server.metrics_listen` of its own).
+    serve_metrics: bool,
     broker: Arc<dyn Broker>,
     websocket: JwtAuth<UpgradeHandler>,
     admin: ApiKey<AdminHandler>,
@@ -45,6 +47,7 @@ impl Router {
         api_keys: ApiKeyLayer,
         expiry_leeway: Option<Duration>,
         max_message_bytes: usize,
+        serve_metrics: bool,
     ) -> Self {
         let hub = upgrader.hub().clone();
         let broker = Arc::clone(upgrader.broker());
@@ -59,6 +62,7 @@ impl Router {
                 )),
                 broker,
                 hub,
+                serve_metrics,
             }),
         }
     }
@@ -84,6 +88,7 @@ impl Routes {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["metrics"]) if self.serve_metrics => metrics(&self.hub),
             (&Method::GET, ["healthz"]) => json(StatusCode::OK, r#"{"status":"ok"}"#),
             (&Method::GET, ["readyz"]) => {
                 if self.hub.is_draining() {
@@ -107,6 +112,10 @@ impl Routes {
                 websocket::handshake(&self.websocket, &self.hub, project, req).await
             }
             (_, ["api", "admin", ..]) => call(self.admin.clone(), req).await,
+            // A bad project id is a 404 before the key is even looked at, as on /ws.
+            (_, ["api", "projects", project, ..]) if ProjectId::parse(project).is_err() => {
+                not_found()
+            }
             (_, ["api", "projects", ..]) => call(self.api.clone(), req).await,
             _ => not_found(),
         }
@@ -122,6 +131,18 @@ where
         Ok(response) => response,
         Err(never) => match never {},
     }
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub fn metrics(hub: &SharedHub) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(
+        hub.encode_metrics(env!("CARGO_PKG_VERSION")),
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 pub(crate) fn json(status: StatusCode, body: &str) -> Response<Body> {
@@ -148,4 +169,48 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+/// Counts every answer on the WebSocket route by HTTP status, whichever layer gave it
+/// (origin, rate limit, auth, upgrade): the outermost layer of the stack.
+#[derive(Clone, Debug)]
+pub struct CountHandshakes<S> {
+    inner: S,
+    hub: SharedHub,
+}
+
+impl<S> CountHandshakes<S> {
+    pub fn new(inner: S, hub: SharedHub) -> Self {
+        Self { inner, hub }
+    }
+}
+
+impl<S, B> Service<Request<B>> for CountHandshakes<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
+        let counted = req
+            .uri()
+            .path()
+            .starts_with("/ws/")
+            .then(|| self.hub.clone());
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            if let Some(hub) = counted {
+                hub.metrics().handshake(response.status().as_u16());
+            }
+            Ok(response)
+        })
+    }
 }

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tower::Service;
 use ws_auth::{Claims, JwtAuth, ProjectScope, RateLimited};
 use ws_core::{ProjectId, UserId};
-use ws_transport::{Admitted, SharedHub, Upgrader, json_error};
+use ws_transport::{Admitted, RemoteAddr, SharedHub, Upgrader, json_error};
 
 use crate::routes::{Body, call};
 
@@ -106,6 +106,7 @@ impl Service<Request<Incoming>> for UpgradeHandler {
             project,
             expires_at,
             since,
+            remote: req.extensions().get::<RemoteAddr>().map(|r| r.0),
         };
         std::future::ready(Ok(self.upgrader.upgrade(req, who)))
     }

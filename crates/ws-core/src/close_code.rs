@@ -70,10 +70,15 @@ impl CloseCode {
 
     /// Whether a client following SPEC §6 reconnects after this code.
     ///
-    /// Unknown codes from 4000 up mean "stop and report", the safe default for
-    /// codes a newer server may add.
+    /// Besides the codes the spec names, the ones proxies and load balancers send
+    /// (1005 no status, 1012 service restart, 1014 bad gateway, 1015 TLS failure, and the
+    /// registered 3000–3999 range) are transient too; the JS client follows the same table. Unknown codes from 4000 up mean "stop and report", the safe default
+    /// for codes a newer server may add; so do the ones that name a client bug.
     pub const fn should_reconnect(self) -> bool {
-        matches!(self.0, 1001 | 1006 | 1011 | 1013 | 4001 | 4008)
+        matches!(
+            self.0,
+            1001 | 1005 | 1006 | 1011 | 1012 | 1013 | 1014 | 1015 | 3000..=3999 | 4001 | 4008
+        )
     }
 }
 
@@ -203,8 +208,10 @@ mod tests {
 
     #[test]
     fn reconnect_policy_matches_the_spec() {
-        let reconnect = [1001, 1006, 1011, 1013, 4001, 4008];
-        let stop = [1000, 1003, 1007, 1008, 1009, 4003, 4000, 4999];
+        let reconnect = [
+            1001, 1005, 1006, 1011, 1012, 1013, 1014, 1015, 3000, 3999, 4001, 4008,
+        ];
+        let stop = [1000, 1002, 1003, 1007, 1008, 1009, 1010, 4003, 4000, 4999];
         for code in reconnect {
             assert!(CloseCode::new(code).should_reconnect(), "{code}");
         }

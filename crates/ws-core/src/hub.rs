@@ -271,6 +271,11 @@ impl<T> Hub<T> {
         self.index.is_empty()
     }
 
+    /// The member count of each project of this shard.
+    pub fn project_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.projects.values().map(|p| p.members.len())
+    }
+
     /// Projects with at least one member.
     pub fn project_count(&self) -> usize {
         self.projects.len()
@@ -284,22 +289,25 @@ impl<T> Hub<T> {
         }
     }
 
-    /// Closes one member with `close`, once: later calls for it do nothing.
-    pub fn close_member(&mut self, conn: ConnId, close: Close) {
+    /// Closes one member with `close`, once: later calls for it do nothing. Returns whether
+    /// this call started the close (false: unknown, or already closing).
+    pub fn close_member(&mut self, conn: ConnId, close: Close) -> bool {
         let Some((project, at)) = self.index.get(&conn) else {
-            return;
+            return false;
         };
         let Some(member) = self
             .projects
             .get_mut(project)
             .and_then(|p| p.members.get_mut(*at))
         else {
-            return;
+            return false;
         };
-        if !member.closing {
-            member.closing = true;
-            self.actions.push_back(Action::Close { conn, close });
+        if member.closing {
+            return false;
         }
+        member.closing = true;
+        self.actions.push_back(Action::Close { conn, close });
+        true
     }
 
     /// Closes every member of `project` with `close` (1000 "project closed", say).

@@ -7,6 +7,8 @@
 //! frames and the core's transmits, fires the core's timers and ends the connection.
 //! See `docs/architecture.md` for why one task and not two.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,7 @@ use ws_core::{Client, Close, CloseCode, ConnId, ProjectId, UserId};
 use crate::broker::{Broker, Publication, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
+use crate::metrics::CloseSide;
 use crate::outbox::Outbox;
 use crate::tungstenite;
 
@@ -44,6 +47,8 @@ pub struct Admitted {
     /// The last offset the client saw and its epoch (`since` and `epoch` in the query):
     /// what it missed is replayed after the welcome.
     pub since: Option<(u64, String)>,
+    /// The peer's address, for operators.
+    pub remote: Option<SocketAddr>,
 }
 
 type Sink = SplitSink<HyperWebsocketStream, Message>;
@@ -80,6 +85,9 @@ struct Ctx<'a> {
     wake_writer: Notify,
     /// The highest offset written: live copies of replayed messages are skipped.
     delivered: Mutex<Watermark>,
+    /// Text frames received and frames written, for the end-of-connection log line.
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
 }
 
 impl Ctx<'_> {
@@ -104,9 +112,12 @@ pub(crate) async fn run(
             return;
         }
     };
+    let opened_at = Instant::now();
     let outbox = Arc::new(Outbox::default());
     let member = Member {
         outbox: Arc::clone(&outbox),
+        connected_at: opened_at,
+        remote: who.remote,
     };
     // Registered first, so every publish from now on is queued; the replay read next
     // overlaps it, and the watermark removes the overlap.
@@ -137,12 +148,13 @@ pub(crate) async fn run(
                 .missed
                 .last()
                 .map_or(replay.top, |m| m.offset.max(replay.top));
+            let missed = replay.missed.len() as u64;
             let first = std::iter::once(welcome(conn, &who, &config, &replay))
                 .chain(replay.missed.into_iter().map(|m| m.frame))
                 .map(Message::Text);
             let deadline = tokio::time::Instant::now() + config.client.write_timeout;
             match write_all(&mut ws, first, deadline).await {
-                Ok(Ok(())) => Some(delivered),
+                Ok(Ok(())) => Some((delivered, missed)),
                 _ => None,
             }
         }
@@ -158,7 +170,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let Some(delivered) = opened else {
+    let Some((delivered, missed)) = opened else {
         debug!("the welcome could not be written");
         leave(&hub, conn, &who, &config);
         return;
@@ -176,6 +188,8 @@ pub(crate) async fn run(
         }),
         wake_writer: Notify::new(),
         delivered: Mutex::new(Watermark::new(delivered)),
+        messages_in: AtomicU64::new(0),
+        messages_out: AtomicU64::new(0),
     };
     let (mut sink, mut stream) = ws.split();
     let closed = tokio::select! {
@@ -184,7 +198,19 @@ pub(crate) async fn run(
         () = read_pump(&mut stream, &ctx) => unreachable!("the read pump never returns"),
     };
     leave(&hub, conn, &who, &config);
-    log_closed(&closed);
+    hub.metrics().close(
+        closed.code,
+        match closed.initiator {
+            Initiator::Local => CloseSide::Server,
+            Initiator::Remote => CloseSide::Client,
+        },
+    );
+    log_closed(
+        &closed,
+        opened_at.elapsed(),
+        ctx.messages_in.load(Ordering::Relaxed),
+        ctx.messages_out.load(Ordering::Relaxed) + 1 + missed,
+    );
     // A close frame went out: give the peer time to read it before the socket goes.
     if closed.clean
         && let Ok(ws) = stream.reunite(sink)
@@ -209,7 +235,7 @@ fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted, config: &TransportConfig
     };
     if gone.left
         && config.presence_events
-        && hub.presence(&who.project).len() < config.presence_max_members
+        && hub.member_count(&who.project) < config.presence_max_members
     {
         hub.deliver(&who.project, None, presence_frame("leave", &who.user), None);
     }
@@ -264,6 +290,8 @@ async fn read_pump(stream: &mut Stream, ctx: &Ctx<'_>) {
             let client = &mut shared.client;
             let done = match item {
                 Some(Ok(Message::Text(text))) => {
+                    ctx.hub.metrics().message_in(text.len());
+                    ctx.messages_in.fetch_add(1, Ordering::Relaxed);
                     client.handle_text(now, text.as_str());
                     false
                 }
@@ -318,13 +346,18 @@ async fn handle_event(ctx: &Ctx<'_>, event: Event) {
                 data,
                 ts: unix_millis(),
             };
+            let started = Instant::now();
             let answer = match ctx.broker.publish(&ctx.who.project, publication).await {
-                Ok(offset) => ServerFrame::Ack {
-                    id: id.as_deref(),
-                    offset,
+                Ok(offset) => {
+                    ctx.hub.metrics().published(started.elapsed());
+                    ServerFrame::Ack {
+                        id: id.as_deref(),
+                        offset,
+                    }
+                    .to_json()
                 }
-                .to_json(),
                 Err(e) => {
+                    ctx.hub.metrics().broker_error();
                     let message = e.to_string();
                     ServerFrame::Error {
                         code: "broker_unavailable",
@@ -333,7 +366,7 @@ async fn handle_event(ctx: &Ctx<'_>, event: Event) {
                     .to_json()
                 }
             };
-            ctx.outbox.push(None, answer.into());
+            ctx.outbox.push(None, None, answer.into());
         }
         Event::PresenceRequest => {
             // Cluster-wide with a distributed broker; this node's members otherwise.
@@ -354,7 +387,7 @@ async fn handle_event(ctx: &Ctx<'_>, event: Event) {
                 }
                 .to_json(),
             };
-            ctx.outbox.push(None, frame.into());
+            ctx.outbox.push(None, None, frame.into());
         }
         _ => {}
     }
@@ -367,6 +400,9 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
     loop {
         let now = Instant::now();
         let commands = ctx.outbox.take(&mut batch, ctx.config.batch_frames);
+        if commands.waiting > 0 {
+            ctx.hub.metrics().queue_depth(commands.waiting);
+        }
         {
             let mut shared = ctx.lock();
             let client = &mut shared.client;
@@ -395,6 +431,11 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
             let mut delivered = ctx.delivered.lock().unwrap_or_else(PoisonError::into_inner);
             batch.retain(|o| o.offset.is_none_or(|offset| delivered.admit(offset)));
         }
+        // The oldest message of the batch stands for the batch in the latency histogram:
+        // one observation per write, not per frame, keeps the hot path free of contention.
+        let oldest = batch.iter().find_map(|o| o.accepted);
+        let frames = batch.len() + transmits.len();
+        let bytes: usize = batch.iter().map(|o| o.frame.len()).sum();
         let mut messages = batch
             .drain(..)
             .map(|o| Message::Text(o.frame))
@@ -403,7 +444,14 @@ async fn write_pump(sink: &mut Sink, ctx: &Ctx<'_>) -> Closed {
         if messages.peek().is_some() {
             let deadline = tokio::time::Instant::from_std(ctx.lock().client.write_deadline(now));
             match write_all(sink, messages, deadline).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    let metrics = ctx.hub.metrics();
+                    metrics.messages_out(frames, bytes);
+                    ctx.messages_out.fetch_add(frames as u64, Ordering::Relaxed);
+                    if let Some(accepted) = oldest {
+                        metrics.fanout_latency(accepted.elapsed());
+                    }
+                }
                 Ok(Err(e)) => {
                     let mut shared = ctx.lock();
                     match classify(&e) {
@@ -525,15 +573,34 @@ async fn linger(mut ws: HyperWebsocketStream, limit: Duration) {
     .await;
 }
 
-fn log_closed(closed: &Closed) {
+/// The one line every connection ends with.
+fn log_closed(closed: &Closed, duration: Duration, messages_in: u64, messages_out: u64) {
     let who = match closed.initiator {
         Initiator::Local => "server",
         Initiator::Remote => "client",
     };
+    let duration_ms = duration.as_millis() as u64;
     if closed.is_normal() {
-        debug!(code = closed.code.as_u16(), reason = %closed.reason, by = who, "connection closed");
+        debug!(
+            code = closed.code.as_u16(),
+            reason = %closed.reason,
+            by = who,
+            duration_ms,
+            messages_in,
+            messages_out,
+            "connection closed"
+        );
     } else {
-        warn!(code = closed.code.as_u16(), reason = %closed.reason, by = who, clean = closed.clean, "connection closed abnormally");
+        warn!(
+            code = closed.code.as_u16(),
+            reason = %closed.reason,
+            by = who,
+            clean = closed.clean,
+            duration_ms,
+            messages_in,
+            messages_out,
+            "connection closed abnormally"
+        );
     }
 }
 

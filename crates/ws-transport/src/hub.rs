@@ -10,17 +10,37 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use tungstenite::Utf8Bytes;
-use ws_core::hub::{Action, Registered, Unregistered};
+use ws_core::hub::{Action, QueueDepth, Registered, Unregistered};
 use ws_core::{Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, UserId};
 
+use crate::metrics::{Gauges, Metrics};
 use crate::outbox::Outbox;
 use crate::tungstenite;
 
-/// The handle to a connection's send queue that the hub keeps per member.
+/// What the hub keeps per member: the handle to its send queue and what operators see.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     pub(crate) outbox: Arc<Outbox>,
+    pub(crate) connected_at: Instant,
+    pub(crate) remote: Option<SocketAddr>,
+}
+
+/// One live connection, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The connection id.
+    pub conn: ConnId,
+    /// Its user.
+    pub user: UserId,
+    /// How long it has been open.
+    pub age: Duration,
+    /// Frames and bytes waiting in its send queue.
+    pub queue: QueueDepth,
+    /// The peer's address, when known.
+    pub remote: Option<SocketAddr>,
 }
 
 /// The hub of a server: cheap to clone, shared by every connection and API handler.
@@ -46,6 +66,7 @@ struct Inner {
     admission: Mutex<Admission>,
     next_conn: AtomicU64,
     draining: AtomicBool,
+    metrics: Metrics,
 }
 
 /// Why a connection was not registered.
@@ -67,6 +88,7 @@ impl SharedHub {
                 admission: Mutex::new(Admission::new(admission)),
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -81,6 +103,8 @@ impl SharedHub {
         frame: Utf8Bytes,
         except: Option<ConnId>,
     ) -> usize {
+        // Messages carry when they were accepted, for the fan-out latency histogram.
+        let accepted = offset.map(|_| Instant::now());
         let mut shard = self.shard(project);
         let mut delivered = 0;
         let mut slow = Vec::new();
@@ -88,13 +112,14 @@ impl SharedHub {
             if Some(conn) == except {
                 continue;
             }
-            let depth = member.outbox.push(offset, frame.clone());
+            let depth = member.outbox.push(offset, accepted, frame.clone());
             delivered += 1;
             if self.inner.hub_config.is_over(depth) {
                 slow.push((conn, depth));
             }
         }
         for (conn, depth) in slow {
+            self.inner.metrics.slow_consumer();
             shard.handle_queue_depth(conn, depth);
         }
         apply_actions(&mut shard);
@@ -128,6 +153,72 @@ impl SharedHub {
     /// Open connections admitted now.
     pub fn connections(&self) -> usize {
         self.admission().connections()
+    }
+
+    /// Closes one connection with `close`; false when it is not open here.
+    pub fn close_conn(&self, conn: ConnId, close: &Close) -> bool {
+        let mut found = false;
+        self.each_shard(|shard| found |= shard.close_member(conn, close.clone()));
+        found
+    }
+
+    /// The live connections of `project`, oldest first.
+    pub fn connections_of(&self, project: &ProjectId) -> Vec<ConnectionInfo> {
+        let now = Instant::now();
+        let shard = self.shard(project);
+        let mut list: Vec<ConnectionInfo> = shard
+            .members(project)
+            .map(|(conn, user, member)| ConnectionInfo {
+                conn,
+                user: user.clone(),
+                age: now.saturating_duration_since(member.connected_at),
+                queue: member.outbox.depth(),
+                remote: member.remote,
+            })
+            .collect();
+        list.sort_by_key(|c| std::cmp::Reverse(c.age));
+        list
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics in the Prometheus text format, with gauges measured now.
+    pub fn encode_metrics(&self, version: &'static str) -> String {
+        const BUCKETS: [(&str, usize); 5] = [
+            ("1", 1),
+            ("2-10", 10),
+            ("11-100", 100),
+            ("101-1000", 1000),
+            ("1001+", usize::MAX),
+        ];
+        let mut counts = [0usize; BUCKETS.len()];
+        for shard in &self.inner.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for size in shard.project_sizes() {
+                if let Some(i) = BUCKETS.iter().position(|(_, max)| size <= *max) {
+                    counts[i] += 1;
+                }
+            }
+        }
+        let gauges = Gauges {
+            version,
+            connections: self.connections(),
+            projects_by_size: BUCKETS
+                .iter()
+                .zip(counts)
+                .map(|((label, _), n)| (*label, n))
+                .collect(),
+        };
+        self.inner.metrics.encode(&gauges)
+    }
+
+    /// Connections to `project` on this node; the same measure decides join and leave
+    /// frames (a join when the project has at most the limit, counting the joiner).
+    pub fn member_count(&self, project: &ProjectId) -> usize {
+        self.shard(project).members(project).count()
     }
 
     /// Whether `project` has a member on this node.

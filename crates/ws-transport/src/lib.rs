@@ -35,6 +35,7 @@
 //!             project: ProjectId::parse("lobby").unwrap(),
 //!             expires_at: None,
 //!             since: None,
+//!             remote: None,
 //!         };
 //!         Ok(upgrader.upgrade(req, who))
 //!     }
@@ -51,14 +52,18 @@ pub mod broker;
 mod config;
 mod connection;
 mod hub;
+pub mod metrics;
 mod outbox;
 mod serve;
+mod tls;
 mod upgrade;
 
 pub use broker::{Broker, MemoryBroker};
 pub use config::TransportConfig;
 pub use connection::Admitted;
-pub use hub::{Refused, SharedHub};
+pub use hub::{ConnectionInfo, Refused, SharedHub};
 pub use hyper_tungstenite::tungstenite;
-pub use serve::{RemoteAddr, serve};
+pub use metrics::Metrics;
+pub use serve::{RemoteAddr, serve, serve_tls};
+pub use tls::{TlsConfig, TlsError};
 pub use upgrade::{SUBPROTOCOL, Upgrader, json_error};

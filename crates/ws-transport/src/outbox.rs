@@ -28,6 +28,8 @@ pub(crate) struct Outbox {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outgoing {
     pub(crate) offset: Option<u64>,
+    /// When the broker accepted the message, for the fan-out latency.
+    pub(crate) accepted: Option<Instant>,
     pub(crate) frame: Utf8Bytes,
 }
 
@@ -42,17 +44,28 @@ struct State {
 /// What the write pump takes out in one go.
 #[derive(Debug, Default)]
 pub(crate) struct Commands {
+    /// Frames that were waiting before the take.
+    pub(crate) waiting: usize,
     pub(crate) close: Option<Close>,
     pub(crate) drain_at: Option<Instant>,
 }
 
 impl Outbox {
     /// Queues a frame; the depth after it lets the hub judge the consumer.
-    pub(crate) fn push(&self, offset: Option<u64>, frame: Utf8Bytes) -> QueueDepth {
+    pub(crate) fn push(
+        &self,
+        offset: Option<u64>,
+        accepted: Option<Instant>,
+        frame: Utf8Bytes,
+    ) -> QueueDepth {
         let depth = {
             let mut state = self.lock();
             state.bytes += frame.len();
-            state.frames.push_back(Outgoing { offset, frame });
+            state.frames.push_back(Outgoing {
+                offset,
+                accepted,
+                frame,
+            });
             QueueDepth {
                 frames: state.frames.len(),
                 bytes: state.bytes,
@@ -79,7 +92,8 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Outgoing>, max: usize) -> Commands {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let n = state.frames.len().min(max);
+        let waiting = state.frames.len();
+        let n = waiting.min(max);
         for outgoing in state.frames.drain(..n) {
             state.bytes -= outgoing.frame.len();
             into.push(outgoing);
@@ -89,8 +103,18 @@ impl Outbox {
             state.frames = VecDeque::new();
         }
         Commands {
+            waiting,
             close: state.close.take(),
             drain_at: state.drain_at.take(),
+        }
+    }
+
+    /// Frames and bytes waiting now.
+    pub(crate) fn depth(&self) -> QueueDepth {
+        let state = self.lock();
+        QueueDepth {
+            frames: state.frames.len(),
+            bytes: state.bytes,
         }
     }
 
@@ -117,8 +141,8 @@ mod tests {
     #[test]
     fn depth_counts_frames_and_bytes_until_taken() {
         let outbox = Outbox::default();
-        outbox.push(Some(1), "abc".into());
-        let depth = outbox.push(None, "de".into());
+        outbox.push(Some(1), None, "abc".into());
+        let depth = outbox.push(None, None, "de".into());
         assert_eq!(
             depth,
             QueueDepth {
@@ -132,11 +156,12 @@ mod tests {
             batch,
             [Outgoing {
                 offset: Some(1),
+                accepted: None,
                 frame: "abc".into()
             }]
         );
         assert_eq!(
-            outbox.push(None, "f".into()),
+            outbox.push(None, None, "f".into()),
             QueueDepth {
                 frames: 2,
                 bytes: 3

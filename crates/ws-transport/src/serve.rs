@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tracing::{debug, warn};
+
+use crate::tls::TlsConfig;
 
 /// The peer's address, inserted into every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +43,57 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    accept_loop(listener, service, None, shutdown, handshake_timeout, grace).await;
+}
+
+/// [`serve`] over TLS (`https://`, `wss://`): the TLS handshake must also finish within
+/// `handshake_timeout`; a client that does not speak TLS is dropped.
+pub async fn serve_tls<S>(
+    listener: TcpListener,
+    service: S,
+    tls: Arc<TlsConfig>,
+    shutdown: CancellationToken,
+    handshake_timeout: Duration,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    accept_loop(
+        listener,
+        service,
+        Some(tls),
+        shutdown,
+        handshake_timeout,
+        grace,
+    )
+    .await;
+}
+
+async fn accept_loop<S>(
+    listener: TcpListener,
+    service: S,
+    tls: Option<Arc<TlsConfig>>,
+    shutdown: CancellationToken,
+    handshake_timeout: Duration,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
         .max_buf_size(64 * 1024);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -67,16 +115,46 @@ pub async fn serve<S>(
                 req.extensions_mut().insert(RemoteAddr(remote));
                 req
             });
-        let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service),
-        );
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%remote, error = %e, "http connection ended with an error");
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = watcher.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%remote, error = %e, "http connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            debug!(%remote, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%remote, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = watcher.watch(conn.into_owned());
+                    if let Err(e) = conn.await {
+                        debug!(%remote, error = %e, "https connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())

@@ -42,8 +42,13 @@ impl Server {
     }
 
     pub(crate) fn start_on(listen: &str, extra: &str) -> Self {
+        Self::start_with_server_keys(listen, "", extra)
+    }
+
+    /// Like [`Server::start_on`], with more keys of the `[server]` section.
+    pub(crate) fn start_with_server_keys(listen: &str, server_keys: &str, extra: &str) -> Self {
         let toml = format!(
-            "[server]\nlisten = \"{listen}\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
+            "[server]\nlisten = \"{listen}\"\n{server_keys}\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
         );
         Self::start_in(TempDir::new(), &toml)
     }
@@ -259,7 +264,10 @@ pub(crate) async fn join(server: &Server, project: &str, user: &str) -> (Ws, Val
 }
 
 /// The next text frame as JSON (control frames are skipped).
-pub(crate) async fn recv_json(ws: &mut Ws) -> Value {
+pub(crate) async fn recv_json<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(STEP, ws.next())
             .await
@@ -275,7 +283,10 @@ pub(crate) async fn recv_json(ws: &mut Ws) -> Value {
 }
 
 /// The next `message` frame; presence and ack frames before it are skipped.
-pub(crate) async fn recv_message(ws: &mut Ws) -> Value {
+pub(crate) async fn recv_message<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let frame = recv_json(ws).await;
         match frame["type"].as_str() {
