@@ -57,7 +57,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         leeway,
         settings.limits.max_message_bytes,
         settings.server.metrics_listen.is_none(),
-    );
+    )
+    .with_demo(settings.server.demo);
 
     // Tokens travel in these headers: never print them, whatever logs a request.
     let sensitive = [

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod dev;
 pub mod routes;
 pub mod signal;

@@ -38,6 +38,8 @@ struct Routes {
     websocket: JwtAuth<UpgradeHandler>,
     admin: ApiKey<AdminHandler>,
     api: ApiKey<ApiHandler>,
+    /// Whether the demo page (`/`, `/client.js`) is served (`server.demo`).
+    demo: bool,
 }
 
 impl Router {
@@ -63,8 +65,19 @@ impl Router {
                 broker,
                 hub,
                 serve_metrics,
+                demo: false,
             }),
         }
+    }
+
+    /// Serves the demo page at `/` and the JS client at `/client.js` when `on`
+    /// (`server.demo`). Call before the router is cloned.
+    #[must_use]
+    pub fn with_demo(mut self, on: bool) -> Self {
+        if let Some(routes) = Arc::get_mut(&mut self.inner) {
+            routes.demo = on;
+        }
+        self
     }
 }
 
@@ -89,6 +102,8 @@ impl Routes {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, ["metrics"]) if self.serve_metrics => metrics(&self.hub),
+            (&Method::GET, [""]) if self.demo => crate::demo::index(),
+            (&Method::GET, ["client.js"]) if self.demo => crate::demo::client_js(),
             (&Method::GET, ["healthz"]) => json(StatusCode::OK, r#"{"status":"ok"}"#),
             (&Method::GET, ["readyz"]) => {
                 if self.hub.is_draining() {

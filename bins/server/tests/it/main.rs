@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod config;
+mod demo;
 mod lifecycle;
 mod limits;
 mod messaging;

@@ -1,0 +1,37 @@
+//! The demo page (`GET /`) and the JS client it imports (`GET /client.js`), served when
+//! `server.demo` is on (development mode turns it on). Both are embedded in the binary, so
+//! a copied `wshub` still serves them.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body_util::Full;
+
+use crate::routes::Body;
+
+/// The demo page: pick a project, paste a token, watch state, messages and presence.
+pub const INDEX_HTML: &str = include_str!("../../../clients/js/demo/index.html");
+/// The browser client, `clients/js/wshub.js`, as the page imports it.
+pub const CLIENT_JS: &str = include_str!("../../../clients/js/wshub.js");
+
+/// `GET /`: the demo page.
+pub fn index() -> Response<Body> {
+    asset(INDEX_HTML, "text/html; charset=utf-8")
+}
+
+/// `GET /client.js`: the JS client as an ES module.
+pub fn client_js() -> Response<Body> {
+    asset(CLIENT_JS, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The page and the client change with the binary: never serve a stale copy.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
