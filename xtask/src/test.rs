@@ -21,6 +21,10 @@ const TOOLS: &[(&str, &str)] = &[
     // The Redis broker's integration tests (`bins/server/tests/it/redis.rs`) start their own
     // `redis-server` on a free loopback port and use `redis-cli`; both come with this package.
     ("redis-server", "redis-server"),
+    // The JS end-to-end tests (`clients/js/e2e`): the demo page in Debian's Chromium, driven by
+    // `playwright-core` (never a downloaded browser), installed with npm from the committed lock.
+    ("chromium", "chromium"),
+    ("npm", "npm"),
 ];
 
 pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
@@ -52,6 +56,12 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
         )
     });
 
+    // The demo page and the JS client in Chromium against the real `wshub` (debug build).
+    steps.step(
+        "JS end-to-end tests: Chromium against wshub (clients/js/e2e)",
+        js_e2e,
+    );
+
     if has_cargo_subcommand("nextest") {
         steps.command(
             "unit and integration tests: cargo nextest",
@@ -71,6 +81,48 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
         );
     }
     steps.finish("test")
+}
+
+/// `clients/js/e2e`: `npm ci` when its `node_modules` is missing, a debug build of `wshub`, then
+/// node's test runner on every `*.e2e.js` file (named so that the unit-test run in `clients/js`,
+/// which finds `*.test.js` files, does not pick them up).
+fn js_e2e() -> anyhow::Result<()> {
+    for tool in ["node", "npm", "chromium"] {
+        if find_on_path(tool).is_none() {
+            bail!("`{tool}` is not on PATH (the tools step installs it)");
+        }
+    }
+    let dir = crate::project_root().join("clients/js/e2e");
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        exec(
+            Command::new("npm")
+                .current_dir(&dir)
+                .args(["ci", "--no-audit", "--no-fund"]),
+        )?;
+    }
+    exec(cargo().args(["build", "-p", "server", "--bin", "wshub"]))?;
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".e2e.js"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no *.e2e.js file in {}", dir.display());
+    }
+    exec(
+        Command::new("node")
+            .current_dir(&dir)
+            .env("WSHUB_BIN", target_dir().join("debug/wshub"))
+            .arg("--test")
+            .args(&files),
+    )
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target` in the workspace.
+fn target_dir() -> PathBuf {
+    let root = crate::project_root();
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 /// `-- ARGS` for a runner, or nothing when there are no arguments.
