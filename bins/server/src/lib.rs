@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod dev;
+pub mod reference;
 pub mod routes;
 pub mod signal;
 pub mod telemetry;

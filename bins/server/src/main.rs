@@ -62,6 +62,8 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the configuration reference (docs/configuration.md) in Markdown.
+    ConfigReference,
 }
 
 /// The algorithms `wshub token --alg` signs with.
@@ -119,6 +121,10 @@ impl std::error::Error for ConfigError {}
 fn run(cli: Cli) -> anyhow::Result<()> {
     let load = |file: Option<&std::path::Path>| Settings::load(file).context(ConfigError);
     match cli.command.unwrap_or(Command::Serve) {
+        Command::ConfigReference => {
+            print!("{}", server::reference::markdown());
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             let settings = load(Some(&file))?;
             keys::verifier(&settings).context(ConfigError)?;

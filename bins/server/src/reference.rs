@@ -1,0 +1,372 @@
+//! The configuration reference: every key, its default, its environment variable and what
+//! it does. `docs/configuration.md` is generated from it (`cargo xtask docs`), and the tests
+//! check it against the keys the configuration types actually accept, so neither can drift.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::Settings;
+
+/// One key of the configuration.
+#[derive(Debug)]
+pub struct KeyDoc {
+    /// `section.key`.
+    pub key: &'static str,
+    /// The default, read from `Settings::default()`.
+    pub default: fn(&Settings) -> String,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+fn d(duration: Duration) -> String {
+    format!("\"{}\"", humantime::format_duration(duration))
+}
+
+fn opt<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "(unset)".to_owned(), |v| format!("\"{v}\""))
+}
+
+macro_rules! key {
+    ($key:literal, |$s:ident| $default:expr, $doc:literal) => {
+        KeyDoc {
+            key: $key,
+            default: |$s: &Settings| $default,
+            doc: $doc,
+        }
+    };
+}
+
+/// Every key, in the order of SPEC §7.
+pub fn keys() -> Vec<KeyDoc> {
+    vec![
+        key!(
+            "server.listen",
+            |s| format!("\"{}\"", s.server.listen),
+            "Address of the WebSocket endpoint and the HTTP API."
+        ),
+        key!(
+            "server.metrics_listen",
+            |s| opt(s.server.metrics_listen.as_ref()),
+            "Address of a separate `/metrics` listener; when unset, `/metrics` is served on `server.listen`."
+        ),
+        key!(
+            "server.demo",
+            |s| s.server.demo.to_string(),
+            "Serve the demo page at `/` and the JS client at `/client.js` (always on in development mode)."
+        ),
+        key!(
+            "server.tls_cert_file",
+            |s| opt(s.server.tls_cert_file.as_ref()),
+            "PEM certificate chain: serve `https://`/`wss://` directly with rustls; reloaded on SIGHUP. Set together with `tls_key_file`."
+        ),
+        key!(
+            "server.tls_key_file",
+            |s| opt(s.server.tls_key_file.as_ref()),
+            "PEM private key of `tls_cert_file`."
+        ),
+        key!(
+            "server.shards",
+            |s| s.server.shards.to_string(),
+            "Hub shards (independent locks, keyed by project); 0 picks four per core."
+        ),
+        key!(
+            "auth.hs256_secrets",
+            |_s| "[]".to_owned(),
+            "HS256 secrets (at least 16 bytes each); several at once so secrets rotate without downtime. Empty with no other key: development mode without `--config`, a start-up error with it."
+        ),
+        key!(
+            "auth.public_key_files",
+            |_s| "[]".to_owned(),
+            "RS256, ES256 or EdDSA public keys in PEM, as `\"path.pem\"` or `{ path = \"...\", kid = \"...\" }`; relative to the config file; reloaded on SIGHUP."
+        ),
+        key!(
+            "auth.jwks_file",
+            |s| opt(s.auth.jwks_file.as_ref().map(|p| p.display()).as_ref()),
+            "A JWKS document whose keys are chosen by `kid`; reloaded on SIGHUP."
+        ),
+        key!(
+            "auth.issuer",
+            |s| opt(s.auth.issuer.as_ref()),
+            "Required `iss` of user tokens, when set."
+        ),
+        key!(
+            "auth.audience",
+            |s| opt(s.auth.audience.as_ref()),
+            "Required `aud` of user tokens, when set."
+        ),
+        key!(
+            "auth.leeway",
+            |s| d(s.auth.leeway),
+            "Clock skew tolerated on `exp` and `nbf`."
+        ),
+        key!(
+            "auth.allowed_origins",
+            |_s| "[]".to_owned(),
+            "Allowed `Origin`s (exact, or `*.example.com` patterns); empty: no Origin check. Others get `403 origin_not_allowed`."
+        ),
+        key!(
+            "auth.require_origin",
+            |s| s.auth.require_origin.to_string(),
+            "Refuse handshakes without an `Origin` header (non-browser clients send none)."
+        ),
+        key!(
+            "auth.allow_query_token",
+            |s| s.auth.allow_query_token.to_string(),
+            "Accept the token in the `access_token` query parameter (always redacted in logs)."
+        ),
+        key!(
+            "auth.api_keys",
+            |_s| "[]".to_owned(),
+            "Keys of the HTTP API (`Authorization: Bearer <key>`), as given or as `sha256:<hex>`."
+        ),
+        key!(
+            "auth.enforce_expiry",
+            |s| s.auth.enforce_expiry.to_string(),
+            "Close open connections with 4001 when their token's `exp` (plus leeway) passes."
+        ),
+        key!(
+            "auth.trusted_proxies",
+            |_s| "[]".to_owned(),
+            "Proxies (IPs or CIDR ranges) whose `X-Forwarded-For` names the client IP for the handshake rate limit."
+        ),
+        key!(
+            "limits.max_connections",
+            |s| s.limits.max_connections.to_string(),
+            "Connections the server accepts; over it, 101 then close 1013 `server overloaded`."
+        ),
+        key!(
+            "limits.max_connections_per_user",
+            |s| s.limits.max_connections_per_user.to_string(),
+            "Connections one user may hold, across projects; over it, close 1013 `too many connections for user`."
+        ),
+        key!(
+            "limits.max_message_bytes",
+            |s| s.limits.max_message_bytes.to_string(),
+            "Largest message from a client (close 1009) or an HTTP publish (413)."
+        ),
+        key!(
+            "limits.send_queue_frames",
+            |s| s.limits.send_queue_frames.to_string(),
+            "Frames a connection's send queue may hold before it is closed with 4008 (slow consumer)."
+        ),
+        key!(
+            "limits.send_queue_bytes",
+            |s| s.limits.send_queue_bytes.to_string(),
+            "Bytes a connection's send queue may hold before it is closed with 4008."
+        ),
+        key!(
+            "limits.client_publish_rate",
+            |s| s.limits.client_publish_rate.to_string(),
+            "Publishes per second per connection, bursts of twice as many; 0: unlimited. Over it, `rate_limited` error frames, then 1008."
+        ),
+        key!(
+            "limits.handshake_rate_per_ip",
+            |s| s.limits.handshake_rate_per_ip.to_string(),
+            "Handshakes per second per client IP; over it, `429` with `Retry-After`."
+        ),
+        key!(
+            "limits.allow_client_publish",
+            |s| s.limits.allow_client_publish.to_string(),
+            "Let clients publish over the WebSocket; otherwise only the HTTP API publishes."
+        ),
+        key!(
+            "timeouts.ping_interval",
+            |s| d(s.timeouts.ping_interval),
+            "How often the server pings; under common load-balancer idle timeouts."
+        ),
+        key!(
+            "timeouts.pong_timeout",
+            |s| d(s.timeouts.pong_timeout),
+            "No traffic for `ping_interval + pong_timeout` ends the connection (1001 `ping timeout`)."
+        ),
+        key!(
+            "timeouts.write",
+            |s| d(s.timeouts.write),
+            "A write stuck longer than this drops the connection."
+        ),
+        key!(
+            "timeouts.handshake",
+            |s| d(s.timeouts.handshake),
+            "Time to send the request headers (and finish TLS); slower clients are dropped (slowloris)."
+        ),
+        key!(
+            "timeouts.close",
+            |s| d(s.timeouts.close),
+            "How long a server-initiated close waits for the client's close frame."
+        ),
+        key!(
+            "presence.events",
+            |s| s.presence.events.to_string(),
+            "Send `join`/`leave` presence frames to the project's members."
+        ),
+        key!(
+            "presence.max_members_for_events",
+            |s| s.presence.max_members_for_events.to_string(),
+            "Above this many members a project gets no join/leave frames (N joins would cost N² frames); the presence list stays available."
+        ),
+        key!(
+            "history.size",
+            |s| s.history.size.to_string(),
+            "Messages kept per project for recovery and the history API."
+        ),
+        key!(
+            "history.ttl",
+            |s| d(s.history.ttl),
+            "How long a message is kept."
+        ),
+        key!(
+            "broker.kind",
+            |s| format!("\"{}\"", format!("{:?}", s.broker.kind).to_lowercase()),
+            "`memory` (embedded, one process) or `redis` (several nodes share one order, history and presence)."
+        ),
+        key!(
+            "broker.redis_url",
+            |s| format!("\"{}\"", s.broker.redis_url.0),
+            "`redis://[user:password@]host:port/db`, `rediss://` for TLS; redacted in logs."
+        ),
+        key!(
+            "broker.key_prefix",
+            |s| format!("\"{}\"", s.broker.key_prefix),
+            "Prefix of every Redis key and channel, so several deployments share one Redis."
+        ),
+        key!(
+            "broker.pool_size",
+            |s| s.broker.pool_size.to_string(),
+            "Multiplexed Redis connections for commands; the pub/sub connection comes on top."
+        ),
+        key!(
+            "broker.connect_timeout",
+            |s| d(s.broker.connect_timeout),
+            "Time allowed to connect to Redis."
+        ),
+        key!(
+            "broker.command_timeout",
+            |s| d(s.broker.command_timeout),
+            "A Redis command slower than this counts as Redis being unavailable."
+        ),
+        key!(
+            "broker.presence_ttl",
+            |s| d(s.broker.presence_ttl),
+            "A node's presence in Redis expires after this unless refreshed: a crashed node's users leave the cluster's presence within it."
+        ),
+        key!(
+            "shutdown.drain",
+            |s| d(s.shutdown.drain),
+            "Closes with 1001 are spread over this window on SIGTERM; the process exits within drain + 2 s."
+        ),
+        key!(
+            "log.format",
+            |s| format!("\"{}\"", format!("{:?}", s.log.format).to_lowercase()),
+            "`pretty` for people, `json` for machines."
+        ),
+        key!(
+            "log.level",
+            |s| format!("\"{}\"", s.log.level),
+            "An `EnvFilter` directive such as `info` or `wshub=debug`; `RUST_LOG` wins when set."
+        ),
+    ]
+}
+
+/// `docs/configuration.md`.
+pub fn markdown() -> String {
+    let defaults = Settings::default();
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated by `cargo xtask docs` from `bins/server/src/reference.rs`; a test fails when this file is stale.\n\
+         Every key goes in the TOML file given with `wshub --config FILE` (see `wshub.example.toml`), \
+         and every key can be overridden from the environment as `WSHUB__SECTION__KEY` (lists comma-separated).\n\
+         Durations are strings like `\"25s\"` or `\"10m\"`; unknown keys are errors; `wshub check-config FILE` validates a file without starting.\n\n",
+    );
+    let mut section = "";
+    for key in keys() {
+        let (this, name) = key.key.split_once('.').unwrap_or(("", key.key));
+        if this != section {
+            if !section.is_empty() {
+                out.push('\n');
+            }
+            section = this;
+            let _ = write!(
+                out,
+                "## [{section}]\n\n| key | default | environment | what it does |\n|---|---|---|---|\n"
+            );
+        }
+        let env = format!("WSHUB__{}__{}", this.to_uppercase(), name.to_uppercase());
+        let _ = writeln!(
+            out,
+            "| `{name}` | `{}` | `{env}` | {} |",
+            (key.default)(&defaults),
+            key.doc
+        );
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The fields serde accepts in `[section]`, read from its own "expected one of" message.
+    fn accepted(section: &str) -> BTreeSet<String> {
+        let toml = if section.is_empty() {
+            "no_such_key_xyz = 1\n".to_owned()
+        } else {
+            format!("[{section}]\nno_such_key_xyz = 1\n")
+        };
+        let err = config::Config::builder()
+            .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize::<Settings>()
+            .unwrap_err()
+            .to_string();
+        // "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`" / "expected `a`",
+        // followed by " for key `section`".
+        let expected = err
+            .split_once(", expected")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("{err}"));
+        let expected = expected.split(" for key").next().unwrap_or_default();
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_key_the_types_accept_is_documented_and_nothing_else() {
+        let documented: BTreeSet<String> = keys().iter().map(|k| k.key.to_owned()).collect();
+        let sections: BTreeSet<&str> = documented
+            .iter()
+            .filter_map(|k| k.split_once('.'))
+            .map(|(s, _)| s)
+            .collect();
+        let mut accepted_keys = BTreeSet::new();
+        for section in &sections {
+            for field in accepted(section) {
+                accepted_keys.insert(format!("{section}.{field}"));
+            }
+        }
+        assert_eq!(
+            documented, accepted_keys,
+            "reference.rs and config.rs disagree"
+        );
+        let top: BTreeSet<String> = sections.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(top, accepted(""), "a section is missing from the reference");
+    }
+
+    #[test]
+    fn docs_configuration_md_is_fresh() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == markdown(),
+            "docs/configuration.md is stale: run `cargo xtask docs`"
+        );
+    }
+}
