@@ -9,6 +9,9 @@ Tasks:
   lint                 rustfmt --check, clippy -D warnings, rustdoc -D warnings,
                        tidy checks, cargo deny check bans licenses sources
   bench [-- ARGS]      cargo bench -p ws-core (when ws-core has benchmarks)
+  fuzz [--seconds N] [TARGET...]
+                       run each cargo-fuzz target of fuzz/ (default: all) for N seconds
+                       (default 60); installs cargo-fuzz when missing
   release [--quick]    build the server with the `dist` profile (`--quick`: the `release`
                        profile) and pack target/dist/wshub-VERSION-ARCH-linux.tar.gz with
                        README, example config, licenses and an SBOM, plus its .sha256
@@ -25,6 +28,10 @@ pub(crate) enum Task {
     Lint,
     Bench {
         runner_args: Vec<String>,
+    },
+    Fuzz {
+        seconds: u64,
+        targets: Vec<String>,
     },
     Release {
         /// Build with the `release` profile instead of `dist` (no fat LTO): for CI's smoke test.
@@ -49,6 +56,7 @@ impl Task {
             "bench" => Ok(Self::Bench {
                 runner_args: runner_args(rest),
             }),
+            "fuzz" => fuzz_args(rest),
             "release" => match rest.as_slice() {
                 [] => Ok(Self::Release { quick: false }),
                 [flag] if flag == "--quick" => Ok(Self::Release { quick: true }),
@@ -57,6 +65,30 @@ impl Task {
             _ => Err(format!("unknown task `{task}`")),
         }
     }
+}
+
+/// `fuzz [--seconds N] [TARGET...]`.
+fn fuzz_args(rest: Vec<String>) -> Result<Task, String> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    let mut args = rest.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--seconds" {
+            let value = args.next().ok_or("`--seconds` needs a number")?;
+            seconds = value
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| format!("`--seconds` needs a positive number, got `{value}`"))?;
+        } else if arg.starts_with('-') {
+            return Err(format!(
+                "`fuzz` takes `--seconds N` and target names, got `{arg}`"
+            ));
+        } else {
+            targets.push(arg);
+        }
+    }
+    Ok(Task::Fuzz { seconds, targets })
 }
 
 fn no_args(task: &str, rest: &[String]) -> Result<(), String> {
@@ -94,6 +126,20 @@ mod tests {
         check(&["release", "--quick"], Ok(Task::Release { quick: true }));
         check(&["--help"], Ok(Task::Help));
         check(
+            &["fuzz"],
+            Ok(Task::Fuzz {
+                seconds: 60,
+                targets: vec![],
+            }),
+        );
+        check(
+            &["fuzz", "--seconds", "5", "token"],
+            Ok(Task::Fuzz {
+                seconds: 5,
+                targets: strings(&["token"]),
+            }),
+        );
+        check(
             &["test"],
             Ok(Task::Test {
                 runner_args: vec![],
@@ -117,6 +163,15 @@ mod tests {
     fn rejects_bad_input() {
         check(&[], Err("no task given"));
         check(&["deploy"], Err("unknown task `deploy`"));
+        check(&["fuzz", "--seconds"], Err("`--seconds` needs a number"));
+        check(
+            &["fuzz", "--seconds", "0"],
+            Err("`--seconds` needs a positive number, got `0`"),
+        );
+        check(
+            &["fuzz", "--jobs"],
+            Err("`fuzz` takes `--seconds N` and target names, got `--jobs`"),
+        );
         check(
             &["lint", "--fix"],
             Err("`lint` takes no arguments, got `--fix`"),

@@ -6,6 +6,7 @@
 
 mod bench;
 mod flags;
+mod fuzz;
 mod lint;
 mod release;
 mod test;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         flags::Task::Test { runner_args } => test::run(&runner_args),
         flags::Task::Lint => lint::run(),
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
+        flags::Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
         flags::Task::Release { quick } => release::run(quick),
     };
     match result {
