@@ -21,6 +21,8 @@ const TOOLS: &[(&str, &str)] = &[
     // The Redis broker's integration tests (`bins/server/tests/it/redis.rs`) start their own
     // `redis-server` on a free loopback port and use `redis-cli`; both come with this package.
     ("redis-server", "redis-server"),
+    // The TLS case of the Redis tests makes a private CA and a certificate with the CLI.
+    ("openssl", "openssl"),
     // The JS end-to-end tests (`clients/js/e2e`): the demo page in Debian's Chromium, driven by
     // `playwright-core` (never a downloaded browser), installed with npm from the committed lock.
     ("chromium", "chromium"),

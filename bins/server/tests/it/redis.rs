@@ -23,6 +23,8 @@ struct Redis {
     port: u16,
     args: Vec<String>,
     dir: TempDir,
+    /// Serves TLS only: readiness is an accepted TCP connection, not a plain PING.
+    tls: bool,
 }
 
 impl Redis {
@@ -39,6 +41,7 @@ impl Redis {
                 port: free_port(),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
                 dir: TempDir::new(),
+                tls: false,
             };
             if redis.spawn() {
                 return redis;
@@ -63,7 +66,12 @@ impl Redis {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // the port was taken meanwhile
             }
-            if answers(self.port) {
+            let up = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                answers(self.port)
+            };
+            if up {
                 self.child = Some(child);
                 return true;
             }
@@ -850,8 +858,194 @@ async fn a_node_starts_without_redis_and_serves_once_it_comes() {
         port,
         args: Vec::new(),
         dir: TempDir::new(),
+        tls: false,
     };
     redis.restart();
     wait_ready(&server, 200, Duration::from_secs(10)).await;
     assert_eq!(publish_http(&server, "early", json!(1)).await.0, 202);
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &TempDir, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(&dir.0)
+        .args(args)
+        .output()
+        .expect("openssl is installed (`cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `wshub` process with `SSL_CERT_FILE` set (the harness' `Server` takes no environment).
+struct TlsNode {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl TlsNode {
+    /// Starts `wshub --config config`, trusting `ca` (a PEM file) when given.
+    fn start(config: &std::path::Path, ca: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
+        match ca {
+            Some(ca) => command.env("SSL_CERT_FILE", ca),
+            None => command.env("SSL_CERT_FILE", "/nonexistent-wshub-ca.pem"),
+        };
+        let mut child = command
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads every line, so that the server never writes to a closed pipe.
+            for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap().parse().unwrap());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(STEP).expect("wshub started");
+        Self { child, addr }
+    }
+}
+
+impl Drop for TlsNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_tls_redis_works_with_a_rediss_url() {
+    // A private CA, and a certificate for 127.0.0.1 that it signed.
+    let pki = TempDir::new();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=wshub test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&pki, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "redis.key", "-out", "redis.csr"]);
+    openssl(&pki, &csr);
+    std::fs::write(pki.0.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "redis.crt",
+        ],
+    );
+    let file = |name: &str| pki.0.join(name).to_str().unwrap().to_owned();
+    let mut redis = Redis {
+        child: None,
+        port: free_port(),
+        args: vec![
+            "--tls-port".to_owned(),
+            String::new(),
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-cert-file".to_owned(),
+            file("redis.crt"),
+            "--tls-key-file".to_owned(),
+            file("redis.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            "--requirepass".to_owned(),
+            "tls-pw".to_owned(),
+        ],
+        dir: TempDir::new(),
+        tls: true,
+    };
+    redis.args[1] = redis.port.to_string();
+    redis.restart();
+
+    let dir = TempDir::new();
+    let config = dir.0.join("wshub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n\
+             [auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n\
+             [broker]\nkind = \"redis\"\nredis_url = \"rediss://:tls-pw@127.0.0.1:{}/0\"\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    let node = TlsNode::start(&config, Some(&file("ca.crt")));
+    // Without the CA the certificate is not trusted: never ready.
+    let untrusting = TlsNode::start(&config, None);
+
+    let started = Instant::now();
+    while http("GET", &format!("http://{}/readyz", node.addr), &[], "")
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not ready over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let url = format!("ws://{}/ws/projects/secure", node.addr);
+    let (client, welcome) = Client::open(&url, "secure", "alice").await;
+    assert_eq!(welcome["recovered"], false);
+    let key = format!("Bearer {API_KEY}");
+    let (status, _, body) = http(
+        "POST",
+        &format!("http://{}/api/projects/secure/messages", node.addr),
+        &[
+            ("authorization", &key),
+            ("content-type", "application/json"),
+        ],
+        r#"{"data":"over tls"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let messages = client.wait_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(messages[0]["data"], "over tls");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = http(
+        "GET",
+        &format!("http://{}/readyz", untrusting.addr),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        status.0, 503,
+        "a certificate from an unknown CA was accepted"
+    );
 }
