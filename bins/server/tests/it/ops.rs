@@ -248,3 +248,33 @@ async fn the_admin_api_lists_and_disconnects() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let server = Server::start("");
+    let scraped = scrape(&server.http("/metrics")).await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-dashboard.json"
+    );
+    let dashboard = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str::<Value>(&dashboard).expect("the dashboard is valid JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for (i, _) in dashboard.match_indices("wshub_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        // Histograms are parsed under their base name.
+        names.insert(name.trim_end_matches("_bucket").to_owned());
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            scraped.keys().any(|k| k == &name
+                || k.starts_with(&format!("{name}{{"))
+                || k.starts_with(&format!("{name}_"))),
+            "the dashboard queries {name}, which /metrics does not expose"
+        );
+    }
+}
