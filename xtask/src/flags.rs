@@ -8,7 +8,16 @@ Tasks:
                        test suite (nextest if installed, else cargo test); ARGS go to the runner
   lint                 rustfmt --check, clippy -D warnings, rustdoc -D warnings,
                        tidy checks, cargo deny check bans licenses sources
-  bench [-- ARGS]      cargo bench -p ws-core (when ws-core has benchmarks)
+  bench [--quick] [--runs N] [--case NAME]... [--peer NAME]... [--no-peers]
+                       load benchmark: the release `wshub` (auth on) and the baseline servers
+                       of ../shared/peers (node-ws, rust-naive), server pinned to CPU 0 and
+                       load generator (bins/wshub-bench) to CPU 1, each case N times (default
+                       3); medians and wshub/baseline ratios go to docs/benchmarks.md.
+                       Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many.
+                       --quick: a small smoke profile against wshub only (release build if
+                       fresh, else debug), asserting only that nothing was lost; no docs written
+  bench --micro [-- ARGS]
+                       the ws-core micro-benchmarks (cargo bench -p ws-core -- ARGS)
   fuzz [--seconds N] [TARGET...]
                        run each cargo-fuzz target of fuzz/ (default: all) for N seconds
                        (default 60); installs cargo-fuzz when missing
@@ -53,9 +62,8 @@ impl Task {
                 runner_args: runner_args(rest),
             }),
             "lint" => no_args(&task, &rest).map(|()| Self::Lint),
-            "bench" => Ok(Self::Bench {
-                runner_args: runner_args(rest),
-            }),
+            // `bench` re-reads its flags from the raw arguments (`BenchFlags::parse`).
+            "bench" => BenchFlags::parse(&rest).map(|_| Self::Bench { runner_args: rest }),
             "fuzz" => fuzz_args(rest),
             "release" => match rest.as_slice() {
                 [] => Ok(Self::Release { quick: false }),
@@ -89,6 +97,63 @@ fn fuzz_args(rest: Vec<String>) -> Result<Task, String> {
         }
     }
     Ok(Task::Fuzz { seconds, targets })
+}
+
+/// The flags of `cargo xtask bench`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BenchFlags {
+    /// The smoke profile of `cargo xtask test`: small, wshub only, one run, no docs written.
+    pub(crate) quick: bool,
+    /// Run the ws-core micro-benchmarks instead of the load benchmark.
+    pub(crate) micro: bool,
+    /// Runs of each case (the median is reported); `None`: the profile's default.
+    pub(crate) runs: Option<u32>,
+    /// Only these cases; empty: all.
+    pub(crate) cases: Vec<String>,
+    /// Only these baseline servers; empty: all of them, unless `no_peers`.
+    pub(crate) peers: Vec<String>,
+    pub(crate) no_peers: bool,
+    /// Arguments after `--`, for the micro-benchmark runner.
+    pub(crate) runner_args: Vec<String>,
+}
+
+impl BenchFlags {
+    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
+        let mut flags = Self::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("`{name}` needs a value"))
+            };
+            match arg.as_str() {
+                "--quick" => flags.quick = true,
+                "--micro" => flags.micro = true,
+                "--no-peers" => flags.no_peers = true,
+                "--runs" => {
+                    let runs = value("--runs")?;
+                    flags.runs = Some(runs.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("`--runs` needs a positive number, got `{runs}`")
+                    })?);
+                }
+                "--case" => flags.cases.push(value("--case")?),
+                "--peer" => flags.peers.push(value("--peer")?),
+                "--" => flags.runner_args = args.by_ref().cloned().collect(),
+                other => {
+                    return Err(format!(
+                        "`bench` does not take `{other}` (see `cargo xtask help`)"
+                    ));
+                }
+            }
+        }
+        if !flags.runner_args.is_empty() && !flags.micro {
+            return Err(
+                "arguments after `--` go to the micro-benchmarks: add `--micro`".to_owned(),
+            );
+        }
+        Ok(flags)
+    }
 }
 
 fn no_args(task: &str, rest: &[String]) -> Result<(), String> {
@@ -152,10 +217,56 @@ mod tests {
             }),
         );
         check(
-            &["bench", "fanout"],
+            &["bench", "--case", "fanout-1k"],
             Ok(Task::Bench {
-                runner_args: strings(&["fanout"]),
+                runner_args: strings(&["--case", "fanout-1k"]),
             }),
+        );
+    }
+
+    #[test]
+    fn parses_bench_flags() {
+        use super::BenchFlags;
+        let parse = |args: &[&str]| BenchFlags::parse(&strings(args));
+        assert_eq!(parse(&[]), Ok(BenchFlags::default()));
+        assert_eq!(
+            parse(&[
+                "--quick",
+                "--runs",
+                "5",
+                "--case",
+                "idle-10k",
+                "--case",
+                "handshake",
+                "--peer",
+                "node-ws"
+            ]),
+            Ok(BenchFlags {
+                quick: true,
+                runs: Some(5),
+                cases: strings(&["idle-10k", "handshake"]),
+                peers: strings(&["node-ws"]),
+                ..BenchFlags::default()
+            })
+        );
+        assert_eq!(
+            parse(&["--micro", "--", "hub", "--sample-count", "10"]),
+            Ok(BenchFlags {
+                micro: true,
+                runner_args: strings(&["hub", "--sample-count", "10"]),
+                ..BenchFlags::default()
+            })
+        );
+        assert_eq!(parse(&["--no-peers"]).map(|f| f.no_peers), Ok(true));
+        assert_eq!(
+            parse(&["--runs", "0"]),
+            Err("`--runs` needs a positive number, got `0`".to_owned())
+        );
+        assert_eq!(parse(&["--case"]), Err("`--case` needs a value".to_owned()));
+        assert!(parse(&["--", "hub"]).is_err());
+        check(
+            &["bench", "--fast"],
+            Err("`bench` does not take `--fast` (see `cargo xtask help`)"),
         );
     }
 

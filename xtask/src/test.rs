@@ -64,6 +64,12 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
         js_e2e,
     );
 
+    // The load benchmark's smoke profile: it ran and lost nothing (never a speed), so
+    // `cargo xtask bench` cannot rot. Small, wshub only, under half a minute.
+    steps.step("load benchmark smoke: cargo xtask bench --quick", || {
+        crate::bench::quick(1)
+    });
+
     if has_cargo_subcommand("nextest") {
         steps.command(
             "unit and integration tests: cargo nextest",
