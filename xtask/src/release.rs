@@ -86,13 +86,17 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
         env::consts::OS
     );
     let dist = target.join("dist");
-    let staging = dist.join(&name);
     let tarball = dist.join(format!("{name}.tar.gz"));
     let checksum = dist.join(format!("{name}.tar.gz.sha256"));
     let sbom_beside = dist.join(format!("{name}.cdx.json"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("could not remove {}", staging.display()))?;
+    // Everything is made in a directory of this run's own and moved into place at the end, so
+    // two releases at once (two test runs sharing target/) never pack each other's half-staged
+    // files; the tarballs of one commit are the same bytes, so either may win the rename.
+    let work = dist.join(format!(".release-{}", std::process::id()));
+    let staging = work.join(&name);
+    if work.exists() {
+        fs::remove_dir_all(&work)
+            .with_context(|| format!("could not remove {}", work.display()))?;
     }
     fs::create_dir_all(&staging)
         .with_context(|| format!("could not create {}", staging.display()))?;
@@ -105,7 +109,7 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
     let lock = fs::read_to_string(root.join("Cargo.lock")).context("could not read Cargo.lock")?;
     let sbom = sbom(&metadata, server, &lock_checksums(&lock))?;
     let sbom = serde_json::to_string_pretty(&sbom)? + "\n";
-    for path in [staging.join(SBOM), sbom_beside.clone()] {
+    for path in [staging.join(SBOM), work.join(file_name(&sbom_beside))] {
         fs::write(&path, &sbom).with_context(|| format!("could not write {}", path.display()))?;
         set_mode(&path, 0o644)?;
     }
@@ -114,7 +118,7 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
     // Reproducible: sorted entries, no owner names, one mtime, no timestamp in the gzip header.
     exec(
         Command::new("tar")
-            .current_dir(&dist)
+            .current_dir(&work)
             .args([
                 "--sort=name",
                 "--owner=0",
@@ -124,16 +128,13 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
                 "--use-compress-program=gzip -n -9",
                 "-cf",
             ])
-            .arg(&tarball)
+            .arg(file_name(&tarball))
             .arg(&name),
     )?;
-    fs::remove_dir_all(&staging)
-        .with_context(|| format!("could not remove {}", staging.display()))?;
 
-    // Run from `dist` so the checksum names the tarball relatively: `sha256sum -c` works there.
-    let file_name = format!("{name}.tar.gz");
+    // Run beside the tarball so the checksum names it relatively: `sha256sum -c` works in dist.
     let mut sha256sum = Command::new("sha256sum");
-    sha256sum.current_dir(&dist).arg(&file_name);
+    sha256sum.current_dir(&work).arg(file_name(&tarball));
     println!("$ {}", show(&sha256sum));
     let output = sha256sum.output().context("could not start sha256sum")?;
     if !output.status.success() {
@@ -143,9 +144,16 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    fs::write(&checksum, &output.stdout)
+    fs::write(work.join(file_name(&checksum)), &output.stdout)
         .with_context(|| format!("could not write {}", checksum.display()))?;
     print!("{}", String::from_utf8_lossy(&output.stdout));
+
+    // The checksum last: whoever sees it sees the tarball it describes.
+    for done in [&tarball, &sbom_beside, &checksum] {
+        fs::rename(work.join(file_name(done)), done)
+            .with_context(|| format!("could not move {} into place", done.display()))?;
+    }
+    fs::remove_dir_all(&work).with_context(|| format!("could not remove {}", work.display()))?;
 
     let size = fs::metadata(&tarball)?.len();
     println!(
@@ -193,6 +201,11 @@ fn cargo_metadata(platform: &str) -> anyhow::Result<Value> {
         );
     }
     serde_json::from_slice(&output.stdout).context("cargo metadata printed invalid JSON")
+}
+
+/// The last component of a path this module built from a name.
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().expect("release paths end in a file name")
 }
 
 /// Copies `from` to `to` and gives the copy `mode`, whatever the umask made of the source.
