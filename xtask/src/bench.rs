@@ -93,9 +93,32 @@ const CLOSE_SHARE: Metric = metric(
     "closes answered with a close frame",
     true,
 );
+const DELIVERIES_PER_CPU: Metric = metric(
+    "deliveries_per_server_cpu_s",
+    "deliveries per server CPU-second",
+    true,
+);
+const HANDSHAKES_PER_CPU: Metric = metric(
+    "handshakes_per_server_cpu_s",
+    "handshakes per server CPU-second",
+    true,
+);
+const CPU0_BUSY: Metric = metric("cpu0_busy_pct", "CPU 0 busy, all processes (%)", false);
+const OPEN_P50: Metric = metric("open_p50_ms", "open: connect to welcome, p50 (ms)", false);
+const CLOSE_P50: Metric = metric("close_p50_ms", "close: close frame to end, p50 (ms)", false);
 
 fn full_cases() -> Vec<Case> {
-    let fan = [DELIVERIES, P50, P99, P999, LOST, SERVER_CPU, GENERATOR_CPU];
+    let fan = [
+        DELIVERIES,
+        P50,
+        P99,
+        P999,
+        LOST,
+        DELIVERIES_PER_CPU,
+        SERVER_CPU,
+        CPU0_BUSY,
+        GENERATOR_CPU,
+    ];
     vec![
         case(
             "idle-10k",
@@ -125,7 +148,16 @@ fn full_cases() -> Vec<Case> {
             "handshake",
             "open (token checked, welcome read) and close with a close frame, 32 in flight, 5 s",
             "handshake --concurrency 32 --duration 5s",
-            &[HANDSHAKES, CLOSE_SHARE, SERVER_CPU, GENERATOR_CPU],
+            &[
+                HANDSHAKES,
+                CLOSE_SHARE,
+                OPEN_P50,
+                CLOSE_P50,
+                HANDSHAKES_PER_CPU,
+                SERVER_CPU,
+                CPU0_BUSY,
+                GENERATOR_CPU,
+            ],
         ),
         case(
             "fanout-many",
@@ -352,8 +384,7 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     // results[case][server] = one entry per run.
-    let mut results: Vec<Vec<Vec<Result<Value, String>>>> =
-        vec![vec![Vec::new(); servers.len()]; cases.len()];
+    let mut results: Results = vec![vec![Vec::new(); servers.len()]; cases.len()];
     for (c, case) in cases.iter().enumerate() {
         for run in 1..=runs {
             for (s, server) in servers.iter().enumerate() {
@@ -365,30 +396,14 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
                     Err(e) => eprintln!("error: {e}"),
                 }
                 results[c][s].push(result);
+                // Kept after every run, so an interrupted benchmark still leaves its data.
+                write_raw(&work.join("results.json"), &cases, &servers, &results)?;
             }
         }
     }
     let elapsed = started.elapsed();
 
-    let raw: Vec<Value> = cases
-        .iter()
-        .enumerate()
-        .flat_map(|(c, case)| {
-            let results = &results;
-            servers.iter().enumerate().flat_map(move |(s, server)| {
-                results[c][s].iter().enumerate().map(move |(run, r)| {
-                    json!({
-                        "case": case.name,
-                        "server": server.name(),
-                        "run": run + 1,
-                        "result": match r { Ok(v) => v.clone(), Err(e) => json!({ "error": e }) },
-                    })
-                })
-            })
-        })
-        .collect();
     let raw_path = work.join("results.json");
-    fs::write(&raw_path, serde_json::to_string_pretty(&raw)?)?;
 
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(args.iter().cloned())
@@ -415,6 +430,32 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         doc.display(),
         raw_path.display()
     );
+    Ok(())
+}
+
+type Results = Vec<Vec<Vec<Result<Value, String>>>>;
+
+/// Every run's JSON so far, in `target/bench/results.json`.
+fn write_raw(
+    path: &Path,
+    cases: &[Case],
+    servers: &[Server],
+    results: &Results,
+) -> anyhow::Result<()> {
+    let mut raw = Vec::new();
+    for (c, case) in cases.iter().enumerate() {
+        for (s, server) in servers.iter().enumerate() {
+            for (run, result) in results[c][s].iter().enumerate() {
+                raw.push(json!({
+                    "case": case.name,
+                    "server": server.name(),
+                    "run": run + 1,
+                    "result": match result { Ok(v) => v.clone(), Err(e) => json!({ "error": e }) },
+                }));
+            }
+        }
+    }
+    fs::write(path, serde_json::to_string_pretty(&raw)?)?;
     Ok(())
 }
 
@@ -648,7 +689,20 @@ fn run_once(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    println!("$ {}", show(&cmd));
+    println!(
+        "$ WSHUB_BENCH_SECRET=… {}{} {}",
+        if pinning.pinned() {
+            "taskset -c 1 "
+        } else {
+            ""
+        },
+        generator.display(),
+        cmd.get_args()
+            .skip(3)
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mut child = cmd.spawn().context("starting the generator")?;
     let mut stdout = child.stdout.take().context("generator stdout")?;
     let reader = std::thread::spawn(move || {
@@ -766,7 +820,7 @@ struct Report<'a> {
     command: &'a str,
     cases: &'a [Case],
     servers: &'a [Server],
-    results: &'a [Vec<Vec<Result<Value, String>>>],
+    results: &'a Results,
     runs: u32,
     notes: &'a [String],
     elapsed: Duration,
@@ -860,6 +914,7 @@ impl Report<'_> {
             );
         }
         out.push('\n');
+        out.push_str(&self.per_run());
         out.push_str(&self.targets());
         out.push_str(&self.failures());
         if !self.notes.is_empty() {
@@ -914,6 +969,42 @@ impl Report<'_> {
             self.load_before,
             self.elapsed.as_secs() / 60
         )
+    }
+
+    /// The first metric of every case, run by run, so the spread behind each median shows.
+    fn per_run(&self) -> String {
+        let mut out = String::from(
+            "Run by run (the first metric of each case; the machine is shared, so look at the spread before reading much into a ratio):\n\n",
+        );
+        for (c, case) in self.cases.iter().enumerate() {
+            let Some(metric) = case.metrics.first() else {
+                continue;
+            };
+            let per_server: Vec<String> = self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(s, server)| {
+                    let runs: Vec<String> = self.results[c][s]
+                        .iter()
+                        .map(|r| match r {
+                            Ok(v) => fmt_value(v.get(metric.key)),
+                            Err(_) => "failed".to_owned(),
+                        })
+                        .collect();
+                    format!("{} {}", server.name(), runs.join(" / "))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "- `{}`, {}: {}",
+                case.name,
+                metric.label,
+                per_server.join("; ")
+            );
+        }
+        out.push('\n');
+        out
     }
 
     /// The targets, checked against this run's medians.

@@ -48,7 +48,8 @@ pub(crate) struct Endpoint {
     /// The tungstenite read buffer: its default (128 KiB, zero-filled) would cost the
     /// generator 2.4 GiB at 19 000 connections.
     read_buffer: usize,
-    /// How long a connection may take from `connect` to its welcome.
+    /// How long a connection may take from `connect` to its welcome (a SYN dropped by a full
+    /// accept queue is sent again after 1, 3, 7 and 15 s).
     pub(crate) timeout: Duration,
 }
 
@@ -87,7 +88,7 @@ impl Endpoint {
             tokens,
             source_ips: 0,
             read_buffer: 16 * 1024,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
         })
     }
 
@@ -130,6 +131,9 @@ impl Endpoint {
     async fn open_inner(&self, project: &str, index: usize) -> anyhow::Result<Ws> {
         let socket = TcpSocket::new_v4()?;
         if let Some(source) = self.source(index) {
+            // Earlier runs leave their ports in TIME_WAIT: let `bind` pick those too (the
+            // kernel still refuses a 4-tuple that is in use).
+            socket.set_reuseaddr(true)?;
             socket
                 .bind(source)
                 .with_context(|| format!("binding to {source}"))?;

@@ -274,6 +274,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let server_cpu = ctx.server_cpu();
+    let cores = crate::stats::CoreMeter::start();
     let started = Instant::now();
     let end = started + o.duration;
     let per_message = per_project as u64;
@@ -328,6 +329,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         let _ = tokio::time::timeout_at(drain_deadline.into(), shared.notify.notified()).await;
     }
     let server_cpu_pct = server_cpu.and_then(|m| m.percent());
+    let busy = cores.busy_percent();
     let rss_after = ctx.server_rss();
     let delivered = shared.delivered.get();
     let window = shared
@@ -374,6 +376,11 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         "subscriber_read_errors": shared.read_errors.get(),
         "publisher_closes": publisher_closes,
         "server_cpu_pct": server_cpu_pct.map(round1),
+        "deliveries_per_server_cpu_s": server_cpu_pct
+            .filter(|pct| *pct > 0.0)
+            .map(|pct| round1(delivered as f64 / window.as_secs_f64().max(1e-9) / (pct / 100.0))),
+        "cpu0_busy_pct": busy.first().copied().map(round1),
+        "cpu1_busy_pct": busy.get(1).copied().map(round1),
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
     });

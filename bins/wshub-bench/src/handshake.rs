@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::{Ctx, humantime_duration, round1, round3};
+use crate::conn::Ws;
+use crate::stats::Histogram;
+use crate::{Ctx, humantime_duration, ms, round1, round3};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
@@ -34,11 +36,29 @@ struct Counts {
     close_frames: Cell<u64>,
     failed: Cell<u64>,
     first_error: RefCell<Option<String>>,
+    /// From `connect` to the welcome (wshub) or the 101 (raw).
+    open: RefCell<Histogram>,
+    /// From sending the close frame to the end of the connection.
+    close: RefCell<Histogram>,
 }
 
 /// One cycle; `Ok(true)` when the server answered the close with a close frame.
-async fn cycle(ctx: &Ctx, index: usize) -> anyhow::Result<bool> {
+async fn cycle(ctx: &Ctx, index: usize, counts: &Counts) -> anyhow::Result<bool> {
+    let started = Instant::now();
     let mut ws = ctx.endpoint.open("handshake", index).await?;
+    let opened = Instant::now();
+    counts.open.borrow_mut().record(micros(opened - started));
+    let result = close(ctx, &mut ws).await;
+    counts.close.borrow_mut().record(micros(opened.elapsed()));
+    result
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Sends a close frame and reads until the server ends the connection.
+async fn close(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<bool> {
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
         reason: "bye".into(),
@@ -66,6 +86,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     );
     let counts = Rc::new(Counts::default());
     let server_cpu = ctx.server_cpu();
+    let cores = crate::stats::CoreMeter::start();
     let started = Instant::now();
     let end = started + o.duration;
     let worker = |counts: Rc<Counts>| async move {
@@ -76,7 +97,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
             }
             counts.started.set(index + 1);
             #[allow(clippy::cast_possible_truncation)]
-            match cycle(ctx, index as usize).await {
+            match cycle(ctx, index as usize, &counts).await {
                 Ok(answered) => {
                     counts.completed.set(counts.completed.get() + 1);
                     if answered {
@@ -96,6 +117,9 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     futures_util::future::join_all((0..concurrency).map(|_| worker(Rc::clone(&counts)))).await;
     let elapsed = started.elapsed().as_secs_f64();
     let completed = counts.completed.get();
+    let server_cpu_pct = server_cpu.and_then(|m| m.percent());
+    let busy = cores.busy_percent();
+    let rate = completed as f64 / elapsed.max(1e-9);
     Ok(json!({
         "case": "handshake",
         "concurrency": concurrency,
@@ -104,9 +128,18 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         "failed": counts.failed.get(),
         "first_error": counts.first_error.borrow().clone(),
         "elapsed_s": round3(elapsed),
-        "handshakes_per_s": round1(completed as f64 / elapsed.max(1e-9)),
+        "handshakes_per_s": round1(rate),
         "close_frames": counts.close_frames.get(),
         "close_frame_share": if completed == 0 { 0.0 } else { round3(counts.close_frames.get() as f64 / completed as f64) },
-        "server_cpu_pct": server_cpu.and_then(|m| m.percent()).map(round1),
+        "open_p50_ms": ms(counts.open.borrow().quantile(0.5)),
+        "open_p99_ms": ms(counts.open.borrow().quantile(0.99)),
+        "close_p50_ms": ms(counts.close.borrow().quantile(0.5)),
+        "close_p99_ms": ms(counts.close.borrow().quantile(0.99)),
+        "server_cpu_pct": server_cpu_pct.map(round1),
+        "handshakes_per_server_cpu_s": server_cpu_pct
+            .filter(|pct| *pct > 0.0)
+            .map(|pct| round1(rate / (pct / 100.0))),
+        "cpu0_busy_pct": busy.first().copied().map(round1),
+        "cpu1_busy_pct": busy.get(1).copied().map(round1),
     }))
 }

@@ -42,7 +42,12 @@ pub(crate) async fn run(
             closed.set(closed.get() + 1);
         }));
     }
-    tokio::time::sleep(settle).await;
+    // RSS two seconds after the last connection (handshake leftovers included), then at the
+    // end of the settle time (the steady state, which is what is reported).
+    let early_at = Duration::from_secs(2).min(settle);
+    tokio::time::sleep(early_at).await;
+    let early = ctx.server_rss();
+    tokio::time::sleep(settle - early_at).await;
     let after = ctx.server_rss();
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if connected > 0 => {
@@ -58,6 +63,12 @@ pub(crate) async fn run(
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_conn": per_conn,
+        "settle_s": settle.as_secs_f64(),
+        "rss_2s_kib": early,
+        "kib_per_conn_2s": match (before, early) {
+            (Some(b), Some(a)) if connected > 0 => Some(round3((a.saturating_sub(b)) as f64 / connected as f64)),
+            _ => None,
+        },
         "closed_while_idle": closed.get(),
     });
     merge(&mut result, summary);

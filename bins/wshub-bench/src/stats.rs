@@ -132,6 +132,55 @@ impl CpuMeter {
     }
 }
 
+/// How busy each CPU was between two points in time, whoever ran on it (`/proc/stat`): on a
+/// shared machine, a server that got 40 % of its core while the core was 100 % busy was
+/// starved by a neighbour, not idle.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreMeter {
+    start: Vec<(u64, u64)>,
+}
+
+impl CoreMeter {
+    pub(crate) fn start() -> Self {
+        Self { start: cpu_ticks() }
+    }
+
+    /// Percent busy of each CPU since [`CoreMeter::start`], CPU 0 first.
+    pub(crate) fn busy_percent(&self) -> Vec<f64> {
+        cpu_ticks()
+            .iter()
+            .zip(&self.start)
+            .map(|(&(busy, total), &(busy0, total0))| {
+                let total = total.saturating_sub(total0);
+                if total == 0 {
+                    0.0
+                } else {
+                    100.0 * busy.saturating_sub(busy0) as f64 / total as f64
+                }
+            })
+            .collect()
+    }
+}
+
+/// `(busy, total)` ticks of every `cpuN` line of `/proc/stat`.
+fn cpu_ticks() -> Vec<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let ticks: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let total: u64 = ticks.iter().take(8).sum();
+            // idle and iowait are the 4th and 5th fields.
+            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+            (total.saturating_sub(idle), total)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Histogram, bucket_of, index_of};
@@ -161,6 +210,12 @@ mod tests {
         }
         assert_eq!(h.quantile(1.0), 10_000);
         assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn reads_cpu_ticks() {
+        let meter = super::CoreMeter::start();
+        assert!(!meter.busy_percent().is_empty());
     }
 
     #[test]
