@@ -47,7 +47,7 @@ struct Cli {
     /// The server's process id: its RSS and CPU time are read from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// The HS256 secret that signs wshub tokens (auth.hs256_secrets[0] of its configuration).
+    /// The HS256 secret that signs wshub tokens (`auth.hs256_secrets[0]` of its configuration).
     #[arg(long, env = "WSHUB_BENCH_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Distinct users (and tokens) connections cycle through.
