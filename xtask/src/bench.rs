@@ -128,7 +128,7 @@ fn full_cases() -> Vec<Case> {
         ),
         case(
             "idle-19k",
-            "19 000 idle connections over 100 projects (2 source addresses)",
+            "19 000 idle connections over 100 projects (10 source addresses)",
             "idle --connections 19000 --projects 100",
             &[KIB_PER_CONN, CONNECTS],
         ),

@@ -45,6 +45,8 @@ pub(crate) struct Endpoint {
     tokens: Vec<HeaderValue>,
     /// Connection `i` binds to `127.0.0.(2 + i % source_ips)`; 0: the kernel's choice (127.0.0.1).
     source_ips: usize,
+    /// The first source address is `127.0.0.(2 + first_source)`.
+    first_source: usize,
     /// The tungstenite read buffer: its default (128 KiB, zero-filled) would cost the
     /// generator 2.4 GiB at 19 000 connections.
     read_buffer: usize,
@@ -87,14 +89,22 @@ impl Endpoint {
             target,
             tokens,
             source_ips: 0,
+            first_source: 0,
             read_buffer: 16 * 1024,
             timeout: Duration::from_secs(30),
         })
     }
 
+    /// Spreads connections over `source_ips` addresses from 127.0.0.2 ..= 127.0.0.254, starting
+    /// at an offset drawn from the process id: the ports an earlier run left in TIME_WAIT on
+    /// its addresses make `bind` search longer (seconds per thousand connections).
     pub(crate) fn with_source_ips(mut self, source_ips: usize) -> Self {
-        // 127.0.0.2 ..= 127.0.0.254.
         self.source_ips = source_ips.min(253);
+        self.first_source = if self.source_ips == 0 {
+            0
+        } else {
+            std::process::id() as usize % (253 - self.source_ips + 1)
+        };
         self
     }
 
@@ -114,7 +124,7 @@ impl Endpoint {
             return None;
         }
         #[allow(clippy::cast_possible_truncation)] // at most 253
-        let last = 2 + (index % self.source_ips) as u8;
+        let last = (2 + self.first_source + index % self.source_ips) as u8;
         Some(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
             0,

@@ -54,7 +54,7 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     users: usize,
     /// Spread connections over this many source addresses 127.0.0.2, .3, …; 0: 64 for
-    /// `handshake`, else one per 8 000 connections when there are more than 16 000 (none below).
+    /// `handshake`, else one per 2 000 connections when there are more than 16 000 (none below).
     #[arg(long, default_value_t = 0)]
     source_ips: usize,
     /// Handshakes in flight while connections are opened.
@@ -135,7 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         let source_ips = match cli.source_ips {
             // Closed connections linger in TIME_WAIT: spread them over addresses.
             0 if matches!(cli.case, Case::Handshake(_)) => 64,
-            0 if wanted > 16_000 => wanted.div_ceil(8_000),
+            0 if wanted > 16_000 => wanted.div_ceil(2_000),
             n => n,
         };
         let endpoint = endpoint.with_source_ips(source_ips);
