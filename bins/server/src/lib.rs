@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod dev;
 pub mod reference;
+pub mod rlimit;
 pub mod routes;
 pub mod signal;
 pub mod telemetry;

@@ -152,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let mut settings = load(cli.config.as_deref())?;
             telemetry::init(&settings.log).context(ConfigError)?;
+            server::rlimit::raise_nofile_limit();
             if settings.is_development() && cli.config.is_some() {
                 return Err(anyhow::anyhow!(
                     "auth.hs256_secrets, auth.public_key_files and auth.jwks_file are all empty: \

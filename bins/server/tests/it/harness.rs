@@ -58,9 +58,29 @@ impl Server {
     /// (see [`Server::config_path`]). `[log]` should say `format = "json"`. The handshake rate
     /// limit is lifted unless `toml` sets `limits.handshake_rate_per_ip`.
     pub(crate) fn start_in(dir: TempDir, toml: &str) -> Self {
+        Self::start_in_command(dir, toml, Command::new(env!("CARGO_BIN_EXE_wshub")))
+    }
+
+    /// Starts `wshub` with the test secret and API key plus `extra` TOML sections, through
+    /// `sh` with its soft open-file limit lowered to `soft_nofile` first (`exec` keeps the
+    /// PID: [`Server::pid`] is wshub's).
+    pub(crate) fn start_with_soft_nofile(soft_nofile: u64, extra: &str) -> Self {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
+        );
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -Sn {soft_nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_wshub"));
+        Self::start_in_command(TempDir::new(), &toml, command)
+    }
+
+    /// [`Server::start_in`] with `command` as the program that becomes wshub; `--config`
+    /// and the path are appended to its arguments.
+    pub(crate) fn start_in_command(dir: TempDir, toml: &str, mut command: Command) -> Self {
         let config = dir.0.join("wshub.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
         if !toml.contains("handshake_rate_per_ip") {
             // Tests open many connections from one address: lift the handshake rate limit
             // unless the test is about it.

@@ -278,3 +278,56 @@ async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
         );
     }
 }
+
+/// The soft and hard "Max open files" of a process, from `/proc/{pid}/limits`
+/// (`u64::MAX` for "unlimited").
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (values.next().unwrap(), values.next().unwrap())
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start_up() {
+    const LOWERED: u64 = 256;
+    let (_, hard) = open_file_limits("self");
+    if hard <= LOWERED {
+        eprintln!("skipped: the hard open-file limit is {hard}, nothing to raise");
+        return;
+    }
+    let server = Server::start_with_soft_nofile(LOWERED, "");
+    let (soft_now, hard_now) = open_file_limits(&server.pid().to_string());
+    assert_eq!(hard_now, hard, "the hard limit is inherited unchanged");
+    // An unlimited hard limit is capped at the kernel's per-process ceiling.
+    let expected = if hard == u64::MAX {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    } else {
+        hard
+    };
+    assert_eq!(
+        soft_now, expected,
+        "the soft limit was raised to the hard one"
+    );
+    // The line is written before `listening`, so it is already there.
+    let raised: Vec<Value> = server
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "raised the open-file limit")
+        .collect();
+    assert_eq!(raised.len(), 1, "{:#?}", server.logs());
+    assert_eq!(raised[0]["level"], "INFO");
+    assert_eq!(raised[0]["from"], LOWERED);
+    assert_eq!(raised[0]["to"], expected);
+    assert_eq!(server.warnings(), Vec::<String>::new());
+}
