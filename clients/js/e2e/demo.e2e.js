@@ -19,6 +19,7 @@ import {
   waitFor,
   waitForState,
 } from './support.js';
+import { startProxy } from './proxy.js';
 
 /** Console lines that would mean an abnormal close or a WebSocket failure. */
 const abnormal = (lines) => lines.filter((l) => /1006|websocket/i.test(l));
@@ -121,6 +122,114 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
         await p.page.close();
       }
     } finally {
+      await server.stop();
+    }
+  });
+
+  test('(3) a network fault: the proxy is cut (1006), messages meanwhile, backoff, recovered:true, each message once', async () => {
+    const server = await startServer();
+    // The page, its /client.js and its WebSocket all reach wshub through the proxy; the test
+    // publishes over HTTP to wshub directly.
+    const proxy = await startProxy(server.addr);
+    try {
+      const a = await newPage(browser);
+      await openDemo(a.page, proxy, { token: mintToken('alice', ['demo']) });
+      await waitForState(a.page, 'open');
+      assert.ok(a.seen.sockets[0].url.startsWith(`ws://${proxy.addr}/`), a.seen.sockets[0].url);
+
+      const published = [];
+      const publish = async (label) => {
+        const res = await api(server, 'POST', '/api/projects/demo/messages', { data: { label } });
+        assert.equal(res.status, 202);
+        published.push({ offset: res.body.offset, data: { label } });
+      };
+      const messages = async () =>
+        (await events(a.page)).filter((e) => e.event === 'message').map((e) => ({ offset: e.offset, data: e.data }));
+
+      for (let i = 1; i <= 3; i++) await publish(`before ${i}`);
+      await waitFor('the messages before the cut', async () => (await messages()).length === 3);
+
+      // The fault: every connection through the proxy is reset, and so is every new one.
+      const cutAt = Date.now();
+      assert.ok(proxy.cut() >= 1, 'the WebSocket was going through the proxy');
+      const first = await waitForState(a.page, 'reconnecting', { after: cutAt });
+      assert.equal(first.code, 1006, 'a reset connection is an abnormal close');
+      assert.equal(first.attempt, 1);
+
+      for (let i = 1; i <= 10; i++) await publish(`during ${i}`);
+      // Reconnect attempts reach the cut proxy and fail: two of them, so that three backoff
+      // delays (caps 1 s, 2 s, 4 s) are checked below.
+      await waitFor(
+        'two refused reconnect attempts',
+        async () =>
+          proxy.stats.refused >= 2 &&
+          (await events(a.page)).some((e) => e.event === 'state' && e.state === 'reconnecting' && e.attempt >= 3),
+        15000,
+      );
+      assert.ok(!(await events(a.page)).some((e) => e.event === 'state' && e.state === 'open' && e.t >= cutAt));
+
+      const restoredAt = Date.now();
+      proxy.restore();
+      await waitForState(a.page, 'open', { after: restoredAt, timeoutMs: 40000 });
+      const recovered = await waitFor('the recovered event', async () =>
+        (await events(a.page)).find((e) => e.event === 'recovered' && e.t >= restoredAt),
+      );
+      assert.equal(recovered.recovered, true, 'the memory broker kept the history');
+      assert.equal(recovered.missed, 10);
+      const welcome = (await events(a.page)).findLast((e) => e.event === 'welcome');
+      assert.equal(welcome.recovered, true);
+      assert.equal(welcome.missed, 10);
+
+      for (let i = 1; i <= 2; i++) await publish(`after ${i}`);
+      await waitFor('every message', async () => (await messages()).length >= published.length);
+      await sleep(300); // a duplicate would arrive right behind the last message
+
+      // Exactly once, in order: in the page's events and on the wire, across all its sockets.
+      assert.deepEqual(await messages(), published);
+      assert.deepEqual(
+        published.map((m) => m.offset),
+        Array.from({ length: 15 }, (_, i) => i + 1),
+      );
+      const wire = a.seen.sockets.flatMap((s) =>
+        s.received.map((f) => JSON.parse(f)).filter((f) => f.type === 'message').map((f) => f.offset),
+      );
+      assert.deepEqual(wire, published.map((m) => m.offset), 'no frame twice on the wire either');
+
+      // Backoff: full jitter, attempt n waits within [0, min(30 s, 1 s * 2^(n-1))], and the
+      // client really waited that long before its next connection reached the proxy.
+      const attempts = (await events(a.page)).filter((e) => e.event === 'state' && e.state === 'reconnecting');
+      const reached = [...proxy.stats.refusedAt, ...proxy.stats.acceptedAt.filter((t) => t >= restoredAt)];
+      for (const [i, e] of attempts.entries()) {
+        assert.equal(e.attempt, i + 1);
+        assert.equal(e.code, 1006, `attempt ${e.attempt} after ${e.code}`);
+        assert.ok(e.delay >= 0 && e.delay <= Math.min(30000, 1000 * 2 ** i), `attempt ${e.attempt} waited ${e.delay} ms`);
+        const next = reached.find((t) => t >= e.t);
+        assert.ok(next !== undefined && next >= e.t + e.delay - 25, `attempt ${e.attempt} connected before its delay`);
+      }
+      assert.equal(proxy.stats.refused, attempts.length - 1, 'every attempt but the last was refused');
+      // Playwright may not report a socket reset before its handshake; the proxy counts them all.
+      assert.ok(a.seen.sockets.length >= 2 && a.seen.sockets.length <= attempts.length + 1, `${a.seen.sockets.length} sockets`);
+
+      // The 1006 is expected here (the page's state says so); nothing was uncaught.
+      const errors = a.errors();
+      // Chromium logs each attempt the proxy reset: ERR_CONNECTION_RESET, or
+      // ERR_SOCKET_NOT_CONNECTED when the reset beats its connect.
+      const failed = errors.filter(
+        (l) => l.startsWith(`WebSocket connection to 'ws://${proxy.addr}/`) && /failed: .*net::ERR_[A-Z_]+$/.test(l),
+      );
+      console.log(
+        `3: cut for ${restoredAt - cutAt} ms; ${attempts.length} reconnect attempt(s), ${proxy.stats.refused} refused ` +
+          `(delays ${attempts.map((e) => Math.round(e.delay)).join(', ')} ms); missed ${recovered.missed}; ` +
+          `console lines ${a.seen.console.length}, errors ${errors.length} (${failed.length} WebSocket handshake(s) reset by the cut proxy), ` +
+          `"1006" in console: ${errors.filter((l) => l.includes('1006')).length}; page errors ${a.seen.pageErrors.length}; ` +
+          `CDP WebSocket errors ${a.seen.wsErrors.length}; sockets seen by Playwright ${a.seen.sockets.length}`,
+      );
+      assert.deepEqual(a.seen.pageErrors, []);
+      assert.deepEqual(errors, failed, 'only the handshakes the cut proxy reset in the console');
+      assert.equal(failed.length, proxy.stats.refused, 'one console line per reset attempt');
+      await a.page.close();
+    } finally {
+      await proxy.close();
       await server.stop();
     }
   });

@@ -1,0 +1,103 @@
+// A loopback TCP proxy the end-to-end tests can cut: a network fault between the browser and
+// wshub. Plain TCP, so HTTP (the demo page, /client.js) and WebSockets both go through it.
+
+import { createConnection, createServer } from 'node:net';
+
+/** Drops `socket` with a TCP RST where node can (no FIN, no close frame: the peer sees a fault). */
+function reset(socket) {
+  if (socket.destroyed) return;
+  if (typeof socket.resetAndDestroy === 'function' && socket._handle) socket.resetAndDestroy();
+  else socket.destroy();
+}
+
+/**
+ * Listens on 127.0.0.1 (an ephemeral port unless `port` is given) and forwards every connection
+ * to `target` (`host:port`).
+ *
+ * `cut()` resets every live connection, both halves, and from then on resets each new one as
+ * soon as it is accepted, so reconnect attempts fail (and are counted in `refused`) while the
+ * port stays the same. `restore()` forwards again. `accepted` counts forwarded connections;
+ * `refusedAt` holds the times (ms) of the connections reset on arrival.
+ */
+export async function startProxy(target, { port = 0 } = {}) {
+  const [targetHost, targetPort] = splitAddr(target);
+  const pairs = new Set();
+  let isCut = false;
+  const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [] };
+
+  const server = createServer((client) => {
+    client.on('error', () => {});
+    if (isCut) {
+      stats.refused += 1;
+      stats.refusedAt.push(Date.now());
+      reset(client);
+      return;
+    }
+    stats.accepted += 1;
+    stats.acceptedAt.push(Date.now());
+    client.setNoDelay(true);
+    const upstream = createConnection({ host: targetHost, port: targetPort });
+    upstream.setNoDelay(true);
+    upstream.on('error', () => {});
+    const pair = { client, upstream };
+    pairs.add(pair);
+    // Whichever side ends or fails, the other goes the same way; a reset stays a reset.
+    const finish = (to, aborted) => {
+      pairs.delete(pair);
+      if (aborted) reset(to);
+      else to.end();
+    };
+    client.on('close', (hadError) => finish(upstream, hadError || isCut));
+    upstream.on('close', (hadError) => finish(client, hadError || isCut));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  server.on('error', () => {});
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = `127.0.0.1:${server.address().port}`;
+
+  return {
+    addr,
+    stats,
+    /** `http://<proxy addr><path>`, like `server.http`. */
+    http: (path) => `http://${addr}${path}`,
+    /** Resets every live connection and refuses new ones until `restore()`; returns how many it cut. */
+    cut() {
+      isCut = true;
+      const n = pairs.size;
+      for (const { client, upstream } of pairs) {
+        reset(client);
+        reset(upstream);
+      }
+      pairs.clear();
+      return n;
+    },
+    /** How many connections are being forwarded right now. */
+    live: () => pairs.size,
+    /** Forwards new connections again, on the same port. */
+    restore() {
+      isCut = false;
+    },
+    /** Stops listening and resets whatever is still connected. */
+    async close() {
+      isCut = true;
+      for (const { client, upstream } of pairs) {
+        reset(client);
+        reset(upstream);
+      }
+      pairs.clear();
+      await new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function splitAddr(addr) {
+  const i = addr.lastIndexOf(':');
+  return [addr.slice(0, i).replace(/^\[|\]$/g, ''), Number(addr.slice(i + 1))];
+}
