@@ -4,7 +4,9 @@
 //! stable toolchain is available here, so the run sets `RUSTC_BOOTSTRAP=1`, which lets the
 //! stable compiler accept them. Builds go to `target/fuzz` so the main target directory is not
 //! rebuilt with sanitizer flags. A crash leaves its input in `fuzz/artifacts/<target>/` and
-//! fails the task; add such inputs to the corpus test in `crates/ws-auth/src/fuzz.rs`.
+//! fails the task; add such inputs to the corpus test in `crates/ws-auth/src/fuzz.rs`, or for
+//! the ws-core targets (`core_client`, `core_hub`: the state machines under arbitrary event
+//! sequences) turn them into a unit test next to the state machine.
 
 use std::path::Path;
 
@@ -13,7 +15,7 @@ use anyhow::{Context, bail};
 use crate::{Steps, cargo, exec, has_cargo_subcommand, project_root};
 
 /// The targets of `fuzz/Cargo.toml`, in the order they run.
-const TARGETS: &[&str] = &["token", "headers"];
+const TARGETS: &[&str] = &["token", "headers", "core_client", "core_hub"];
 
 pub(crate) fn run(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
     for target in targets {
