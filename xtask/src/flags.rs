@@ -13,7 +13,8 @@ Tasks:
                        of ../shared/peers (node-ws, rust-naive), server pinned to CPU 0 and
                        load generator (bins/wshub-bench) to CPU 1, each case N times (default
                        3); medians and wshub/baseline ratios go to docs/benchmarks.md.
-                       Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many.
+                       Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many
+                       redis-fanout (1, 2, 3 nodes on one redis-server; needs redis-server).
                        --quick: a small smoke profile against wshub only (release build if
                        fresh, else debug), asserting only that nothing was lost; no docs written
   bench --micro [-- ARGS]

@@ -8,7 +8,8 @@
 //!
 //! Reported per case: wall time from the first publish to the last delivery, deliveries per
 //! second (messages × clients / time), and the publish → delivery latency (p50, p99).
-//! Knobs: `WSHUB_BENCH_CLIENTS` (default 200) and `WSHUB_BENCH_MESSAGES` (default 2000).
+//! Knobs: `WSHUB_BENCH_CLIENTS` (default 200) and `WSHUB_BENCH_MESSAGES` (default 2000);
+//! `-- --json` prints one JSON object per case instead of the table.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -265,6 +266,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists; nothing to list
     }
+    // `--json`: one JSON object per case instead of the table (for `cargo xtask bench`).
+    let json = std::env::args().any(|a| a == "--json");
     let clients = env_or("WSHUB_BENCH_CLIENTS", 200);
     let messages = env_or("WSHUB_BENCH_MESSAGES", 2000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -275,14 +278,9 @@ fn main() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let (_redis, port) = start_redis(&dir);
     let redis = format!("[broker]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"");
-    println!(
-        "fan-out to {clients} members of one project, {messages} messages (client publishes from {PUBLISHERS_PER_NODE} connections per node), loopback, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "{:<34} {:>10} {:>16} {:>10} {:>10}",
-        "case", "time", "deliveries/s", "p50", "p99"
-    );
+    if !json {
+        print_header(clients, messages);
+    }
     let cases: [(&str, usize, &str); 4] = [
         ("1 node, memory broker", 1, ""),
         ("1 node, redis broker", 1, &redis),
@@ -296,14 +294,41 @@ fn main() {
         let addrs: Vec<SocketAddr> = procs.iter().map(|(_, a)| *a).collect();
         let figures = runtime.block_on(run_case(&addrs, clients, messages));
         assert_eq!(figures.deliveries, clients * messages);
-        println!(
-            "{:<34} {:>10.2?} {:>16.0} {:>10.2?} {:>10.2?}",
-            name,
-            figures.elapsed,
-            figures.deliveries as f64 / figures.elapsed.as_secs_f64(),
-            figures.p50,
-            figures.p99
-        );
+        let per_second = figures.deliveries as f64 / figures.elapsed.as_secs_f64();
+        if json {
+            // One line per case for `cargo xtask bench`, which takes medians over runs.
+            println!(
+                "{}",
+                json!({
+                    "case": name,
+                    "nodes": n,
+                    "broker": if broker.is_empty() { "memory" } else { "redis" },
+                    "clients": clients,
+                    "messages": messages,
+                    "deliveries": figures.deliveries,
+                    "elapsed_ms": figures.elapsed.as_secs_f64() * 1e3,
+                    "deliveries_per_s": per_second,
+                    "p50_ms": figures.p50.as_secs_f64() * 1e3,
+                    "p99_ms": figures.p99.as_secs_f64() * 1e3,
+                })
+            );
+        } else {
+            println!(
+                "{:<34} {:>10.2?} {:>16.0} {:>10.2?} {:>10.2?}",
+                name, figures.elapsed, per_second, figures.p50, figures.p99
+            );
+        }
         drop(procs);
     }
+}
+
+fn print_header(clients: usize, messages: usize) {
+    println!(
+        "fan-out to {clients} members of one project, {messages} messages (client publishes from {PUBLISHERS_PER_NODE} connections per node), loopback, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<34} {:>10} {:>16} {:>10} {:>10}",
+        "case", "time", "deliveries/s", "p50", "p99"
+    );
 }
