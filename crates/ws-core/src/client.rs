@@ -267,6 +267,27 @@ impl Client {
         }
     }
 
+    /// A message whose payload the application interprets itself (text or binary, not the
+    /// JSON envelopes of [`Client::handle_text`]), `len` bytes long: an echo server, say.
+    ///
+    /// Returns whether to hand it to the application: only while open and within
+    /// `max_message_bytes` (over it, the connection closes with 1009).
+    #[must_use]
+    pub fn handle_data(&mut self, now: Instant, len: usize) -> bool {
+        self.last_rx = now;
+        if !self.is_open() {
+            return false;
+        }
+        if len > self.config.max_message_bytes {
+            self.close(
+                now,
+                Close::new(CloseCode::MESSAGE_TOO_BIG, "message too big"),
+            );
+            return false;
+        }
+        true
+    }
+
     /// A ping or pong arrived. Pongs to our pings are answered by the WebSocket layer.
     pub fn handle_control(&mut self, now: Instant) {
         self.last_rx = now;

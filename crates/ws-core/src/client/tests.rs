@@ -252,6 +252,32 @@ fn faults_close_with_their_codes() {
 }
 
 #[test]
+fn opaque_data_is_handed_over_within_the_limit() {
+    let mut sim = Sim::new(config());
+    let mut accepted = Vec::new();
+    for len in [0, 10, 100] {
+        sim.with(|c, now| accepted.push(c.handle_data(now, len)));
+    }
+    assert_eq!(accepted, [true, true, true]);
+    assert!(sim.transmits.is_empty() && sim.events.is_empty());
+    assert!(sim.client.is_open());
+
+    // Any data is life: the idle deadline moves.
+    sim.advance(Duration::from_secs(30));
+    sim.with(|c, now| assert!(c.handle_data(now, 1)));
+    sim.advance(Duration::from_secs(30));
+    assert!(sim.client.is_open());
+
+    sim.with(|c, now| assert!(!c.handle_data(now, 101)));
+    assert_eq!(sim.close_sent().map(|c| c.code().as_u16()), Some(1009));
+    // Closing: nothing more is handed over, and the peer's close ends it cleanly.
+    sim.with(|c, now| assert!(!c.handle_data(now, 1)));
+    sim.with(|c, now| c.handle_close(now, Some((CloseCode::MESSAGE_TOO_BIG, ""))));
+    let closed = sim.closed().unwrap();
+    assert_eq!((closed.initiator, closed.clean), (Initiator::Local, true));
+}
+
+#[test]
 fn framing_faults_end_the_connection_at_once() {
     let mut sim = Sim::new(config());
     sim.with(|c, now| c.handle_fault(now, PeerFault::TooBig));

@@ -1,0 +1,343 @@
+//! The pumps of one upgraded connection, whatever application it serves: socket ↔
+//! [`Client`] core, the core's timers, the close handshake, write batching and the
+//! lingering close.
+//!
+//! Both pumps are futures of one task and share the connection's core behind an
+//! uncontended lock (they never run at the same time). The read pump moves frames from the
+//! socket into the core through the [`Application`]; the write pump writes the
+//! application's frames and the core's transmits, fires the core's timers and ends the
+//! connection. See `docs/architecture.md` for why one task and not two.
+//!
+//! The application is a type parameter, not a trait object: the hub's fan-out path is
+//! monomorphised and pays no dynamic dispatch per frame.
+
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::HyperWebsocketStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::timeout_at;
+use tungstenite::Utf8Bytes;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Error as WsError, Message};
+use ws_core::client::{Closed, Event, PeerFault, Transmit};
+use ws_core::{Client, Close, CloseCode};
+
+use crate::tungstenite;
+
+type Sink = SplitSink<HyperWebsocketStream, Message>;
+type Stream = SplitStream<HyperWebsocketStream>;
+
+/// What a connection serves: what becomes of the peer's messages, and where the frames
+/// the write pump writes besides the core's own come from.
+///
+/// The read pump calls `on_text`/`on_binary` with the core locked, then `on_event` for
+/// each event the core emitted, unlocked. The write pump calls `take` (unlocked), `apply`
+/// (locked), polls the core's transmits, calls `emit` (unlocked) and writes the
+/// application's frames ahead of the core's transmits, then reports the write to `written`.
+pub(crate) trait Application: Sync {
+    /// The write pump's reusable buffer of taken frames and commands.
+    type Batch: Default + Send;
+    /// What `emit` tells `written` about a batch (for metrics).
+    type Written: Send;
+
+    /// A text message from the peer; hand it to the core.
+    fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes);
+    /// A binary message from the peer; hand it to the core.
+    fn on_binary(&self, client: &mut Client, now: Instant, data: Bytes);
+    /// An event of the core other than `Closed` (the pump keeps that one).
+    fn on_event(&self, event: Event) -> impl Future<Output = ()> + Send;
+
+    /// Moves the next frames to write, and pending commands, into `batch`.
+    fn take(&self, batch: &mut Self::Batch);
+    /// With the core locked: applies the batch's commands, drops frames the core no longer
+    /// allows.
+    fn apply(&self, batch: &mut Self::Batch, client: &mut Client, now: Instant);
+    /// Moves the batch's frames into `out`, in order.
+    fn emit(&self, batch: &mut Self::Batch, out: &mut Vec<Message>) -> Self::Written;
+    /// `frames` (the batch's and the core's) were written and flushed.
+    fn written(&self, written: Self::Written, frames: usize);
+    /// Whether frames wait to be taken.
+    fn has_frames(&self) -> bool;
+    /// Resolves once frames or commands arrived from outside the connection's task.
+    fn ready(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The state both pumps share.
+struct Shared {
+    client: Client,
+    /// How the connection ended, once the core said so.
+    closed: Option<Closed>,
+}
+
+struct Pumps<'a, A> {
+    app: &'a A,
+    shared: Mutex<Shared>,
+    /// The read pump tells the write pump that the core has something for it.
+    wake_writer: Notify,
+    linger: Duration,
+}
+
+impl<A> Pumps<'_, A> {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How the pumps ended.
+pub(crate) struct Ended {
+    /// How the connection closed.
+    pub(crate) closed: Closed,
+    /// The socket, when it ended cleanly: [`linger`] on it after the application's own
+    /// end-of-connection work.
+    pub(crate) socket: Option<HyperWebsocketStream>,
+}
+
+/// Runs the pumps of `ws` for `app` until `client` is closed.
+pub(crate) async fn run<A: Application>(
+    ws: HyperWebsocketStream,
+    app: &A,
+    client: Client,
+    linger: Duration,
+) -> Ended {
+    let pumps = Pumps {
+        app,
+        shared: Mutex::new(Shared {
+            client,
+            closed: None,
+        }),
+        wake_writer: Notify::new(),
+        linger,
+    };
+    let (mut sink, mut stream) = ws.split();
+    let closed = tokio::select! {
+        biased;
+        closed = write_pump(&mut sink, &pumps) => closed,
+        () = read_pump(&mut stream, &pumps) => unreachable!("the read pump never returns"),
+    };
+    // A close frame went out: the caller gives the peer time to read it.
+    let socket = if closed.clean {
+        stream.reunite(sink).ok()
+    } else {
+        None
+    };
+    Ended { closed, socket }
+}
+
+/// Socket → core. Never returns: once the socket is done it parks, and the write pump
+/// ends the connection.
+async fn read_pump<A: Application>(stream: &mut Stream, pumps: &Pumps<'_, A>) {
+    let mut events = Vec::new();
+    loop {
+        let item = stream.next().await;
+        let now = Instant::now();
+        let done = {
+            let mut shared = pumps.lock();
+            let shared = &mut *shared;
+            let client = &mut shared.client;
+            let done = match item {
+                Some(Ok(Message::Text(text))) => {
+                    pumps.app.on_text(client, now, text);
+                    false
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    pumps.app.on_binary(client, now, data);
+                    false
+                }
+                // Pings are answered by the WebSocket layer, on its next read or write.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    client.handle_control(now);
+                    false
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let frame = frame
+                        .as_ref()
+                        .map(|f| (CloseCode::new(f.code.into()), f.reason.as_str()));
+                    client.handle_close(now, frame);
+                    false
+                }
+                // Raw frames are only ever produced for writing.
+                Some(Ok(Message::Frame(_))) => false,
+                Some(Err(e)) => {
+                    match classify(&e) {
+                        ReadEnd::Fault(fault) => client.handle_fault(now, fault),
+                        ReadEnd::Gone { eof } => client.handle_disconnect(now, eof, &e.to_string()),
+                    }
+                    true
+                }
+                None => {
+                    client.handle_disconnect(now, true, "connection closed");
+                    true
+                }
+            };
+            while let Some(event) = client.poll_event() {
+                match event {
+                    Event::Closed(closed) => shared.closed = Some(closed),
+                    other => events.push(other),
+                }
+            }
+            done
+        };
+        for event in events.drain(..) {
+            pumps.app.on_event(event).await;
+        }
+        pumps.wake_writer.notify_one();
+        if done {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Application and core → socket, and the timers. Returns how the connection ended.
+async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Closed {
+    let app = pumps.app;
+    let mut batch = A::Batch::default();
+    let mut transmits = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let now = Instant::now();
+        app.take(&mut batch);
+        {
+            let mut shared = pumps.lock();
+            let client = &mut shared.client;
+            app.apply(&mut batch, client, now);
+            while let Some(t) = client.poll_transmit() {
+                transmits.push(t);
+            }
+        }
+        let written = app.emit(&mut batch, &mut out);
+        out.extend(transmits.drain(..).map(transmit_message));
+        let frames = out.len();
+        if frames > 0 {
+            let deadline = tokio::time::Instant::from_std(pumps.lock().client.write_deadline(now));
+            match write_all(sink, out.drain(..), deadline).await {
+                Ok(Ok(())) => app.written(written, frames),
+                Ok(Err(e)) => {
+                    let mut shared = pumps.lock();
+                    let client = &mut shared.client;
+                    match classify(&e) {
+                        ReadEnd::Gone { eof: true } => {
+                            client.handle_disconnect(Instant::now(), true, "connection closed");
+                        }
+                        ReadEnd::Fault(_) | ReadEnd::Gone { eof: false } => {
+                            client.handle_disconnect(Instant::now(), false, &e.to_string());
+                        }
+                    }
+                }
+                Err(_elapsed) => pumps.lock().client.handle_write_timeout(Instant::now()),
+            }
+            // A failed write leaves the rest undrained: never carry it into the next batch.
+            out.clear();
+        }
+
+        if let Some(closed) = take_closed(pumps) {
+            // The peer's close frame may have been answered by the WebSocket layer: send it.
+            let deadline = tokio::time::Instant::now() + pumps.linger;
+            let _ = timeout_at(deadline, sink.flush()).await;
+            return closed;
+        }
+        if app.has_frames() {
+            continue;
+        }
+        let timer = pumps.lock().client.poll_timeout();
+        tokio::select! {
+            () = app.ready() => {}
+            () = pumps.wake_writer.notified() => {}
+            () = sleep_until(timer) => pumps.lock().client.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Writes `messages` and flushes them, all before `deadline`.
+pub(crate) async fn write_all<S>(
+    sink: &mut S,
+    messages: impl IntoIterator<Item = Message>,
+    deadline: tokio::time::Instant,
+) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    timeout_at(deadline, async {
+        for message in messages {
+            sink.feed(message).await?;
+        }
+        sink.flush().await
+    })
+    .await
+}
+
+fn take_closed<A>(pumps: &Pumps<'_, A>) -> Option<Closed> {
+    let mut shared = pumps.lock();
+    let shared = &mut *shared;
+    while let Some(event) = shared.client.poll_event() {
+        debug_assert!(
+            matches!(event, Event::Closed(_)),
+            "timers and writes only ever end connections"
+        );
+        if let Event::Closed(closed) = event {
+            shared.closed = Some(closed);
+        }
+    }
+    shared.closed.take()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn transmit_message(t: Transmit) -> Message {
+    match t {
+        Transmit::Ping => Message::Ping(Bytes::new()),
+        Transmit::Text(text) => Message::Text(text.into()),
+        Transmit::Close(close) => close_message(&close),
+    }
+}
+
+/// A close frame carrying `close`.
+pub(crate) fn close_message(close: &Close) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close.code().as_u16().into(),
+        reason: close.reason().to_owned().into(),
+    }))
+}
+
+enum ReadEnd {
+    Fault(PeerFault),
+    Gone { eof: bool },
+}
+
+fn classify(e: &WsError) -> ReadEnd {
+    use tungstenite::error::ProtocolError;
+    match e {
+        WsError::Capacity(_) => ReadEnd::Fault(PeerFault::TooBig),
+        WsError::Utf8(_) => ReadEnd::Fault(PeerFault::InvalidUtf8),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Gone { eof: true },
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ReadEnd::Gone { eof: false }
+        }
+        WsError::Protocol(_) => ReadEnd::Fault(PeerFault::Protocol),
+        _ => ReadEnd::Gone { eof: false },
+    }
+}
+
+/// Half-closes our side and reads until the peer closes too (or `limit` passes), so the
+/// close frame is not lost to a TCP reset caused by unread data (RFC 6455 §7.1.1).
+pub(crate) async fn linger(mut ws: HyperWebsocketStream, limit: Duration) {
+    let io = ws.get_mut();
+    let deadline = tokio::time::Instant::now() + limit;
+    let _ = timeout_at(deadline, async {
+        io.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while io.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
