@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod chaos;
 mod config;
 mod demo;
 mod lifecycle;
