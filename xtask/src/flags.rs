@@ -22,6 +22,11 @@ Tasks:
   fuzz [--seconds N] [TARGET...]
                        run each cargo-fuzz target of fuzz/ (default: all) for N seconds
                        (default 60); installs cargo-fuzz when missing
+  conformance [--full] the Autobahn TestSuite (fuzzing client, installed under target/autobahn
+                       on pyenv's CPython 2.7) against ws-transport's echo example: cases
+                       1-7 and 10; --full adds 9 (big messages) and 12-13 (permessage-deflate,
+                       UNIMPLEMENTED); fails on any FAILED case; the summary goes to
+                       docs/conformance.md
   release [--quick]    build the server with the `dist` profile (`--quick`: the `release`
                        profile) and pack target/dist/wshub-VERSION-ARCH-linux.tar.gz with
                        README, example config, licenses and an SBOM, plus its .sha256
@@ -42,6 +47,10 @@ pub(crate) enum Task {
     Fuzz {
         seconds: u64,
         targets: Vec<String>,
+    },
+    Conformance {
+        /// Add the big-message and compression cases.
+        full: bool,
     },
     Release {
         /// Build with the `release` profile instead of `dist` (no fat LTO): for CI's smoke test.
@@ -66,6 +75,11 @@ impl Task {
             // `bench` re-reads its flags from the raw arguments (`BenchFlags::parse`).
             "bench" => BenchFlags::parse(&rest).map(|_| Self::Bench { runner_args: rest }),
             "fuzz" => fuzz_args(rest),
+            "conformance" => match rest.as_slice() {
+                [] => Ok(Self::Conformance { full: false }),
+                [flag] if flag == "--full" => Ok(Self::Conformance { full: true }),
+                [arg, ..] => Err(format!("`conformance` takes only `--full`, got `{arg}`")),
+            },
             "release" => match rest.as_slice() {
                 [] => Ok(Self::Release { quick: false }),
                 [flag] if flag == "--quick" => Ok(Self::Release { quick: true }),
@@ -268,6 +282,19 @@ mod tests {
         check(
             &["bench", "--fast"],
             Err("`bench` does not take `--fast` (see `cargo xtask help`)"),
+        );
+    }
+
+    #[test]
+    fn parses_conformance() {
+        check(&["conformance"], Ok(Task::Conformance { full: false }));
+        check(
+            &["conformance", "--full"],
+            Ok(Task::Conformance { full: true }),
+        );
+        check(
+            &["conformance", "--quick"],
+            Err("`conformance` takes only `--full`, got `--quick`"),
         );
     }
 

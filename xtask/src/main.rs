@@ -5,6 +5,7 @@
 //! Tasks run cargo through the `CARGO` variable that cargo sets, from the workspace root.
 
 mod bench;
+mod conformance;
 mod flags;
 mod fuzz;
 mod lint;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         flags::Task::Lint => lint::run(),
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
         flags::Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
+        flags::Task::Conformance { full } => conformance::run(full, true),
         flags::Task::Release { quick } => release::run(quick),
     };
     match result {

@@ -36,6 +36,14 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
         ensure_tools,
     );
 
+    // RFC 6455 conformance of the pumps: the Autobahn TestSuite's default cases against
+    // ws-transport's echo example. It installs its own CPython 2.7 environment under
+    // target/autobahn the first time (about a minute), then runs in about 15 s. The summary
+    // in docs/conformance.md is left alone here; `cargo xtask conformance` rewrites it.
+    steps.step("Autobahn conformance: cargo xtask conformance", || {
+        crate::conformance::run(false, false)
+    });
+
     // Doctests first: nextest does not run them, and ending on the full suite's summary keeps
     // the last line of the log the one that counts the tests.
     steps.command(
