@@ -58,10 +58,8 @@ struct Crowd {
 }
 
 impl Crowd {
-    /// Connects every member and returns once each has published at least once;
-    /// messages of the first project carry `filler` more bytes.
-    async fn start(server: &Server, filler: usize) -> Self {
-        let filler: std::sync::Arc<str> = "f".repeat(filler).into();
+    /// Connects every member and returns once each has published at least once.
+    async fn start(server: &Server) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (started_tx, mut started) = mpsc::channel(PROJECTS.len() * PER_PROJECT);
         let joined = futures_util::stream::iter(
@@ -79,13 +77,11 @@ impl Crowd {
         let members = joined
             .into_iter()
             .map(|(p, user, ws, offset)| {
-                let filler = if p == 0 { filler.clone() } else { "".into() };
                 tokio::spawn(member(
                     ws,
                     p,
                     user,
                     offset,
-                    filler,
                     stopped.clone(),
                     started_tx.clone(),
                 ))
@@ -152,7 +148,6 @@ async fn member(
     project: usize,
     user: String,
     mut offset: u64,
-    filler: std::sync::Arc<str>,
     stop: watch::Receiver<bool>,
     started: mpsc::Sender<()>,
 ) -> Tally {
@@ -172,10 +167,7 @@ async fn member(
         tokio::select! {
             _ = tick.tick(), if !done => {
                 let last = *stop.borrow() && tally.sent + 1 >= MIN_ROUNDS;
-                let mut data = json!({"seq": tally.sent, "last": last});
-                if !filler.is_empty() {
-                    data["filler"] = json!(&*filler);
-                }
+                let data = json!({"seq": tally.sent, "last": last});
                 let frame = json!({"type": "publish", "data": data}).to_string();
                 ws.send(Message::text(frame)).await.unwrap();
                 tally.sent += 1;
@@ -245,17 +237,8 @@ async fn still_serves(server: &Server, expected_offset: u64) {
 /// Runs `chaos` while the crowd exchanges messages, then checks the crowd and that the
 /// server still serves. Returns what `chaos` returned.
 async fn amid_the_crowd<T>(server: &Server, chaos: impl Future<Output = T>) -> T {
-    amid_a_crowd_with_filler(server, 0, chaos).await
-}
-
-/// [`amid_the_crowd`] with `filler` more bytes in each message of the first project.
-async fn amid_a_crowd_with_filler<T>(
-    server: &Server,
-    filler: usize,
-    chaos: impl Future<Output = T>,
-) -> T {
     let started = Instant::now();
-    let crowd = Crowd::start(server, filler).await;
+    let crowd = Crowd::start(server).await;
     eprintln!(
         "crowd of 100 connected and publishing after {:?}",
         started.elapsed()
@@ -763,25 +746,47 @@ async fn slow_consumers(server: &Server) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_4008() {
-    // A small queue, so the crowd's traffic overflows it in a few seconds.
-    let server = Server::start("[limits]\nsend_queue_frames = 64\n");
-    // 8 KiB messages, 2 MiB/s for the sloth: the server's socket buffer grows to
-    // tcp_wmem's maximum (4 MiB here) before the queue starts to fill.
-    amid_a_crowd_with_filler(&server, 8192, async {
-        // The default receive buffer: it stays small (tcp_rmem's default) while nothing is
-        // read. A tiny one (4 KiB) stalls the reads after the verdict instead: far below
-        // loopback's MSS, its window updates are not sent and TCP falls back on zero-window
-        // probes, backing off for seconds.
-        let mut raw = Raw::connect(&server, PROJECTS[0], "sloth").await;
+    // Judged on bytes: a 1 MiB queue. The frame limit stays at its default (1024), which
+    // the crowd's members do not reach even when the machine is busy; with a frame limit
+    // of 64, members whose write pump was starved for a quarter of a second got 4008 too.
+    let server = Server::start("[limits]\nsend_queue_bytes = 1048576\n");
+    amid_the_crowd(&server, async {
+        // In a project of its own, fed over HTTP with 32 KiB messages: before its queue
+        // overflows, the server's socket buffer grows to tcp_wmem's maximum (4 MiB here),
+        // which the crowd's members would all have to read too in the crowd's projects.
+        // The default receive buffer: it stays small while nothing is read. A tiny one
+        // (4 KiB) can stall the reads after the verdict for seconds, TCP's doing, not
+        // the server's (zero windows and probes).
+        let project = "sloth-land";
+        let mut raw = Raw::connect(&server, project, "sloth").await;
+        let url = server.http(&format!("/api/projects/{project}/messages"));
+        let auth = format!("Bearer {API_KEY}");
+        let headers = [("authorization", auth.as_str())];
+        let body = json!({"data": {"filler": "f".repeat(32 * 1024)}}).to_string();
         let started = Instant::now();
-        // It reads nothing until the server has judged it.
-        let deadline = started + Duration::from_secs(15);
+        let mut fed = 0;
+        // It reads nothing until the server has judged it; /metrics says when. Rounds of
+        // 16 publishes, 8 at a time: each opens a connection, and a busy machine makes
+        // that slow.
         while slow_consumers(&server).await == 0 {
-            assert!(Instant::now() < deadline, "never judged a slow consumer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                started.elapsed() < STEP * 3 / 2,
+                "not judged a slow consumer after {fed} messages"
+            );
+            let round = futures_util::stream::iter(0..16)
+                .map(|_| http("POST", &url, &headers, &body))
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await;
+            for (status, _, answer) in round {
+                assert_eq!(status, 202, "{answer}");
+                fed += 1;
+            }
         }
-        let judged = started.elapsed();
-        eprintln!("never reads: judged a slow consumer after {judged:?}");
+        eprintln!(
+            "never reads: judged a slow consumer after {:?} and {fed} messages of 32 KiB",
+            started.elapsed()
+        );
         let reading = Instant::now();
         let Ok(reaction) = tokio::time::timeout(STEP, raw.close_frame(reading, STEP * 2)).await
         else {
@@ -797,13 +802,23 @@ async fn a_client_that_never_reads_is_closed_with_4008() {
             );
         };
         eprintln!("never reads: {reaction:?} after it started reading");
-        assert!(reaction.texts > 0, "what its kernel held came first");
         assert_eq!(
             (reaction.code, reaction.reason.as_str()),
             (4008, "slow consumer")
         );
+        // What its kernel and the WebSocket layer held came first; the queue was dropped.
+        assert!(
+            reaction.texts > 0 && reaction.texts < fed,
+            "{} of {fed} messages before the close",
+            reaction.texts
+        );
     })
     .await;
+    assert_eq!(
+        slow_consumers(&server).await,
+        1,
+        "only the sloth was judged, none of the crowd"
+    );
 }
 
 /// A flooder that sends pings and never reads: the pongs cannot be written, and they must
