@@ -92,8 +92,25 @@ const BEHAVIOURS: &[&str] = &[
     "FAILED",
 ];
 
-/// Runs the suite; `write_doc`: rewrite the summary in `docs/conformance.md`.
-pub(crate) fn run(full: bool, write_doc: bool) -> anyhow::Result<()> {
+/// How `cargo xtask conformance` runs, and how `cargo xtask test` runs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// Add [`FULL_CASES`].
+    pub(crate) full: bool,
+    /// Rewrite the summary in `docs/conformance.md`.
+    pub(crate) write_doc: bool,
+    /// Build the echo with the `release` profile; the `dev` one (dependencies optimised,
+    /// shared with the test suite's build) is fast enough for the default cases.
+    pub(crate) release: bool,
+}
+
+/// Runs the suite against the echo example.
+pub(crate) fn run(options: Options) -> anyhow::Result<()> {
+    let Options {
+        full,
+        write_doc,
+        release,
+    } = options;
     let root = project_root();
     let dir = root.join("target/autobahn");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -101,16 +118,15 @@ pub(crate) fn run(full: bool, write_doc: bool) -> anyhow::Result<()> {
     println!("\n==> Autobahn TestSuite (wstest on CPython 2.7)");
     let wstest = install(&dir)?;
 
-    println!("\n==> the echo example (release)");
-    exec(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ws-transport",
-        "--example",
-        "echo",
-    ]))?;
-    let echo_bin = target_dir(&root).join("release/examples/echo");
+    let profile = if release { "release" } else { "debug" };
+    println!("\n==> the echo example ({profile})");
+    let mut build = cargo();
+    build.args(["build", "-p", "ws-transport", "--example", "echo"]);
+    if release {
+        build.arg("--release");
+    }
+    exec(&mut build)?;
+    let echo_bin = target_dir(&root).join(profile).join("examples/echo");
     let (echo, addr) = start_echo(&echo_bin)?;
 
     let mut cases: Vec<&str> = DEFAULT_CASES.to_vec();

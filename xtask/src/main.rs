@@ -39,7 +39,11 @@ fn main() -> ExitCode {
         flags::Task::Lint => lint::run(),
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
         flags::Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
-        flags::Task::Conformance { full } => conformance::run(full, true),
+        flags::Task::Conformance { full } => conformance::run(conformance::Options {
+            full,
+            write_doc: true,
+            release: true,
+        }),
         flags::Task::Release { quick } => release::run(quick),
     };
     match result {

@@ -37,11 +37,16 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
     );
 
     // RFC 6455 conformance of the pumps: the Autobahn TestSuite's default cases against
-    // ws-transport's echo example. It installs its own CPython 2.7 environment under
-    // target/autobahn the first time (about a minute), then runs in about 15 s. The summary
-    // in docs/conformance.md is left alone here; `cargo xtask conformance` rewrites it.
+    // ws-transport's echo example (a debug build, shared with the suite's). It installs its
+    // own CPython 2.7 environment under target/autobahn the first time (about a minute),
+    // then runs in about 15 s. docs/conformance.md is left alone here;
+    // `cargo xtask conformance` rewrites its summary.
     steps.step("Autobahn conformance: cargo xtask conformance", || {
-        crate::conformance::run(false, false)
+        crate::conformance::run(crate::conformance::Options {
+            full: false,
+            write_doc: false,
+            release: false,
+        })
     });
 
     // Doctests first: nextest does not run them, and ending on the full suite's summary keeps
