@@ -150,9 +150,18 @@ where
 
 /// `GET /metrics` in the Prometheus text format.
 pub fn metrics(hub: &SharedHub) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(
-        hub.encode_metrics(env!("CARGO_PKG_VERSION")),
-    )));
+    let mut text = hub.encode_metrics(env!("CARGO_PKG_VERSION"));
+    // Tasks of the runtime that are still alive: a leak of per-connection tasks shows here
+    // (`cargo xtask soak` compares it before and after thousands of connections came and went).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let tasks = runtime.metrics().num_alive_tasks();
+        text.push_str(
+            "# HELP wshub_runtime_tasks_alive Tasks of the tokio runtime not yet finished.\n\
+             # TYPE wshub_runtime_tasks_alive gauge\n",
+        );
+        text.push_str(&format!("wshub_runtime_tasks_alive {tasks}\n"));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

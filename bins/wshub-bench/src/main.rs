@@ -13,8 +13,10 @@
 //! wshub-bench --addr 127.0.0.1:8080 fanout --subscribers 10000 --rate 20 --seconds 10
 //! wshub-bench --addr 127.0.0.1:8080 fanout --projects 1000 --subscribers 10 --seconds 5
 //! wshub-bench --addr 127.0.0.1:8080 handshake --seconds 5
+//! wshub-bench --addr 127.0.0.1:8080 --server-pid 1234 churn --clients 5000 --duration 5m
 //! ```
 
+mod churn;
 mod conn;
 mod fanout;
 mod handshake;
@@ -82,6 +84,9 @@ enum Case {
     Fanout(fanout::Options),
     /// Open (with a token, for wshub the welcome read) and close with a close frame, in a loop.
     Handshake(handshake::Options),
+    /// Waves of clients that connect, publish once each and leave, some by resetting TCP:
+    /// losses, and the server's RSS, descriptors and tasks before and after (`cargo xtask soak`).
+    Churn(churn::Options),
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -128,13 +133,14 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             Case::Idle { connections, .. } => *connections,
             Case::Fanout(o) => o.projects * (o.subscribers + 1),
             Case::Handshake(_) => 0,
+            Case::Churn(o) => o.clients,
         };
         if u64::try_from(wanted)? + 16 > limit {
             anyhow::bail!("{wanted} connections need more descriptors than the limit ({limit})");
         }
         let source_ips = match cli.source_ips {
             // Closed connections linger in TIME_WAIT: spread them over addresses.
-            0 if matches!(cli.case, Case::Handshake(_)) => 64,
+            0 if matches!(cli.case, Case::Handshake(_) | Case::Churn(_)) => 64,
             0 if wanted > 16_000 => wanted.div_ceil(2_000),
             n => n,
         };
@@ -152,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             } => idle::run(&ctx, connections, projects.max(1), settle).await,
             Case::Fanout(options) => fanout::run(&ctx, options).await,
             Case::Handshake(options) => handshake::run(&ctx, options).await,
+            Case::Churn(options) => churn::run(&ctx, options).await,
         }
     })?;
     if let Value::Object(map) = &mut result {
