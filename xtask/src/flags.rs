@@ -22,6 +22,11 @@ Tasks:
   fuzz [--seconds N] [TARGET...]
                        run each cargo-fuzz target of fuzz/ (default: all) for N seconds
                        (default 60); installs cargo-fuzz when missing
+  soak [--seconds N]   churn against the release `wshub` (auth on) for N seconds (default
+                       300): waves of 5 000 clients connect, publish and leave, 10% resetting
+                       TCP; fails unless the server's RSS, descriptors and tasks end within 10%
+                       of their post-warm-up baseline, nothing is lost and its log has no
+                       panic or ERROR; the summary goes to docs/reliability.md
   conformance [--full] the Autobahn TestSuite (fuzzing client, installed under target/autobahn
                        on pyenv's CPython 2.7) against ws-transport's echo example: cases
                        1-7 and 10; --full adds 9 (big messages) and 12-13 (permessage-deflate,
@@ -47,6 +52,9 @@ pub(crate) enum Task {
     Fuzz {
         seconds: u64,
         targets: Vec<String>,
+    },
+    Soak {
+        seconds: u64,
     },
     Conformance {
         /// Add the big-message and compression cases.
@@ -75,6 +83,7 @@ impl Task {
             // `bench` re-reads its flags from the raw arguments (`BenchFlags::parse`).
             "bench" => BenchFlags::parse(&rest).map(|_| Self::Bench { runner_args: rest }),
             "fuzz" => fuzz_args(rest),
+            "soak" => soak_args(rest),
             "conformance" => match rest.as_slice() {
                 [] => Ok(Self::Conformance { full: false }),
                 [flag] if flag == "--full" => Ok(Self::Conformance { full: true }),
@@ -112,6 +121,21 @@ fn fuzz_args(rest: Vec<String>) -> Result<Task, String> {
         }
     }
     Ok(Task::Fuzz { seconds, targets })
+}
+
+/// `soak [--seconds N]`.
+fn soak_args(rest: Vec<String>) -> Result<Task, String> {
+    match rest.as_slice() {
+        [] => Ok(Task::Soak { seconds: 300 }),
+        [flag, value] if flag == "--seconds" => value
+            .parse()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|seconds| Task::Soak { seconds })
+            .ok_or_else(|| format!("`--seconds` needs a positive number, got `{value}`")),
+        [flag] if flag == "--seconds" => Err("`--seconds` needs a number".to_owned()),
+        [arg, ..] => Err(format!("`soak` takes only `--seconds N`, got `{arg}`")),
+    }
 }
 
 /// The flags of `cargo xtask bench`.
@@ -282,6 +306,21 @@ mod tests {
         check(
             &["bench", "--fast"],
             Err("`bench` does not take `--fast` (see `cargo xtask help`)"),
+        );
+    }
+
+    #[test]
+    fn parses_soak() {
+        check(&["soak"], Ok(Task::Soak { seconds: 300 }));
+        check(&["soak", "--seconds", "60"], Ok(Task::Soak { seconds: 60 }));
+        check(&["soak", "--seconds"], Err("`--seconds` needs a number"));
+        check(
+            &["soak", "--seconds", "0"],
+            Err("`--seconds` needs a positive number, got `0`"),
+        );
+        check(
+            &["soak", "--clients", "10"],
+            Err("`soak` takes only `--seconds N`, got `--clients`"),
         );
     }
 

@@ -10,6 +10,7 @@ mod flags;
 mod fuzz;
 mod lint;
 mod release;
+mod soak;
 mod test;
 mod tidy;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         flags::Task::Lint => lint::run(),
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
         flags::Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
+        flags::Task::Soak { seconds } => soak::run(seconds),
         flags::Task::Conformance { full } => conformance::run(conformance::Options {
             full,
             write_doc: true,
