@@ -13,6 +13,10 @@
 //!                      socket ─► read pump ─► ws_core::Client ─► Broker::publish ─► SharedHub
 //! ```
 //!
+//! The pumps are generic over the application they serve: the hub's, or the echo of
+//! [`EchoUpgrader`], which exists to hold the same upgrade, core and pumps to the Autobahn
+//! TestSuite (`examples/echo.rs`, `cargo xtask conformance`, `docs/conformance.md`).
+//!
 //! ```no_run
 //! use std::convert::Infallible;
 //! use std::time::{Duration, SystemTime};
