@@ -87,6 +87,10 @@ async fn run(upgrade: HyperWebsocket, config: Arc<TransportConfig>) {
 
 /// The messages accepted and not yet written. The read pump wakes the write pump after
 /// every read, so no notification of its own is needed.
+///
+/// The queue has no bound of its own: a peer that writes without reading grows it until
+/// the core's write timeout ends the connection. Fine for a conformance target; the hub's
+/// outbox is bounded by the slow-consumer verdict.
 #[derive(Debug, Default)]
 struct EchoApp {
     queue: Mutex<VecDeque<Message>>,
