@@ -346,19 +346,16 @@ async fn client(
     let ack = format!(r#""id":"{id}""#);
     let mut seen: HashSet<u64> = HashSet::new();
     while !(report.acked && seen.len() as u64 >= expected) {
-        let next = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                report.first_error.get_or_insert_with(|| {
-                    format!(
-                        "client {index} of wave {wave}: {} of {expected} messages, ack {}, \
-                         after the deliver timeout",
-                        seen.len(),
-                        report.acked
-                    )
-                });
-                break;
-            }
+        let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            report.first_error.get_or_insert_with(|| {
+                format!(
+                    "client {index} of wave {wave}: {} of {expected} messages, ack {}, \
+                     after the deliver timeout",
+                    seen.len(),
+                    report.acked
+                )
+            });
+            break;
         };
         match next {
             Some(Ok(Message::Text(text))) => {
