@@ -12,8 +12,13 @@ use crate::tungstenite::protocol::WebSocketConfig;
 pub struct TransportConfig {
     /// The per-connection core's limits and timers.
     pub client: ClientConfig,
-    /// Initial capacity of a connection's read buffer. tungstenite's default (128 KiB)
-    /// would cost that much RSS per idle connection; the buffer grows on demand.
+    /// Initial capacity of a connection's read buffer, and the most one read system call
+    /// takes. tungstenite zero-fills it on the first read, so all of it is resident for
+    /// every idle connection: its default (128 KiB) would cost that much per connection,
+    /// 4 KiB alone would be the whole budget of one (SPEC: ≤ 4 KiB RSS per idle
+    /// connection). The buffer grows to hold a long frame, which is then read 512 bytes
+    /// per call: more system calls for large publishes, which are rare next to idle
+    /// members.
     pub read_buffer_bytes: usize,
     /// Bytes buffered before tungstenite writes to the socket; a flush always writes all.
     pub write_buffer_bytes: usize,
@@ -32,7 +37,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             client: ClientConfig::default(),
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 8 * 1024,
             batch_frames: 64,
             linger: Duration::from_secs(1),
@@ -50,7 +55,18 @@ impl TransportConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_bytes)
             .write_buffer_size(self.write_buffer_bytes)
+            .max_write_buffer_size(self.max_write_buffer_bytes())
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
+    }
+
+    /// The cap of tungstenite's write buffer. Our own frames never fill it (the write pump
+    /// waits for the socket before it queues more), but tungstenite queues a pong for every
+    /// ping while the socket is full: without a cap, a peer that sends pings and reads
+    /// nothing grows the buffer without bound. At the cap, pongs are coalesced (the
+    /// newest is kept, which RFC 6455 §5.5.3 allows) and our next frame fails as a stuck
+    /// write. Room for the buffer, the largest message's frame twice and a presence list.
+    fn max_write_buffer_bytes(&self) -> usize {
+        self.write_buffer_bytes + (4 * self.client.max_message_bytes).max(256 * 1024)
     }
 }

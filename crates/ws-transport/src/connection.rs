@@ -6,7 +6,9 @@
 //! an envelope, its publishes go to the broker, and the write pump's frames come from the
 //! outbox the hub delivers into, merged with the replay by offset.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,7 +94,9 @@ impl pump::Application for HubApp<'_> {
     }
 
     async fn on_event(&self, event: Event) {
-        handle_event(self, event).await;
+        // Boxed: inline, the broker round trip's state would sit in every connection's
+        // task while it waits for the next frame; a client's publish is worth an allocation.
+        Box::pin(handle_event(self, event)).await;
     }
 
     fn take(&self, batch: &mut HubBatch) {
@@ -159,19 +163,96 @@ impl pump::Application for HubApp<'_> {
 }
 
 /// Runs a connection from the finished upgrade to its last byte.
-pub(crate) async fn run(
+///
+/// Not an `async fn`, whose arguments would be copied into its future next to their
+/// originals: a task per connection makes every byte of this future count (see
+/// `docs/benchmarks.md`, idle memory).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would copy its arguments into its future"
+)]
+pub(crate) fn run(
     upgrade: HyperWebsocket,
     hub: SharedHub,
     broker: Arc<dyn Broker>,
     config: Arc<TransportConfig>,
     conn: ConnId,
     who: Admitted,
-) {
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // The opening is boxed and freed once done: inline, its state (the socket borrowed
+        // for the welcome, the replay) would stay in the task for the connection's life.
+        let Some(Opened {
+            ws,
+            opened_at,
+            outbox,
+            delivered,
+            missed,
+        }) = Box::pin(open(upgrade, &hub, &*broker, &config, conn, &who)).await
+        else {
+            return;
+        };
+
+        let app = HubApp {
+            who: &who,
+            hub: &hub,
+            broker: &*broker,
+            config: &config,
+            outbox: &outbox,
+            delivered: Mutex::new(Watermark::new(delivered)),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+        };
+        let pump::Ended { closed, socket } =
+            pump::run(ws, &app, new_client(&config, &who), config.linger).await;
+        leave(&hub, conn, &who, &config);
+        hub.metrics().close(
+            closed.code,
+            match closed.initiator {
+                Initiator::Local => CloseSide::Server,
+                Initiator::Remote => CloseSide::Client,
+            },
+        );
+        log_closed(
+            &closed,
+            opened_at.elapsed(),
+            app.messages_in.load(Ordering::Relaxed),
+            app.messages_out.load(Ordering::Relaxed) + 1 + missed,
+        );
+        // A close frame went out: give the peer time to read it before the socket goes.
+        if let Some(ws) = socket {
+            pump::linger(ws, config.linger).await;
+        }
+    }
+}
+
+/// A connection that got through its opening: registered, welcomed, replayed to.
+struct Opened {
+    ws: HyperWebsocketStream,
+    opened_at: Instant,
+    outbox: Arc<Outbox>,
+    /// The highest offset written so far.
+    delivered: u64,
+    /// Messages replayed after the welcome.
+    missed: u64,
+}
+
+/// Completes the upgrade, registers the connection, reads what it missed and writes the
+/// welcome and the replay. `None` when the connection ended on the way (refused, broker
+/// down, peer gone); it is then unregistered again.
+async fn open(
+    upgrade: HyperWebsocket,
+    hub: &SharedHub,
+    broker: &dyn Broker,
+    config: &TransportConfig,
+    conn: ConnId,
+    who: &Admitted,
+) -> Option<Opened> {
     let mut ws = match upgrade.await {
         Ok(ws) => ws,
         Err(e) => {
             debug!(error = %e, "upgrade did not complete");
-            return;
+            return None;
         }
     };
     let opened_at = Instant::now();
@@ -187,8 +268,8 @@ pub(crate) async fn run(
         Ok(registered) => registered,
         Err(Refused(close)) => {
             debug!(%close, "connection refused after the upgrade");
-            refuse(ws, &close, &config).await;
-            return;
+            refuse(ws, &close, config).await;
+            return None;
         }
     };
     debug!("connection registered");
@@ -211,7 +292,7 @@ pub(crate) async fn run(
                 .last()
                 .map_or(replay.top, |m| m.offset.max(replay.top));
             let missed = replay.missed.len() as u64;
-            let first = std::iter::once(welcome(conn, &who, &config, &replay))
+            let first = std::iter::once(welcome(conn, who, config, &replay))
                 .chain(replay.missed.into_iter().map(|m| m.frame))
                 .map(Message::Text);
             let deadline = tokio::time::Instant::now() + config.client.write_timeout;
@@ -225,58 +306,43 @@ pub(crate) async fn run(
             refuse(
                 ws,
                 &Close::new(CloseCode::TRY_AGAIN_LATER, "broker unavailable"),
-                &config,
+                config,
             )
             .await;
-            leave(&hub, conn, &who, &config);
-            return;
+            leave(hub, conn, who, config);
+            return None;
         }
     };
     let Some((delivered, missed)) = opened else {
         debug!("the welcome could not be written");
-        leave(&hub, conn, &who, &config);
-        return;
+        leave(hub, conn, who, config);
+        return None;
     };
-
-    let app = HubApp {
-        who: &who,
-        hub: &hub,
-        broker: &*broker,
-        config: &config,
-        outbox: &outbox,
-        delivered: Mutex::new(Watermark::new(delivered)),
-        messages_in: AtomicU64::new(0),
-        messages_out: AtomicU64::new(0),
-    };
-    let ended = pump::run(ws, &app, new_client(&config, &who), config.linger).await;
-    let closed = ended.closed;
-    leave(&hub, conn, &who, &config);
-    hub.metrics().close(
-        closed.code,
-        match closed.initiator {
-            Initiator::Local => CloseSide::Server,
-            Initiator::Remote => CloseSide::Client,
-        },
-    );
-    log_closed(
-        &closed,
-        opened_at.elapsed(),
-        app.messages_in.load(Ordering::Relaxed),
-        app.messages_out.load(Ordering::Relaxed) + 1 + missed,
-    );
-    // A close frame went out: give the peer time to read it before the socket goes.
-    if let Some(ws) = ended.socket {
-        pump::linger(ws, config.linger).await;
-    }
+    Some(Opened {
+        ws,
+        opened_at,
+        outbox,
+        delivered,
+        missed,
+    })
 }
 
 /// Sends a refusal's close frame and lets the peer read it.
-async fn refuse(mut ws: HyperWebsocketStream, close: &Close, config: &TransportConfig) {
-    let deadline = tokio::time::Instant::now() + config.client.write_timeout;
-    let sent = timeout_at(deadline, ws.send(pump::close_message(close))).await;
-    if matches!(sent, Ok(Ok(()))) {
-        pump::linger(ws, config.linger).await;
-    }
+///
+/// Boxed: rare, and inline its state would count towards the size of every connection's
+/// task (see [`pump::linger`]).
+fn refuse<'a>(
+    mut ws: HyperWebsocketStream,
+    close: &'a Close,
+    config: &'a TransportConfig,
+) -> Pin<Box<impl Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+        let sent = timeout_at(deadline, ws.send(pump::close_message(close))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            pump::linger(ws, config.linger).await;
+        }
+    })
 }
 
 /// Unregisters, and tells the project when the user's last connection left.

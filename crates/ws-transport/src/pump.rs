@@ -12,6 +12,7 @@
 //! monomorphised and pays no dynamic dispatch per frame.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_tungstenite::HyperWebsocketStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio::time::error::Elapsed;
 use tokio::time::timeout_at;
 use tungstenite::Utf8Bytes;
 use tungstenite::protocol::CloseFrame;
@@ -99,12 +101,16 @@ pub(crate) struct Ended {
 }
 
 /// Runs the pumps of `ws` for `app` until `client` is closed.
-pub(crate) async fn run<A: Application>(
+///
+/// Not an `async fn`: the arguments of an `async fn` stay in its future for its whole life,
+/// next to the state built from them, which here would double the socket and the core in
+/// every connection's task. The state is built first and only it moves into the future.
+pub(crate) fn run<A: Application>(
     ws: HyperWebsocketStream,
     app: &A,
     client: Client,
     linger: Duration,
-) -> Ended {
+) -> impl Future<Output = Ended> + Send + '_ {
     let pumps = Pumps {
         app,
         shared: Mutex::new(Shared {
@@ -115,18 +121,20 @@ pub(crate) async fn run<A: Application>(
         linger,
     };
     let (mut sink, mut stream) = ws.split();
-    let closed = tokio::select! {
-        biased;
-        closed = write_pump(&mut sink, &pumps) => closed,
-        () = read_pump(&mut stream, &pumps) => unreachable!("the read pump never returns"),
-    };
-    // A close frame went out: the caller gives the peer time to read it.
-    let socket = if closed.clean {
-        stream.reunite(sink).ok()
-    } else {
-        None
-    };
-    Ended { closed, socket }
+    async move {
+        let closed = tokio::select! {
+            biased;
+            closed = write_pump(&mut sink, &pumps) => closed,
+            () = read_pump(&mut stream, &pumps) => unreachable!("the read pump never returns"),
+        };
+        // A close frame went out: the caller gives the peer time to read it.
+        let socket = if closed.clean {
+            stream.reunite(sink).ok()
+        } else {
+            None
+        };
+        Ended { closed, socket }
+    }
 }
 
 /// Socket → core. Never returns: once the socket is done it parks, and the write pump
@@ -217,6 +225,11 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
             let deadline = tokio::time::Instant::from_std(pumps.lock().client.write_deadline(now));
             match write_all(sink, out.drain(..), deadline).await {
                 Ok(Ok(())) => app.written(written, frames),
+                // The peer reads nothing while it makes us answer (pongs pile up in the write
+                // buffer up to its cap): as stuck as a write that times out.
+                Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => {
+                    pumps.lock().client.handle_write_timeout(Instant::now());
+                }
                 Ok(Err(e)) => {
                     let mut shared = pumps.lock();
                     let client = &mut shared.client;
@@ -229,7 +242,6 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
                         }
                     }
                 }
-                Err(_elapsed) => pumps.lock().client.handle_write_timeout(Instant::now()),
             }
             // A failed write leaves the rest undrained: never carry it into the next batch.
             out.clear();
@@ -238,7 +250,9 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
         if let Some(closed) = take_closed(pumps) {
             // The peer's close frame may have been answered by the WebSocket layer: send it.
             let deadline = tokio::time::Instant::now() + pumps.linger;
-            let _ = timeout_at(deadline, sink.flush()).await;
+            // Boxed, like every rare or last step: inline, its state would count towards
+            // the size of every connection's task for the whole of its life.
+            let _ = Box::pin(timeout_at(deadline, sink.flush())).await;
             return closed;
         }
         if app.has_frames() {
@@ -254,21 +268,27 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
 }
 
 /// Writes `messages` and flushes them, all before `deadline`.
-pub(crate) async fn write_all<S>(
-    sink: &mut S,
-    messages: impl IntoIterator<Item = Message>,
+///
+/// The future is boxed: a connection spends its life waiting, not writing, and inline the
+/// write's state (the iterator, a timer, the sink's futures) would make every idle
+/// connection's task that much bigger. One allocation per batch of frames is small next to
+/// the write system call it comes with.
+pub(crate) fn write_all<'a, S, I>(
+    sink: &'a mut S,
+    messages: I,
     deadline: tokio::time::Instant,
-) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
+) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
 where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+    S: futures_util::Sink<Message, Error = WsError> + Unpin + Send,
+    I: IntoIterator<Item = Message> + Send + 'a,
+    I::IntoIter: Send,
 {
-    timeout_at(deadline, async {
+    Box::pin(timeout_at(deadline, async move {
         for message in messages {
             sink.feed(message).await?;
         }
         sink.flush().await
-    })
-    .await
+    }))
 }
 
 fn take_closed<A>(pumps: &Pumps<'_, A>) -> Option<Closed> {
@@ -330,14 +350,22 @@ fn classify(e: &WsError) -> ReadEnd {
 
 /// Half-closes our side and reads until the peer closes too (or `limit` passes), so the
 /// close frame is not lost to a TCP reset caused by unread data (RFC 6455 §7.1.1).
-pub(crate) async fn linger(mut ws: HyperWebsocketStream, limit: Duration) {
-    let io = ws.get_mut();
-    let deadline = tokio::time::Instant::now() + limit;
-    let _ = timeout_at(deadline, async {
-        io.shutdown().await?;
-        let mut buf = [0u8; 1024];
-        while io.read(&mut buf).await? > 0 {}
-        Ok::<(), std::io::Error>(())
+///
+/// Boxed: it runs once, at the end, and inline its buffer and the socket would count
+/// towards the size of the connection's task for the whole of its life.
+pub(crate) fn linger(
+    mut ws: HyperWebsocketStream,
+    limit: Duration,
+) -> Pin<Box<impl Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let io = ws.get_mut();
+        let deadline = tokio::time::Instant::now() + limit;
+        let _ = timeout_at(deadline, async {
+            io.shutdown().await?;
+            let mut buf = [0u8; 1024];
+            while io.read(&mut buf).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
     })
-    .await;
 }
