@@ -356,6 +356,9 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         "wshub",
         "-p",
         "wshub-bench",
+        // Without it, `--bin wshub` alone would leave the generator unbuilt or stale.
+        "--bin",
+        "wshub-bench",
     ]))?;
     let generator = root.join("target/release/wshub-bench");
     let mut servers = vec![Server::Wshub {
