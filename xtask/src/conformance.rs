@@ -289,8 +289,18 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     )
 }
 
-/// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`.
+/// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`, else
+/// one `pyenv install` builds.
 fn find_python2() -> anyhow::Result<PathBuf> {
+    find_python2_after(false)
+}
+
+/// Whether Autobahn can run here at all: a CPython 2.7 is found or can be installed.
+pub(crate) fn python2_available() -> bool {
+    find_python2().is_ok()
+}
+
+fn find_python2_after(tried_install: bool) -> anyhow::Result<PathBuf> {
     let mut roots = Vec::new();
     if let Ok(out) = Command::new("pyenv").arg("root").output()
         && out.status.success()
@@ -326,6 +336,17 @@ fn find_python2() -> anyhow::Result<PathBuf> {
         .is_ok_and(|s| s.success());
     if on_path {
         return Ok(PathBuf::from("python2.7"));
+    }
+    if !tried_install {
+        // A machine without one: pyenv can build it (a few minutes, needs python.org).
+        println!("no CPython 2.7 found; trying `pyenv install --skip-existing 2.7.18`");
+        let installed = Command::new("pyenv")
+            .args(["install", "--skip-existing", "2.7.18"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed {
+            return find_python2_after(true);
+        }
     }
     bail!(
         "no CPython 2.7 found (pyenv versions 2.7.*, or python2.7 on PATH); Autobahn's wstest \

@@ -41,7 +41,17 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
     // own CPython 2.7 environment under target/autobahn the first time (about a minute),
     // then runs in about 15 s. docs/conformance.md is left alone here;
     // `cargo xtask conformance` rewrites its summary.
+    // A machine without any CPython 2.7 (none in pyenv, none installable) skips it loudly
+    // rather than failing everything else: the suite cannot run there, whatever the code.
     steps.step("Autobahn conformance: cargo xtask conformance", || {
+        if !crate::conformance::python2_available() {
+            eprintln!(
+                "warning: SKIPPED the Autobahn TestSuite: no CPython 2.7 on this machine \
+                 (pyenv versions 2.7.*, python2.7, or `pyenv install 2.7.18`); \
+                 `cargo xtask conformance` fails here for the same reason"
+            );
+            return Ok(());
+        }
         crate::conformance::run(crate::conformance::Options {
             full: false,
             write_doc: false,
