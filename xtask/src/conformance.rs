@@ -276,17 +276,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing Debian package(s): {}", packages.join(", "));
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .arg("update"),
-    )?;
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&packages),
-    )
+    crate::test::apt_install(&packages)
 }
 
 /// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`, else

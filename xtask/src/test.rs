@@ -186,17 +186,7 @@ fn ensure_tools() -> anyhow::Result<()> {
         packages.join(", ")
     );
 
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .arg("update"),
-    )?;
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&packages),
-    )?;
+    apt_install(&packages)?;
 
     let still_missing: Vec<&str> = commands
         .into_iter()
@@ -209,6 +199,21 @@ fn ensure_tools() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `apt-get update`, then `apt-get install -y` the packages, without prompts.
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("update"),
+    )?;
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(packages),
+    )
 }
 
 /// The first executable file called `command` in a `PATH` directory, like `which`.
