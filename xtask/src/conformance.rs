@@ -211,7 +211,9 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
     let wstest = venv.join("bin/wstest");
     let stamp = dir.join("installed.txt");
     let wanted = PINS.join("\n");
-    if wstest.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+    // Run, not just present: a virtualenv's scripts name its interpreter by absolute path,
+    // so a target directory that moved leaves them broken.
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && runs(&wstest, "--help") {
         println!("already installed: {}", wstest.display());
         return Ok(wstest);
     }
@@ -221,7 +223,10 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
 
     let tools = dir.join("tools");
     let virtualenv = tools.join("bin/virtualenv");
-    if !virtualenv.exists() {
+    if !runs(&virtualenv, "--version") {
+        if tools.exists() {
+            std::fs::remove_dir_all(&tools)?;
+        }
         exec(Command::new("python3").args(["-m", "venv"]).arg(&tools))?;
         exec(Command::new(tools.join("bin/pip")).args([
             "install",
@@ -277,6 +282,16 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     }
     println!("installing Debian package(s): {}", packages.join(", "));
     crate::test::apt_install(&packages)
+}
+
+/// Whether `program arg` starts and exits with success (its output is dropped).
+fn runs(program: &Path, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`, else
