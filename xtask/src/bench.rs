@@ -481,6 +481,16 @@ fn write_raw(
     Ok(())
 }
 
+/// The generator's result: the last line of its output that is a JSON object.
+pub(crate) fn generator_result(out: &str) -> anyhow::Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("the generator printed no JSON result")?;
+    serde_json::from_str(line).context("parsing the generator's result")
+}
+
 /// Puts `section` between the markers of `text`, or makes a new document around it.
 fn splice(text: &str, section: &str) -> String {
     if text.contains(BEGIN) {
@@ -769,12 +779,7 @@ fn run_once(
             log.display()
         );
     }
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("the generator printed no JSON result")?;
-    let mut value: Value = serde_json::from_str(line).context("parsing the generator's result")?;
+    let mut value = generator_result(&out)?;
     if let Value::Object(map) = &mut value {
         map.insert("server_survived".to_owned(), json!(server_alive));
     }

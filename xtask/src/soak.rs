@@ -109,12 +109,7 @@ pub(crate) fn run(seconds: u64) -> anyhow::Result<()> {
             log.display()
         );
     }
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("the generator printed no JSON result")?;
-    let result: Value = serde_json::from_str(line).context("parsing the generator's result")?;
+    let result = crate::bench::generator_result(&out)?;
     fs::write(work.join("result.json"), format!("{result:#}\n"))?;
     let server_log = fs::read_to_string(&log).unwrap_or_default();
     let verdict = Verdict::judge(&result, &server_log, server_alive);
