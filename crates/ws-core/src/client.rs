@@ -117,6 +117,10 @@ pub struct Closed {
     pub initiator: Initiator,
     /// Whether a close frame went at least one way and the transport ended in order.
     pub clean: bool,
+    /// Whether the peer is done sending: its close frame (or the end of its stream) arrived.
+    /// The transport can then be closed at once: no unread data can turn the close into a
+    /// TCP reset that destroys our close frame, so there is nothing to linger for.
+    pub peer_finished: bool,
 }
 
 impl Closed {
@@ -305,12 +309,14 @@ impl Client {
                 reason: reason.to_owned(),
                 initiator: Initiator::Remote,
                 clean: true,
+                peer_finished: true,
             }),
             State::Closing { close, .. } => self.finish(Closed {
                 code: close.code(),
                 reason: close.reason().to_owned(),
                 initiator: Initiator::Local,
                 clean: true,
+                peer_finished: true,
             }),
             State::Closed => {}
         }
@@ -332,6 +338,7 @@ impl Client {
                 reason: cause.to_owned(),
                 initiator: Initiator::Remote,
                 clean: false,
+                peer_finished: eof,
             }),
             // The peer got our close frame and hung up without answering: common and harmless.
             State::Closing { close, .. } => self.finish(Closed {
@@ -339,6 +346,7 @@ impl Client {
                 reason: close.reason().to_owned(),
                 initiator: Initiator::Local,
                 clean: eof,
+                peer_finished: eof,
             }),
             State::Closed => {}
         }
@@ -355,6 +363,7 @@ impl Client {
                 reason: "write timeout".to_owned(),
                 initiator: Initiator::Local,
                 clean: false,
+                peer_finished: false,
             });
         }
     }
@@ -399,6 +408,7 @@ impl Client {
                         reason: format!("{} (no close frame from the peer)", close.reason()),
                         initiator: Initiator::Local,
                         clean: false,
+                        peer_finished: false,
                     });
                 }
             }
@@ -414,6 +424,7 @@ impl Client {
                         reason: close.reason().to_owned(),
                         initiator: Initiator::Local,
                         clean: false,
+                        peer_finished: false,
                     });
                 } else if self.expires_at.is_some_and(|at| now >= at) {
                     self.close(now, Close::new(CloseCode::TOKEN_EXPIRED, "token expired"));
@@ -485,6 +496,7 @@ impl Client {
                     reason: close.reason().to_owned(),
                     initiator: Initiator::Local,
                     clean: true,
+                    peer_finished: false,
                 });
             }
             State::Closing { close, .. } => self.finish(Closed {
@@ -492,6 +504,7 @@ impl Client {
                 reason: close.reason().to_owned(),
                 initiator: Initiator::Local,
                 clean: false,
+                peer_finished: false,
             }),
             State::Closed => {}
         }

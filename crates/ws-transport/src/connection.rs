@@ -219,7 +219,7 @@ pub(crate) fn run(
             app.messages_in.load(Ordering::Relaxed),
             app.messages_out.load(Ordering::Relaxed) + 1 + missed,
         );
-        // A close frame went out: give the peer time to read it before the socket goes.
+        // Our close frame went out while the peer may still be sending: give it time to read.
         if let Some(ws) = socket {
             pump::linger(ws, config.linger).await;
         }

@@ -95,8 +95,8 @@ impl<A> Pumps<'_, A> {
 pub(crate) struct Ended {
     /// How the connection closed.
     pub(crate) closed: Closed,
-    /// The socket, when it ended cleanly: [`linger`] on it after the application's own
-    /// end-of-connection work.
+    /// The socket, when our close frame went out but the peer may still be sending:
+    /// [`linger`] on it after the application's own end-of-connection work.
     pub(crate) socket: Option<HyperWebsocketStream>,
 }
 
@@ -127,8 +127,10 @@ pub(crate) fn run<A: Application>(
             closed = write_pump(&mut sink, &pumps) => closed,
             () = read_pump(&mut stream, &pumps) => unreachable!("the read pump never returns"),
         };
-        // A close frame went out: the caller gives the peer time to read it.
-        let socket = if closed.clean {
+        // Our close frame went out while the peer may still be sending: the caller gives the
+        // peer time to read it. When the peer is done, dropping the socket here closes it at
+        // once, the server first as RFC 6455 §7.1.1 wants, and the task ends sooner.
+        let socket = if closed.clean && !closed.peer_finished {
             stream.reunite(sink).ok()
         } else {
             None

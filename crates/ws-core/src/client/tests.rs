@@ -491,3 +491,65 @@ proptest! {
         }
     }
 }
+
+/// `peer_finished` decides whether the shell lingers: true only when the peer can send
+/// nothing more, so that closing the socket at once cannot reset our close frame away.
+#[test]
+fn the_peer_is_finished_only_after_its_close_frame_or_end_of_stream() {
+    let ends: [(&str, &Poke, bool); 7] = [
+        ("peer's close", &|c, now| c.handle_close(now, None), true),
+        (
+            "our close answered",
+            &|c, now| {
+                c.close(now, Close::shutting_down());
+                c.handle_close(now, Some((CloseCode::GOING_AWAY, "")));
+            },
+            true,
+        ),
+        (
+            "our close, then EOF",
+            &|c, now| {
+                c.close(now, Close::shutting_down());
+                c.handle_disconnect(now, true, "eof");
+            },
+            true,
+        ),
+        (
+            "our close, then a reset",
+            &|c, now| {
+                c.close(now, Close::shutting_down());
+                c.handle_disconnect(now, false, "reset");
+            },
+            false,
+        ),
+        // The peer may still be sending the rest of what it started: linger.
+        (
+            "too big",
+            &|c, now| c.handle_fault(now, PeerFault::TooBig),
+            false,
+        ),
+        (
+            "write timeout",
+            &|c, now| c.handle_write_timeout(now),
+            false,
+        ),
+        (
+            "reset while open",
+            &|c, now| c.handle_disconnect(now, false, "reset"),
+            false,
+        ),
+    ];
+    for (name, end, finished) in ends {
+        let mut sim = Sim::new(config());
+        sim.with(|c, now| end(c, now));
+        let closed = sim.closed().unwrap_or_else(|| panic!("{name}: not closed"));
+        assert_eq!(closed.peer_finished, finished, "{name}: {closed:?}");
+    }
+    // Our close left unanswered until the deadline: the peer may be sending still.
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.close(now, Close::shutting_down()));
+    while sim.closed().is_none() {
+        assert!(sim.step());
+    }
+    assert!(!sim.closed().unwrap().peer_finished);
+}
