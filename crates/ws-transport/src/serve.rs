@@ -1,5 +1,10 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 with upgrades, header deadlines against slowloris,
-//! and graceful shutdown of plain HTTP connections.
+//! The accept loop: HTTP/1.1 with upgrades, header deadlines against slowloris, and
+//! graceful shutdown of plain HTTP connections.
+//!
+//! HTTP/1.1 only, with hyper's own HTTP/1 connection rather than hyper-util's `auto` one:
+//! WebSocket needs HTTP/1.1 (TLS offers only `http/1.1`), and `auto` first reads every
+//! connection's preface to tell HTTP/1 from HTTP/2, then replays it: 7 % of the CPU of a
+//! handshake (`docs/benchmarks.md`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,12 +15,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::rt::{Read, Write};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 use tracing::{debug, warn};
 
@@ -87,14 +94,17 @@ async fn accept_loop<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
+        // The request head's limit (431 beyond it); `max_buf_size` only bounds the buffer.
+        .max_header_size(64 * 1024)
         .max_buf_size(64 * 1024);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Plain HTTP connections, to wait for at shutdown. An upgraded connection leaves its
+    // task at the upgrade, so WebSocket connections are not counted here.
+    let connections = TaskTracker::new();
     loop {
         let (stream, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -116,20 +126,19 @@ async fn accept_loop<S>(
                 req
             });
         let service = TowerToHyperService::new(service);
-        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        let (builder, shutdown) = (Arc::clone(&builder), shutdown.clone());
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = watcher.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                connections.spawn(async move {
+                    let io = TokioIo::new(stream);
+                    if let Err(e) = serve_connection(&builder, io, service, &shutdown).await {
                         debug!(%remote, error = %e, "http connection ended with an error");
                     }
                 });
             }
             Some(tls) => {
                 let acceptor = tls.acceptor();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),
@@ -146,10 +155,8 @@ async fn accept_loop<S>(
                             return;
                         }
                     };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let conn = watcher.watch(conn.into_owned());
-                    if let Err(e) = conn.await {
+                    let io = TokioIo::new(stream);
+                    if let Err(e) = serve_connection(&builder, io, service, &shutdown).await {
                         debug!(%remote, error = %e, "https connection ended with an error");
                     }
                 });
@@ -157,10 +164,35 @@ async fn accept_loop<S>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
         debug!("some http connections outlived the grace period");
+    }
+}
+
+/// Serves one connection until it ends or is upgraded; once `shutdown` is cancelled, the
+/// request in flight is finished and keep-alive is off, so the connection ends after it.
+async fn serve_connection<I, S>(
+    builder: &http1::Builder,
+    io: I,
+    service: S,
+    shutdown: &CancellationToken,
+) -> hyper::Result<()>
+where
+    I: Read + Write + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
