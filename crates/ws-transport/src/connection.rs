@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::socket::{PendingUpgrade, WsStream};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::timeout_at;
 use tracing::{debug, warn};
 use tungstenite::{Message, Utf8Bytes};
@@ -172,7 +172,7 @@ impl pump::Application for HubApp<'_> {
     reason = "an async fn would copy its arguments into its future"
 )]
 pub(crate) fn run(
-    upgrade: HyperWebsocket,
+    upgrade: PendingUpgrade,
     hub: SharedHub,
     broker: Arc<dyn Broker>,
     config: Arc<TransportConfig>,
@@ -228,7 +228,7 @@ pub(crate) fn run(
 
 /// A connection that got through its opening: registered, welcomed, replayed to.
 struct Opened {
-    ws: HyperWebsocketStream,
+    ws: WsStream,
     opened_at: Instant,
     outbox: Arc<Outbox>,
     /// The highest offset written so far.
@@ -241,14 +241,14 @@ struct Opened {
 /// welcome and the replay. `None` when the connection ended on the way (refused, broker
 /// down, peer gone); it is then unregistered again.
 async fn open(
-    upgrade: HyperWebsocket,
+    upgrade: PendingUpgrade,
     hub: &SharedHub,
     broker: &dyn Broker,
     config: &TransportConfig,
     conn: ConnId,
     who: &Admitted,
 ) -> Option<Opened> {
-    let mut ws = match upgrade.await {
+    let mut ws = match upgrade.finish().await {
         Ok(ws) => ws,
         Err(e) => {
             debug!(error = %e, "upgrade did not complete");
@@ -332,7 +332,7 @@ async fn open(
 /// Boxed: rare, and inline its state would count towards the size of every connection's
 /// task (see [`pump::linger`]).
 fn refuse<'a>(
-    mut ws: HyperWebsocketStream,
+    mut ws: WsStream,
     close: &'a Close,
     config: &'a TransportConfig,
 ) -> Pin<Box<impl Future<Output = ()> + Send + 'a>> {

@@ -6,10 +6,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use crate::socket::{self, PendingUpgrade};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_tungstenite::HyperWebsocket;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 use tungstenite::{Message, Utf8Bytes};
@@ -45,13 +45,12 @@ impl EchoUpgrader {
     /// Answers 101 at once and starts echoing on the socket. The request must have passed
     /// [`Upgrader::check`](crate::Upgrader::check). No subprotocol is answered.
     pub fn upgrade<B>(&self, mut req: Request<B>) -> Response<Full<Bytes>> {
-        let (response, websocket) =
-            match hyper_tungstenite::upgrade(&mut req, Some(self.config.websocket())) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
-                }
-            };
+        let (response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
+            }
+        };
         self.tracker.spawn(run(websocket, Arc::clone(&self.config)));
         response
     }
@@ -62,8 +61,8 @@ impl EchoUpgrader {
     }
 }
 
-async fn run(upgrade: HyperWebsocket, config: Arc<TransportConfig>) {
-    let ws = match upgrade.await {
+async fn run(upgrade: PendingUpgrade, config: Arc<TransportConfig>) {
+    let ws = match upgrade.finish().await {
         Ok(ws) => ws,
         Err(e) => {
             debug!(error = %e, "upgrade did not complete");

@@ -61,6 +61,7 @@ pub mod metrics;
 mod outbox;
 mod pump;
 mod serve;
+mod socket;
 mod tls;
 mod upgrade;
 

@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::socket::WsStream;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper_tungstenite::HyperWebsocketStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
@@ -32,8 +32,8 @@ use ws_core::{Client, Close, CloseCode};
 
 use crate::tungstenite;
 
-type Sink = SplitSink<HyperWebsocketStream, Message>;
-type Stream = SplitStream<HyperWebsocketStream>;
+type Sink = SplitSink<WsStream, Message>;
+type Stream = SplitStream<WsStream>;
 
 /// What a connection serves: what becomes of the peer's messages, and where the frames
 /// the write pump writes besides the core's own come from.
@@ -97,7 +97,7 @@ pub(crate) struct Ended {
     pub(crate) closed: Closed,
     /// The socket, when our close frame went out but the peer may still be sending:
     /// [`linger`] on it after the application's own end-of-connection work.
-    pub(crate) socket: Option<HyperWebsocketStream>,
+    pub(crate) socket: Option<WsStream>,
 }
 
 /// Runs the pumps of `ws` for `app` until `client` is closed.
@@ -106,7 +106,7 @@ pub(crate) struct Ended {
 /// next to the state built from them, which here would double the socket and the core in
 /// every connection's task. The state is built first and only it moves into the future.
 pub(crate) fn run<A: Application>(
-    ws: HyperWebsocketStream,
+    ws: WsStream,
     app: &A,
     client: Client,
     linger: Duration,
@@ -356,7 +356,7 @@ fn classify(e: &WsError) -> ReadEnd {
 /// Boxed: it runs once, at the end, and inline its buffer and the socket would count
 /// towards the size of the connection's task for the whole of its life.
 pub(crate) fn linger(
-    mut ws: HyperWebsocketStream,
+    mut ws: WsStream,
     limit: Duration,
 ) -> Pin<Box<impl Future<Output = ()> + Send>> {
     Box::pin(async move {

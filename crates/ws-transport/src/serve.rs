@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 use tracing::{debug, warn};
 
+use crate::socket::Socket;
 use crate::tls::TlsConfig;
 
 /// The peer's address, inserted into every request's extensions.
@@ -130,7 +131,7 @@ async fn accept_loop<S>(
         match &tls {
             None => {
                 connections.spawn(async move {
-                    let io = TokioIo::new(stream);
+                    let io = TokioIo::new(Socket::new(stream));
                     if let Err(e) = serve_connection(&builder, io, service, &shutdown).await {
                         debug!(%remote, error = %e, "http connection ended with an error");
                     }

@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::config::TransportConfig;
 use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
+use crate::socket;
 
 /// The subprotocol wshub answers when a client offers it.
 pub const SUBPROTOCOL: &str = "wshub.v1";
@@ -96,13 +97,12 @@ impl Upgrader {
     /// otherwise); nothing else offered is ever echoed, the token it may carry least of all.
     pub fn upgrade<B>(&self, mut req: Request<B>, who: Admitted) -> Response<Full<Bytes>> {
         let offered = offers(req.headers(), SUBPROTOCOL);
-        let (mut response, websocket) =
-            match hyper_tungstenite::upgrade(&mut req, Some(self.config.websocket())) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
-                }
-            };
+        let (mut response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
+            }
+        };
         if offered {
             response.headers_mut().insert(
                 header::SEC_WEBSOCKET_PROTOCOL,
