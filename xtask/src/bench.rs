@@ -448,6 +448,34 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     let raw_path = work.join("results.json");
+    // A rerun of some cases keeps the other cases of the previous run, so one noisy case can
+    // be measured again without rerunning everything (and the table stays whole).
+    let (cases, results) = if flags.cases.is_empty() {
+        (cases, results)
+    } else {
+        let previous = fs::read_to_string(&raw_path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
+            .unwrap_or_default();
+        let (cases, results, kept) = merge_previous(cases, results, &servers, &previous);
+        if !kept.is_empty() {
+            notes.push(format!(
+                "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
+                flags
+                    .cases
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kept.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        (cases, results)
+    };
+    write_raw(&raw_path, &cases, &servers, &results)?;
 
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(args.iter().cloned())
@@ -487,7 +515,65 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Results = Vec<Vec<Vec<Result<Value, String>>>>;
+/// One case's runs, per server.
+type CaseRuns = Vec<Vec<Result<Value, String>>>;
+/// `results[case][server]`: one entry per run.
+type Results = Vec<CaseRuns>;
+
+/// Puts the cases that were not rerun back in, in the order of the full profile, with the
+/// runs `previous` (a `results.json`) has of them for `servers`. Returns the cases, their
+/// results and the names of the cases kept from `previous`.
+fn merge_previous(
+    rerun: Vec<Case>,
+    mut rerun_results: Results,
+    servers: &[Server],
+    previous: &[Value],
+) -> (Vec<Case>, Results, Vec<&'static str>) {
+    let mut cases = Vec::new();
+    let mut results = Vec::new();
+    let mut kept = Vec::new();
+    let mut rerun: Vec<Option<(Case, CaseRuns)>> = rerun
+        .into_iter()
+        .zip(rerun_results.drain(..))
+        .map(Some)
+        .collect();
+    for case in full_cases() {
+        if let Some(slot) = rerun
+            .iter_mut()
+            .find(|r| r.as_ref().is_some_and(|(c, _)| c.name == case.name))
+        {
+            let (case, runs) = slot.take().expect("found above");
+            cases.push(case);
+            results.push(runs);
+            continue;
+        }
+        let runs: CaseRuns = servers
+            .iter()
+            .map(|server| {
+                previous
+                    .iter()
+                    .filter(|entry| {
+                        entry.get("case").and_then(Value::as_str) == Some(case.name)
+                            && entry.get("server").and_then(Value::as_str) == Some(server.name())
+                    })
+                    .filter_map(|entry| {
+                        let result = entry.get("result")?;
+                        Some(match result.get("error").and_then(Value::as_str) {
+                            Some(e) => Err(e.to_owned()),
+                            None => Ok(result.clone()),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        if runs.iter().any(|r| !r.is_empty()) {
+            kept.push(case.name);
+            cases.push(case);
+            results.push(runs);
+        }
+    }
+    (cases, results, kept)
+}
 
 /// Every run's JSON so far, in `target/bench/results.json`.
 fn write_raw(
@@ -1265,8 +1351,42 @@ fn micro(runner_args: &[String]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BEGIN, END, fmt_number, losses, median, splice};
+    use std::path::PathBuf;
+
+    use super::{
+        BEGIN, END, Server, fmt_number, full_cases, losses, median, merge_previous, splice,
+    };
     use serde_json::json;
+
+    #[test]
+    fn a_partial_rerun_keeps_the_other_cases_of_the_previous_run() {
+        let servers = [Server::Wshub {
+            binary: PathBuf::from("wshub"),
+        }];
+        let previous = vec![
+            json!({"case": "idle-10k", "server": "wshub", "run": 1, "result": {"kib_per_conn": 3.7}}),
+            json!({"case": "idle-10k", "server": "node-ws", "run": 1, "result": {"kib_per_conn": 6.0}}),
+            json!({"case": "fanout-1k", "server": "wshub", "run": 1, "result": {"deliveries_per_s": 1.0}}),
+            json!({"case": "handshake", "server": "wshub", "run": 1, "result": {"error": "boom"}}),
+        ];
+        let rerun: Vec<_> = full_cases()
+            .into_iter()
+            .filter(|c| c.name == "fanout-1k")
+            .collect();
+        let fresh = vec![vec![vec![Ok(json!({"deliveries_per_s": 2.0}))]]];
+        let (cases, results, kept) = merge_previous(rerun, fresh, &servers, &previous);
+        let names: Vec<_> = cases.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            ["idle-10k", "fanout-1k", "handshake"],
+            "the full profile's order"
+        );
+        assert_eq!(kept, ["idle-10k", "handshake"]);
+        // Only this invocation's servers; the rerun's results replace the previous ones.
+        assert_eq!(results[0], vec![vec![Ok(json!({"kib_per_conn": 3.7}))]]);
+        assert_eq!(results[1], vec![vec![Ok(json!({"deliveries_per_s": 2.0}))]]);
+        assert_eq!(results[2], vec![vec![Err("boom".to_owned())]]);
+    }
 
     #[test]
     fn medians() {
