@@ -427,6 +427,17 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let raw_path = work.join("results.json");
+    // A rerun of some cases keeps the other cases of the previous run, so one noisy case can
+    // be measured again without rerunning everything (and the table stays whole).
+    let previous: Vec<Value> = if flags.cases.is_empty() {
+        Vec::new()
+    } else {
+        fs::read_to_string(&raw_path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    };
     // results[case][server] = one entry per run.
     let mut results: Results = vec![vec![Vec::new(); servers.len()]; cases.len()];
     for (c, case) in cases.iter().enumerate() {
@@ -441,41 +452,29 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
                 }
                 results[c][s].push(result);
                 // Kept after every run, so an interrupted benchmark still leaves its data.
-                write_raw(&work.join("results.json"), &cases, &servers, &results)?;
+                let (all, all_results, _) = merge_previous(&cases, &results, &servers, &previous);
+                write_raw(&raw_path, &all, &servers, &all_results)?;
             }
         }
     }
     let elapsed = started.elapsed();
 
-    let raw_path = work.join("results.json");
-    // A rerun of some cases keeps the other cases of the previous run, so one noisy case can
-    // be measured again without rerunning everything (and the table stays whole).
-    let (cases, results) = if flags.cases.is_empty() {
-        (cases, results)
-    } else {
-        let previous = fs::read_to_string(&raw_path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
-            .unwrap_or_default();
-        let (cases, results, kept) = merge_previous(cases, results, &servers, &previous);
-        if !kept.is_empty() {
-            notes.push(format!(
-                "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
-                flags
-                    .cases
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                kept.iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        (cases, results)
-    };
-    write_raw(&raw_path, &cases, &servers, &results)?;
+    let (cases, results, kept) = merge_previous(&cases, &results, &servers, &previous);
+    if !kept.is_empty() {
+        notes.push(format!(
+            "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
+            flags
+                .cases
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            kept.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
 
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(args.iter().cloned())
@@ -524,27 +523,18 @@ type Results = Vec<CaseRuns>;
 /// runs `previous` (a `results.json`) has of them for `servers`. Returns the cases, their
 /// results and the names of the cases kept from `previous`.
 fn merge_previous(
-    rerun: Vec<Case>,
-    mut rerun_results: Results,
+    rerun: &[Case],
+    rerun_results: &Results,
     servers: &[Server],
     previous: &[Value],
 ) -> (Vec<Case>, Results, Vec<&'static str>) {
     let mut cases = Vec::new();
     let mut results = Vec::new();
     let mut kept = Vec::new();
-    let mut rerun: Vec<Option<(Case, CaseRuns)>> = rerun
-        .into_iter()
-        .zip(rerun_results.drain(..))
-        .map(Some)
-        .collect();
     for case in full_cases() {
-        if let Some(slot) = rerun
-            .iter_mut()
-            .find(|r| r.as_ref().is_some_and(|(c, _)| c.name == case.name))
-        {
-            let (case, runs) = slot.take().expect("found above");
-            cases.push(case);
-            results.push(runs);
+        if let Some(i) = rerun.iter().position(|c| c.name == case.name) {
+            cases.push(rerun[i].clone());
+            results.push(rerun_results[i].clone());
             continue;
         }
         let runs: CaseRuns = servers
@@ -1374,7 +1364,7 @@ mod tests {
             .filter(|c| c.name == "fanout-1k")
             .collect();
         let fresh = vec![vec![vec![Ok(json!({"deliveries_per_s": 2.0}))]]];
-        let (cases, results, kept) = merge_previous(rerun, fresh, &servers, &previous);
+        let (cases, results, kept) = merge_previous(&rerun, &fresh, &servers, &previous);
         let names: Vec<_> = cases.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
