@@ -41,6 +41,9 @@ pub struct Server {
     pub tls_key_file: Option<String>,
     /// Hub shards; 0 picks four per core.
     pub shards: usize,
+    /// Runtime worker threads; 0 picks one per CPU the process may use, and a
+    /// single-threaded runtime when that is one.
+    pub worker_threads: usize,
 }
 
 impl Default for Server {
@@ -52,6 +55,7 @@ impl Default for Server {
             tls_cert_file: None,
             tls_key_file: None,
             shards: 0,
+            worker_threads: 0,
         }
     }
 }

@@ -70,6 +70,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Hub shards (independent locks, keyed by project); 0 picks four per core."
         ),
         key!(
+            "server.worker_threads",
+            |s| s.server.worker_threads.to_string(),
+            "Threads running connections; 0 picks one per CPU the process may use (its affinity and cgroup quota). With one thread the runtime is single-threaded: its run queue is one FIFO, fair to every connection under overload (see docs/decisions.md)."
+        ),
+        key!(
             "auth.hs256_secrets",
             |_s| "[]".to_owned(),
             "HS256 secrets (at least 16 bytes each); several at once so secrets rotate without downtime. Empty with no other key: development mode without `--config`, a start-up error with it."

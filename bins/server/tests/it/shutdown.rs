@@ -63,3 +63,42 @@ async fn after_a_restart_clients_reconnect_and_receive_new_messages() {
         assert_eq!(recv_message(ws).await["data"], "after restart");
     }
 }
+
+/// `server.worker_threads = 1` runs everything on tokio's single-threaded runtime (what
+/// one CPU gets by default): it serves, fans out and drains like the multi-threaded one.
+#[tokio::test]
+async fn a_single_threaded_runtime_serves_fans_out_and_drains() {
+    let mut server = Server::start_with_server_keys(
+        "127.0.0.1:0",
+        "worker_threads = 1",
+        "[shutdown]\ndrain = \"1s\"\n",
+    );
+    server
+        .wait_for_log("the runtime's start", |l| {
+            l.contains("runtime started") && l.contains("single-threaded")
+        })
+        .await;
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        clients.push(join(&server, "p", &format!("u{i}")).await.0);
+    }
+    for n in 0..20 {
+        publish(&mut clients[n % 50], json!({ "n": n })).await;
+    }
+    for ws in &mut clients {
+        for n in 0..20 {
+            let msg = recv_message(ws).await;
+            assert_eq!(msg["data"], json!({ "n": n }), "in order, nothing lost");
+        }
+    }
+    let waiting: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { recv_close(&mut ws).await }))
+        .collect();
+    let status = tokio::task::spawn_blocking(move || server.terminate());
+    for w in waiting {
+        let (code, _, _) = w.await.unwrap();
+        assert_eq!(code, 1001);
+    }
+    assert!(status.await.unwrap().success());
+}
