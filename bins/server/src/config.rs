@@ -41,8 +41,8 @@ pub struct Server {
     pub tls_key_file: Option<String>,
     /// Hub shards; 0 picks four per core.
     pub shards: usize,
-    /// Runtime worker threads; 0 picks one per CPU the process may use, and a
-    /// single-threaded runtime when that is one.
+    /// Runtime worker threads; 0 picks one per CPU the process may use; 1 is the
+    /// single-threaded runtime.
     pub worker_threads: usize,
 }
 

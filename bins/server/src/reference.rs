@@ -72,7 +72,7 @@ pub fn keys() -> Vec<KeyDoc> {
         key!(
             "server.worker_threads",
             |s| s.server.worker_threads.to_string(),
-            "Threads running connections; 0 picks one per CPU the process may use (its affinity and cgroup quota). With one thread the runtime is single-threaded: its run queue is one FIFO, fair to every connection under overload (see docs/decisions.md)."
+            "Threads running connections; 0 picks one per CPU the process may use (its affinity and cgroup quota). 1 is tokio's single-threaded runtime: one FIFO run queue, fairer to every connection under overload, slower to finish a large fan-out (trade-off measured in docs/decisions.md)."
         ),
         key!(
             "auth.hs256_secrets",

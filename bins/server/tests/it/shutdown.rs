@@ -64,8 +64,8 @@ async fn after_a_restart_clients_reconnect_and_receive_new_messages() {
     }
 }
 
-/// `server.worker_threads = 1` runs everything on tokio's single-threaded runtime (what
-/// one CPU gets by default): it serves, fans out and drains like the multi-threaded one.
+/// `server.worker_threads = 1` runs everything on tokio's single-threaded runtime: it
+/// serves, fans out and drains like the multi-threaded one.
 #[tokio::test]
 async fn a_single_threaded_runtime_serves_fans_out_and_drains() {
     let mut server = Server::start_with_server_keys(
