@@ -461,18 +461,16 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
 
     let (cases, results, kept) = merge_previous(&cases, &results, &servers, &previous);
     if !kept.is_empty() {
-        notes.push(format!(
-            "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
-            flags
-                .cases
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            kept.iter()
+        let quoted = |names: &mut dyn Iterator<Item = &str>| {
+            names
                 .map(|c| format!("`{c}`"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        };
+        notes.push(format!(
+            "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
+            quoted(&mut flags.cases.iter().map(String::as_str)),
+            quoted(&mut kept.iter().copied())
         ));
     }
 

@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::socket::WsStream;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -30,6 +29,7 @@ use tungstenite::{Error as WsError, Message};
 use ws_core::client::{Closed, Event, PeerFault, Transmit};
 use ws_core::{Client, Close, CloseCode};
 
+use crate::socket::WsStream;
 use crate::tungstenite;
 
 type Sink = SplitSink<WsStream, Message>;
