@@ -35,6 +35,7 @@ struct Config {
     max_protocol_errors: u8,
     allow_publish: bool,
     publish_rate: u8,
+    request_rate: u8,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -54,6 +55,8 @@ enum Input {
         eof: bool,
     },
     WriteTimeout,
+    /// The answer to a presence request left the send queue.
+    PresenceSent,
     /// The server closes it (hub verdicts, kicks, project close): always a sendable code.
     LocalClose(LocalCode, String),
     /// The token expires `ms` from now, or `ms` ago.
@@ -118,6 +121,8 @@ impl LocalCode {
 struct Observed {
     close_frame: Option<Close>,
     closed: Option<ws_core::client::Closed>,
+    /// A presence request was reported and its answer not yet sent.
+    presence_outstanding: bool,
 }
 
 fn ms(n: u16) -> Duration {
@@ -135,6 +140,7 @@ fn run(case: Case) {
     config.max_protocol_errors = u32::from(case.config.max_protocol_errors % 8);
     config.allow_publish = case.config.allow_publish;
     config.publish_rate = u32::from(case.config.publish_rate % 8);
+    config.request_rate = u32::from(case.config.request_rate % 8);
 
     // Any origin will do: only differences matter. Far enough from boot that `past` offsets
     // cannot underflow.
@@ -144,6 +150,7 @@ fn run(case: Case) {
     let mut seen = Observed {
         close_frame: None,
         closed: None,
+        presence_outstanding: false,
     };
 
     for input in case.inputs {
@@ -211,6 +218,10 @@ fn run(case: Case) {
             ),
             Input::Disconnect { eof } => client.handle_disconnect(now, eof, "transport ended"),
             Input::WriteTimeout => client.handle_write_timeout(now),
+            Input::PresenceSent => {
+                client.handle_presence_sent();
+                seen.presence_outstanding = false;
+            }
             Input::LocalClose(code, reason) => client.close(now, Close::new(code.code(), reason)),
             Input::Expiry { ms: n, past } => {
                 let at = if past { now - ms(n) } else { now + ms(n) };
@@ -296,6 +307,15 @@ fn drain(client: &mut Client, seen: &mut Observed, was_open: bool) {
                     assert!(!closed.clean);
                 }
                 seen.closed = Some(closed);
+            }
+            Event::PresenceRequest => {
+                assert!(
+                    !seen.presence_outstanding,
+                    "a second presence request before the first answer was sent"
+                );
+                assert!(was_open, "a presence request reported by a client that was not open");
+                assert!(seen.close_frame.is_none(), "a presence request after our close frame");
+                seen.presence_outstanding = true;
             }
             other => {
                 assert!(was_open, "{other:?} reported by a client that was not open");

@@ -230,11 +230,14 @@ fn too_large(max: usize) -> Response<Body> {
     )
 }
 
+/// A failed broker call: the caller learns to retry; the broker's own error (a Redis error
+/// text, an address) goes to the log, never into an answer.
 fn unavailable(e: &BrokerError) -> Response<Body> {
+    tracing::debug!(error = %e, "broker call failed");
     json_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "broker_unavailable",
-        &e.to_string(),
+        "the message broker is unavailable; retry later",
     )
 }
 

@@ -239,6 +239,7 @@ fn transport_config(settings: &Settings) -> TransportConfig {
     client.max_message_bytes = settings.limits.max_message_bytes;
     client.allow_publish = settings.limits.allow_client_publish;
     client.publish_rate = settings.limits.client_publish_rate;
+    client.request_rate = settings.limits.client_request_rate;
     let mut config = TransportConfig::default();
     config.client = client;
     config.presence_events = settings.presence.events;

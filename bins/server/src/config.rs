@@ -141,6 +141,8 @@ pub struct Limits {
     pub send_queue_frames: usize,
     pub send_queue_bytes: usize,
     pub client_publish_rate: u32,
+    /// Presence requests per second per connection (SPEC §10), bursts of twice as many.
+    pub client_request_rate: u32,
     pub handshake_rate_per_ip: u32,
     pub allow_client_publish: bool,
 }
@@ -154,6 +156,7 @@ impl Default for Limits {
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,
             client_publish_rate: 50,
+            client_request_rate: 20,
             handshake_rate_per_ip: 50,
             allow_client_publish: true,
         }

@@ -165,6 +165,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Publishes per second per connection, bursts of twice as many; 0: unlimited. Over it, `rate_limited` error frames, then 1008."
         ),
         key!(
+            "limits.client_request_rate",
+            |s| s.limits.client_request_rate.to_string(),
+            "Presence requests per second per connection, bursts of twice as many; 0: unlimited. Over it, `rate_limited` error frames, then 1008. Each answer lists the project's users, so it has a budget of its own; at most one answer waits per connection."
+        ),
+        key!(
             "limits.handshake_rate_per_ip",
             |s| s.limits.handshake_rate_per_ip.to_string(),
             "Handshakes per second per client IP; over it, `429` with `Retry-After`."

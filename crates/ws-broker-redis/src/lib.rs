@@ -563,16 +563,14 @@ impl Inner {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
-        let mut users = local;
+        // A map, not a scan of the list per remote entry: the merge is linear in the
+        // cluster's users, whatever their spread over the nodes.
+        let mut users: std::collections::BTreeMap<UserId, u32> = local.into_iter().collect();
         for (user, connections) in remote {
-            let user = UserId::new(user);
-            match users.iter_mut().find(|(u, _)| *u == user) {
-                Some((_, n)) => *n += connections,
-                None => users.push((user, connections)),
-            }
+            let n = users.entry(UserId::new(user)).or_insert(0);
+            *n = n.saturating_add(connections);
         }
-        users.sort();
-        Ok(users)
+        Ok(users.into_iter().collect())
     }
 
     /// Replaces this node's announcement of `project` with `users` (none: withdraws it).

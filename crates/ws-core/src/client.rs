@@ -59,6 +59,11 @@ pub struct ClientConfig {
     /// Publishes per second one connection may make, with bursts of twice as many;
     /// 0 means no limit. Over it, publishes are refused with `rate_limited` errors.
     pub publish_rate: u32,
+    /// Requests per second one connection may make (presence requests), with bursts of
+    /// twice as many; 0 means no limit (SPEC §10, `limits.client_request_rate`). Over it,
+    /// requests are refused with `rate_limited` errors. Each answer costs the server work
+    /// that grows with the project (a presence list), so it needs a budget of its own.
+    pub request_rate: u32,
 }
 
 impl Default for ClientConfig {
@@ -72,6 +77,7 @@ impl Default for ClientConfig {
             max_protocol_errors: 3,
             allow_publish: true,
             publish_rate: 50,
+            request_rate: 20,
         }
     }
 }
@@ -100,7 +106,9 @@ pub enum Event {
         /// The payload, verbatim.
         data: Payload,
     },
-    /// The client asked for the presence list.
+    /// The client asked for the presence list. At most one answer is outstanding: until
+    /// the transport reports it sent with [`Client::handle_presence_sent`], further
+    /// requests are answered by that one and raise no event.
     PresenceRequest,
     /// The connection is over: unregister it and drop the socket. Always the last event.
     Closed(Closed),
@@ -177,6 +185,9 @@ pub struct Client {
     drain_at: Option<Instant>,
     protocol_errors: u32,
     publish_tokens: TokenBucket,
+    request_tokens: TokenBucket,
+    /// A presence answer is being built or waits in the send queue.
+    presence_pending: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -187,6 +198,8 @@ impl Client {
         Self {
             next_ping: now + config.ping_interval,
             publish_tokens: TokenBucket::new(config.publish_rate, now),
+            request_tokens: TokenBucket::new(config.request_rate, now),
+            presence_pending: false,
             config,
             state: State::Open,
             last_rx: now,
@@ -239,19 +252,24 @@ impl Client {
         match ClientFrame::parse(text) {
             Ok(ClientFrame::Publish { id, data }) => {
                 if !self.config.allow_publish {
-                    self.protocol_error(
-                        now,
-                        "publish_not_allowed",
-                        "this server does not accept publishes from clients",
-                    );
+                    self.protocol_error(now, Refusal::PublishNotAllowed);
                 } else if self.publish_tokens.take(now) {
                     self.events.push_back(Event::Publish { id, data });
                 } else {
-                    self.protocol_error(now, "rate_limited", "publish rate exceeded; slow down");
+                    self.protocol_error(now, Refusal::PublishRate);
                 }
             }
-            Ok(ClientFrame::Presence) => self.events.push_back(Event::PresenceRequest),
-            Err(e) => self.protocol_error(now, e.code(), &e.to_string()),
+            Ok(ClientFrame::Presence) => {
+                if !self.request_tokens.take(now) {
+                    self.protocol_error(now, Refusal::RequestRate);
+                } else if !self.presence_pending {
+                    // A flood of requests while the answer waits behind a slow socket gets
+                    // that one answer: answers never pile up in the send queue.
+                    self.presence_pending = true;
+                    self.events.push_back(Event::PresenceRequest);
+                }
+            }
+            Err(e) => self.protocol_error(now, Refusal::Envelope(&e)),
         }
     }
 
@@ -290,6 +308,12 @@ impl Client {
             return false;
         }
         true
+    }
+
+    /// The answer to the last [`Event::PresenceRequest`] left the send queue (or could not
+    /// be built): the next request gets an answer of its own.
+    pub fn handle_presence_sent(&mut self) {
+        self.presence_pending = false;
     }
 
     /// A ping or pong arrived. Pongs to our pings are answered by the WebSocket layer.
@@ -511,18 +535,37 @@ impl Client {
     }
 
     /// A recoverable fault: an `error` frame, and 1008 once they pile up.
-    fn protocol_error(&mut self, now: Instant, code: &str, message: &str) {
+    fn protocol_error(&mut self, now: Instant, refusal: Refusal<'_>) {
         self.protocol_errors += 1;
         if self.protocol_errors > self.config.max_protocol_errors {
-            let reason = if code == "rate_limited" {
-                "publish rate exceeded repeatedly"
-            } else {
-                "too many malformed frames"
+            let reason = match refusal {
+                Refusal::PublishRate => "publish rate exceeded repeatedly",
+                Refusal::RequestRate => "request rate exceeded repeatedly",
+                Refusal::PublishNotAllowed | Refusal::Envelope(_) => "too many malformed frames",
             };
             self.close(now, Close::new(CloseCode::POLICY_VIOLATION, reason));
         } else {
+            let (code, message) = match refusal {
+                Refusal::PublishNotAllowed => (
+                    "publish_not_allowed",
+                    "this server does not accept publishes from clients".to_owned(),
+                ),
+                Refusal::PublishRate => (
+                    "rate_limited",
+                    "publish rate exceeded; slow down".to_owned(),
+                ),
+                Refusal::RequestRate => (
+                    "rate_limited",
+                    "request rate exceeded; slow down".to_owned(),
+                ),
+                Refusal::Envelope(e) => (e.code(), e.to_string()),
+            };
             self.transmits.push_back(Transmit::Text(
-                ServerFrame::Error { code, message }.to_json(),
+                ServerFrame::Error {
+                    code,
+                    message: &message,
+                }
+                .to_json(),
             ));
         }
     }
@@ -531,6 +574,16 @@ impl Client {
         debug_assert!(self.is_closed());
         self.events.push_back(Event::Closed(closed));
     }
+}
+
+/// A recoverable fault in what the client sent: answered with an `error` frame; the
+/// fault budget (`max_protocol_errors`) is shared by all of them.
+#[derive(Debug, Clone, Copy)]
+enum Refusal<'a> {
+    PublishNotAllowed,
+    PublishRate,
+    RequestRate,
+    Envelope(&'a crate::envelope::EnvelopeError),
 }
 
 /// A token bucket refilled at `rate` per second, holding at most `2 × rate`.

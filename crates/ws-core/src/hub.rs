@@ -115,6 +115,8 @@ pub struct Unregistered<T> {
     pub user: UserId,
     /// Whether this was the user's last connection to the project (a presence leave).
     pub left: bool,
+    /// Members the project has left after it.
+    pub members: usize,
 }
 
 #[derive(Debug)]
@@ -211,7 +213,8 @@ impl<T> Hub<T> {
                 true
             }
         };
-        if project.members.is_empty() {
+        let members = project.members.len();
+        if members == 0 {
             self.projects.remove(&project_id);
         }
         Some(Unregistered {
@@ -219,6 +222,7 @@ impl<T> Hub<T> {
             project: project_id,
             user: member.user,
             left,
+            members,
         })
     }
 
@@ -283,10 +287,10 @@ impl<T> Hub<T> {
 
     /// The owner of `conn`'s send queue measured it after an enqueue. Over either limit
     /// the member is a slow consumer: it is closed with 4008 and receives nothing more.
-    pub fn handle_queue_depth(&mut self, conn: ConnId, depth: QueueDepth) {
-        if self.config.is_over(depth) {
-            self.close_member(conn, Close::slow_consumer());
-        }
+    /// Returns whether this call judged it (false: within the limits, unknown, or already
+    /// closing), so a verdict is counted once.
+    pub fn handle_queue_depth(&mut self, conn: ConnId, depth: QueueDepth) -> bool {
+        self.config.is_over(depth) && self.close_member(conn, Close::slow_consumer())
     }
 
     /// Closes one member with `close`, once: later calls for it do nothing. Returns whether

@@ -52,6 +52,7 @@ pub struct Admitted {
 /// The hub application of one connection: what its pumps do with publishes and where
 /// their frames come from (the outbox the hub delivers into).
 struct HubApp<'a> {
+    conn: ConnId,
     who: &'a Admitted,
     hub: &'a SharedHub,
     broker: &'a dyn Broker,
@@ -109,6 +110,9 @@ impl pump::Application for HubApp<'_> {
     }
 
     fn apply(&self, batch: &mut HubBatch, client: &mut Client, now: Instant) {
+        if batch.frames.iter().any(|o| o.presence_answer) {
+            client.handle_presence_sent();
+        }
         // Frames taken before a close command still go out ahead of its close frame,
         // but only while the connection is open.
         if !client.is_open() {
@@ -194,6 +198,7 @@ pub(crate) fn run(
         };
 
         let app = HubApp {
+            conn,
             who: &who,
             hub: &hub,
             broker: &*broker,
@@ -287,19 +292,11 @@ async fn open(
         .map(|(offset, epoch)| (*offset, epoch.as_str()));
     let opened = match broker.recover(&who.project, since).await {
         Ok(replay) => {
-            let delivered = replay
-                .missed
-                .last()
-                .map_or(replay.top, |m| m.offset.max(replay.top));
             let missed = replay.missed.len() as u64;
-            let first = std::iter::once(welcome(conn, who, config, &replay))
-                .chain(replay.missed.into_iter().map(|m| m.frame))
-                .map(Message::Text);
-            let deadline = tokio::time::Instant::now() + config.client.write_timeout;
-            match pump::write_all(&mut ws, first, deadline).await {
-                Ok(Ok(())) => Some((delivered, missed)),
-                _ => None,
-            }
+            let welcome = welcome(conn, who, config, &replay);
+            write_opening(&mut ws, welcome, replay, &outbox, config)
+                .await
+                .map(|delivered| (delivered, missed))
         }
         Err(e) => {
             warn!(error = %e, "recovery failed; refusing the connection");
@@ -325,6 +322,50 @@ async fn open(
         delivered,
         missed,
     })
+}
+
+/// Writes the welcome and the replay, before the pumps start: nothing can overtake them.
+/// Returns the watermark for live delivery (the highest offset written), or `None` when a
+/// write failed or stalled.
+///
+/// Written like live traffic, not as one all-or-nothing write: batches of
+/// `batch_frames`, each under its own `write_timeout`, so a slow link that keeps reading
+/// gets a long replay whole. Live messages meanwhile wait in the outbox and count towards
+/// the slow-consumer limits; when the hub closes the connection (4008 because they
+/// overflowed, or a kick), the replay stops there and the pumps send the close.
+async fn write_opening(
+    ws: &mut WsStream,
+    welcome: Utf8Bytes,
+    replay: Replay,
+    outbox: &Outbox,
+    config: &TransportConfig,
+) -> Option<u64> {
+    let mut delivered = replay.top;
+    let mut frames = std::iter::once((None, welcome))
+        .chain(replay.missed.into_iter().map(|m| (Some(m.offset), m.frame)))
+        .peekable();
+    let mut batch = Vec::with_capacity(config.batch_frames);
+    loop {
+        batch.extend(frames.by_ref().take(config.batch_frames));
+        let Some(last) = batch.last().map(|(offset, _)| *offset) else {
+            return Some(delivered);
+        };
+        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+        let messages = batch.drain(..).map(|(_, frame)| Message::Text(frame));
+        if !matches!(pump::write_all(ws, messages, deadline).await, Ok(Ok(()))) {
+            return None;
+        }
+        if let Some(offset) = last {
+            delivered = delivered.max(offset);
+        }
+        if outbox.close_pending() && frames.peek().is_some() {
+            // Live messages after a cut replay would leave a gap: none may pass the
+            // watermark now. The client reconnects after the close and recovers from the
+            // last message it got.
+            debug!(delivered, "replay cut short by a close");
+            return Some(u64::MAX);
+        }
+    }
 }
 
 /// Sends a refusal's close frame and lets the peer read it.
@@ -416,15 +457,11 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
                 }
                 Err(e) => {
                     app.hub.metrics().broker_error();
-                    let message = e.to_string();
-                    ServerFrame::Error {
-                        code: "broker_unavailable",
-                        message: &message,
-                    }
-                    .to_json()
+                    debug!(error = %e, "publish failed");
+                    broker_unavailable()
                 }
             };
-            app.outbox.push(None, None, answer.into());
+            app.answer(answer, false);
         }
         Event::PresenceRequest => {
             // Cluster-wide with a distributed broker; this node's members otherwise.
@@ -439,15 +476,35 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
                     }
                     .to_json()
                 }
-                Err(e) => ServerFrame::Error {
-                    code: "broker_unavailable",
-                    message: &e.to_string(),
+                Err(e) => {
+                    debug!(error = %e, "presence request failed");
+                    broker_unavailable()
                 }
-                .to_json(),
             };
-            app.outbox.push(None, None, frame.into());
+            app.answer(frame, true);
         }
         _ => {}
+    }
+}
+
+/// The `error` frame for a failed broker call. The broker's own error (a Redis error
+/// text, an address) goes to the log, never to a client.
+fn broker_unavailable() -> String {
+    ServerFrame::Error {
+        code: "broker_unavailable",
+        message: "the message broker is unavailable; retry later",
+    }
+    .to_json()
+}
+
+impl HubApp<'_> {
+    /// Queues a frame for this connection alone. It counts towards the slow-consumer
+    /// limits like a broadcast: a client that asks and never reads is closed with 4008.
+    fn answer(&self, frame: String, presence_answer: bool) {
+        let depth = self
+            .outbox
+            .push(Outgoing::answer(frame.into(), presence_answer));
+        self.hub.judge(self.conn, &self.who.project, depth);
     }
 }
 

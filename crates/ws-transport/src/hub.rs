@@ -6,7 +6,7 @@
 //! reference-counted buffer), never re-encoded per client.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use ws_core::hub::{Action, QueueDepth, Registered, Unregistered};
 use ws_core::{Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, UserId};
 
 use crate::metrics::{Gauges, Metrics};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 use crate::tungstenite;
 
 /// What the hub keeps per member: the handle to its send queue and what operators see.
@@ -64,6 +64,9 @@ struct Inner {
     hasher: RandomState,
     hub_config: HubConfig,
     admission: Mutex<Admission>,
+    /// Gauges kept up to date as connections come and go, so a `/metrics` scrape reads
+    /// atomics and takes no lock the connections need.
+    gauges: LiveGauges,
     next_conn: AtomicU64,
     draining: AtomicBool,
     metrics: Metrics,
@@ -86,6 +89,7 @@ impl SharedHub {
                 hasher: RandomState::new(),
                 hub_config: hub,
                 admission: Mutex::new(Admission::new(admission)),
+                gauges: LiveGauges::default(),
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
                 metrics: Metrics::default(),
@@ -112,7 +116,9 @@ impl SharedHub {
             if Some(conn) == except {
                 continue;
             }
-            let depth = member.outbox.push(offset, accepted, frame.clone());
+            let depth = member
+                .outbox
+                .push(Outgoing::message(offset, accepted, frame.clone()));
             delivered += 1;
             if self.inner.hub_config.is_over(depth) {
                 slow.push((conn, depth));
@@ -124,6 +130,20 @@ impl SharedHub {
         }
         apply_actions(&mut shard);
         delivered
+    }
+
+    /// `conn`'s queue, in `project`, was found `depth` deep after a frame for it alone (an
+    /// ack, an error, a presence answer) was pushed: over the limits it is a slow consumer
+    /// like any other, closed with 4008. Every frame counts, whoever pushed it.
+    pub(crate) fn judge(&self, conn: ConnId, project: &ProjectId, depth: QueueDepth) {
+        if !self.inner.hub_config.is_over(depth) {
+            return;
+        }
+        let mut shard = self.shard(project);
+        if shard.handle_queue_depth(conn, depth) {
+            self.inner.metrics.slow_consumer();
+        }
+        apply_actions(&mut shard);
     }
 
     /// Closes every member of `project` with `close`; returns how many.
@@ -185,31 +205,19 @@ impl SharedHub {
         &self.inner.metrics
     }
 
-    /// The metrics in the Prometheus text format, with gauges measured now.
+    /// The metrics in the Prometheus text format, with the gauges as they stand now.
+    ///
+    /// Takes no shard or admission lock: a scrape every second must not hold up a
+    /// publish or a handshake, however many projects there are.
     pub fn encode_metrics(&self, version: &'static str) -> String {
-        const BUCKETS: [(&str, usize); 5] = [
-            ("1", 1),
-            ("2-10", 10),
-            ("11-100", 100),
-            ("101-1000", 1000),
-            ("1001+", usize::MAX),
-        ];
-        let mut counts = [0usize; BUCKETS.len()];
-        for shard in &self.inner.shards {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            for size in shard.project_sizes() {
-                if let Some(i) = BUCKETS.iter().position(|(_, max)| size <= *max) {
-                    counts[i] += 1;
-                }
-            }
-        }
+        let live = &self.inner.gauges;
         let gauges = Gauges {
             version,
-            connections: self.connections(),
-            projects_by_size: BUCKETS
+            connections: live.connections.load(Ordering::Relaxed),
+            projects_by_size: SIZE_BUCKETS
                 .iter()
-                .zip(counts)
-                .map(|((label, _), n)| (*label, n))
+                .zip(&live.projects_by_size)
+                .map(|((label, _), n)| (*label, n.load(Ordering::Relaxed)))
                 .collect(),
         };
         self.inner.metrics.encode(&gauges)
@@ -227,13 +235,19 @@ impl SharedHub {
     }
 
     /// The users of `project` with their connection counts, sorted by user id.
+    ///
+    /// Under the shard lock it only copies the list (a reference count per user); sorting
+    /// happens after the lock is released, so a presence request never holds up the
+    /// project's fan-out for longer than the copy.
     pub fn presence(&self, project: &ProjectId) -> Vec<(UserId, u32)> {
-        let shard = self.shard(project);
-        let mut users: Vec<_> = shard
-            .presence(project)
-            .map(|(u, n)| (u.clone(), n))
-            .collect();
-        users.sort();
+        let mut users: Vec<_> = {
+            let shard = self.shard(project);
+            shard
+                .presence(project)
+                .map(|(u, n)| (u.clone(), n))
+                .collect()
+        };
+        users.sort_unstable();
         users
     }
 
@@ -262,7 +276,11 @@ impl SharedHub {
             self.admission().release(user);
             return Err(Refused(Close::shutting_down()));
         }
-        Ok(shard.register(conn, project.clone(), user.clone(), member))
+        let registered = shard.register(conn, project.clone(), user.clone(), member);
+        let gauges = &self.inner.gauges;
+        gauges.connections.fetch_add(1, Ordering::Relaxed);
+        gauges.resized(registered.members - 1, registered.members);
+        Ok(registered)
     }
 
     /// Unregisters a connection that [`SharedHub::register`] accepted.
@@ -271,8 +289,18 @@ impl SharedHub {
         conn: ConnId,
         project: &ProjectId,
     ) -> Option<Unregistered<Member>> {
-        let gone = self.shard(project).unregister(conn)?;
+        let gone = {
+            let mut shard = self.shard(project);
+            let gone = shard.unregister(conn)?;
+            // Under the shard lock, so the bucket moves happen in the project's order.
+            self.inner.gauges.resized(gone.members + 1, gone.members);
+            gone
+        };
         self.admission().release(&gone.user);
+        self.inner
+            .gauges
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
         Some(gone)
     }
 
@@ -300,6 +328,45 @@ impl SharedHub {
     }
 }
 
+/// The buckets of `wshub_projects` by member count: (label, largest size in it).
+const SIZE_BUCKETS: [(&str, usize); 5] = [
+    ("1", 1),
+    ("2-10", 10),
+    ("11-100", 100),
+    ("101-1000", 1000),
+    ("1001+", usize::MAX),
+];
+
+/// Gauges maintained on every register and unregister instead of measured per scrape.
+#[derive(Debug, Default)]
+struct LiveGauges {
+    connections: AtomicUsize,
+    /// Projects per [`SIZE_BUCKETS`] bucket.
+    projects_by_size: [AtomicUsize; SIZE_BUCKETS.len()],
+}
+
+impl LiveGauges {
+    /// A project went from `before` to `after` members on this node (0: absent).
+    fn resized(&self, before: usize, after: usize) {
+        // An absent project is in no bucket.
+        let bucket = |size: usize| {
+            (size > 0)
+                .then(|| SIZE_BUCKETS.iter().position(|(_, max)| size <= *max))
+                .flatten()
+        };
+        let (from, to) = (bucket(before), bucket(after));
+        if from == to {
+            return;
+        }
+        if let Some(i) = from {
+            self.projects_by_size[i].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(i) = to {
+            self.projects_by_size[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Hands the hub's decisions to the members' connections; returns how many.
 fn apply_actions(shard: &mut Hub<Member>) -> usize {
     let mut n = 0;
@@ -319,4 +386,32 @@ fn apply_actions(shard: &mut Hub<Member>) -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_size_buckets_follow_registrations() {
+        let gauges = LiveGauges::default();
+        let counts = || {
+            gauges
+                .projects_by_size
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        for size in 0..12 {
+            gauges.resized(size, size + 1);
+        }
+        assert_eq!(counts(), [0, 0, 1, 0, 0], "one project of 12 members");
+        gauges.resized(0, 1);
+        assert_eq!(counts(), [1, 0, 1, 0, 0]);
+        for size in (0..12).rev() {
+            gauges.resized(size + 1, size);
+        }
+        gauges.resized(1, 0);
+        assert_eq!(counts(), [0; 5], "both gone");
+    }
 }

@@ -31,6 +31,35 @@ pub(crate) struct Outgoing {
     /// When the broker accepted the message, for the fan-out latency.
     pub(crate) accepted: Option<Instant>,
     pub(crate) frame: Utf8Bytes,
+    /// The answer to a presence request: the core allows one at a time, and is told when
+    /// it leaves the queue.
+    pub(crate) presence_answer: bool,
+}
+
+impl Outgoing {
+    /// A project message at `offset`, accepted by the broker at `accepted`.
+    pub(crate) fn message(
+        offset: Option<u64>,
+        accepted: Option<Instant>,
+        frame: Utf8Bytes,
+    ) -> Self {
+        Self {
+            offset,
+            accepted,
+            frame,
+            presence_answer: false,
+        }
+    }
+
+    /// A frame for this connection alone: an ack, an error, a presence answer.
+    pub(crate) fn answer(frame: Utf8Bytes, presence_answer: bool) -> Self {
+        Self {
+            offset: None,
+            accepted: None,
+            frame,
+            presence_answer,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -52,20 +81,11 @@ pub(crate) struct Commands {
 
 impl Outbox {
     /// Queues a frame; the depth after it lets the hub judge the consumer.
-    pub(crate) fn push(
-        &self,
-        offset: Option<u64>,
-        accepted: Option<Instant>,
-        frame: Utf8Bytes,
-    ) -> QueueDepth {
+    pub(crate) fn push(&self, outgoing: Outgoing) -> QueueDepth {
         let depth = {
             let mut state = self.lock();
-            state.bytes += frame.len();
-            state.frames.push_back(Outgoing {
-                offset,
-                accepted,
-                frame,
-            });
+            state.bytes += outgoing.frame.len();
+            state.frames.push_back(outgoing);
             QueueDepth {
                 frames: state.frames.len(),
                 bytes: state.bytes,
@@ -109,6 +129,11 @@ impl Outbox {
         }
     }
 
+    /// Whether a close command waits to be taken: the opening stops replaying then.
+    pub(crate) fn close_pending(&self) -> bool {
+        self.lock().close.is_some()
+    }
+
     /// Frames and bytes waiting now.
     pub(crate) fn depth(&self) -> QueueDepth {
         let state = self.lock();
@@ -141,8 +166,8 @@ mod tests {
     #[test]
     fn depth_counts_frames_and_bytes_until_taken() {
         let outbox = Outbox::default();
-        outbox.push(Some(1), None, "abc".into());
-        let depth = outbox.push(None, None, "de".into());
+        outbox.push(Outgoing::message(Some(1), None, "abc".into()));
+        let depth = outbox.push(Outgoing::answer("de".into(), false));
         assert_eq!(
             depth,
             QueueDepth {
@@ -152,16 +177,9 @@ mod tests {
         );
         let mut batch = Vec::new();
         outbox.take(&mut batch, 1);
+        assert_eq!(batch, [Outgoing::message(Some(1), None, "abc".into())]);
         assert_eq!(
-            batch,
-            [Outgoing {
-                offset: Some(1),
-                accepted: None,
-                frame: "abc".into()
-            }]
-        );
-        assert_eq!(
-            outbox.push(None, None, "f".into()),
+            outbox.push(Outgoing::answer("f".into(), true)),
             QueueDepth {
                 frames: 2,
                 bytes: 3
@@ -172,8 +190,10 @@ mod tests {
     #[test]
     fn the_first_close_wins() {
         let outbox = Outbox::default();
+        assert!(!outbox.close_pending());
         outbox.close(Close::slow_consumer());
         outbox.close(Close::normal());
+        assert!(outbox.close_pending());
         let commands = outbox.take(&mut Vec::new(), 10);
         assert_eq!(commands.close, Some(Close::slow_consumer()));
         assert!(outbox.take(&mut Vec::new(), 10).close.is_none());

@@ -98,6 +98,7 @@ fn config() -> ClientConfig {
         max_protocol_errors: 2,
         allow_publish: true,
         publish_rate: 0,
+        request_rate: 0,
     }
 }
 
@@ -552,4 +553,109 @@ fn the_peer_is_finished_only_after_its_close_frame_or_end_of_stream() {
         assert!(sim.step());
     }
     assert!(!sim.closed().unwrap().peer_finished);
+}
+
+#[test]
+fn presence_requests_over_the_request_rate_are_refused_then_closed_with_1008() {
+    let mut sim = Sim::new(ClientConfig {
+        request_rate: 5,
+        max_protocol_errors: 3,
+        ..config()
+    });
+    let presence = r#"{"type":"presence"}"#;
+    // A burst of twice the rate passes the budget (answered as they are sent).
+    for _ in 0..10 {
+        sim.with(|c, now| c.handle_text(now, presence));
+        sim.with(|c, _| c.handle_presence_sent());
+    }
+    assert_eq!(sim.events.len(), 10);
+    assert!(sim.transmits.is_empty());
+    sim.with(|c, now| c.handle_text(now, presence));
+    let [Transmit::Text(error)] = &sim.transmits[..] else {
+        panic!("{:?}", sim.transmits)
+    };
+    assert_eq!(
+        error,
+        r#"{"type":"error","code":"rate_limited","message":"request rate exceeded; slow down"}"#
+    );
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, presence));
+    }
+    assert_eq!(
+        sim.events.len(),
+        10,
+        "no request over the budget is answered"
+    );
+    assert_eq!(
+        sim.close_sent(),
+        Some(&Close::new(
+            CloseCode::POLICY_VIOLATION,
+            "request rate exceeded repeatedly"
+        ))
+    );
+}
+
+#[test]
+fn the_request_budget_is_separate_from_the_publish_rate() {
+    let mut sim = Sim::new(ClientConfig {
+        request_rate: 1,
+        publish_rate: 1,
+        ..config()
+    });
+    for _ in 0..2 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"presence"}"#));
+        sim.with(|c, _| c.handle_presence_sent());
+    }
+    assert_eq!(sim.events.len(), 4, "{:?}", sim.events);
+    assert!(sim.transmits.is_empty());
+}
+
+#[test]
+fn at_most_one_presence_answer_is_outstanding() {
+    let mut sim = Sim::new(config());
+    let presence = r#"{"type":"presence"}"#;
+    for _ in 0..100 {
+        sim.with(|c, now| c.handle_text(now, presence));
+    }
+    assert_eq!(
+        sim.events,
+        [Event::PresenceRequest],
+        "one answer serves them all"
+    );
+    assert!(sim.transmits.is_empty(), "coalescing is not a fault");
+    sim.with(|c, _| c.handle_presence_sent());
+    sim.with(|c, now| c.handle_text(now, presence));
+    assert_eq!(
+        sim.events.len(),
+        2,
+        "a request after the answer left gets its own"
+    );
+}
+
+proptest! {
+    /// Whatever the interleaving of requests and sent answers, at most one request is
+    /// outstanding, and none is answered while the budget is spent.
+    #[test]
+    fn presence_events_never_outnumber_sent_answers_plus_one(
+        steps in proptest::collection::vec((any::<bool>(), 0u64..200), 1..200),
+    ) {
+        let mut sim = Sim::new(ClientConfig { request_rate: 10, max_protocol_errors: 1000, ..config() });
+        let mut sent = 0usize;
+        let mut outstanding = false;
+        for (answer, wait_ms) in steps {
+            sim.now += Duration::from_millis(wait_ms);
+            if answer {
+                sim.with(|c, _| c.handle_presence_sent());
+                if outstanding {
+                    sent += 1;
+                }
+            } else {
+                sim.with(|c, now| c.handle_text(now, r#"{"type":"presence"}"#));
+            }
+            let requests = sim.events.iter().filter(|e| **e == Event::PresenceRequest).count();
+            outstanding = requests > sent;
+            prop_assert!(requests <= sent + 1, "{requests} requests, {sent} answers sent");
+        }
+    }
 }

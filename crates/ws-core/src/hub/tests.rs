@@ -235,6 +235,7 @@ proptest! {
                         prop_assert_eq!(gone.value, conn);
                         let still = model.values().any(|(q, u, _)| *q == p && *u == user);
                         prop_assert_eq!(gone.left, !still);
+                        prop_assert_eq!(gone.members, model.values().filter(|(q, _, _)| *q == p).count());
                         unregistrations += 1;
                     }
                 }
@@ -282,4 +283,18 @@ proptest! {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+#[test]
+fn a_verdict_is_reported_once() {
+    let mut hub = hub_with(&[(1, "a", "u")]);
+    let over = QueueDepth {
+        frames: 11,
+        bytes: 0,
+    };
+    assert!(!hub.handle_queue_depth(ConnId(1), QueueDepth::default()));
+    assert!(hub.handle_queue_depth(ConnId(1), over), "judged");
+    assert!(!hub.handle_queue_depth(ConnId(1), over), "already closing");
+    assert!(!hub.handle_queue_depth(ConnId(9), over), "unknown");
+    assert_eq!(actions(&mut hub).len(), 1);
 }
