@@ -436,7 +436,9 @@ impl Settings {
         config
     }
 
-    /// Whether start-up must invent a secret: nothing to verify tokens with.
+    /// Whether no token key is configured: nothing to verify tokens with. Start-up then
+    /// refuses, unless development mode is allowed (no configuration at all, or `--dev`;
+    /// see `dev::unconfigured`), which invents a secret.
     pub fn is_development(&self) -> bool {
         self.auth.hs256_secrets.is_empty()
             && self.auth.public_key_files.is_empty()
