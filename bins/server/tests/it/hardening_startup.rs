@@ -361,3 +361,42 @@ fn bad_redis_url_error_does_not_echo_the_password() {
         }
     }
 }
+
+/// Item 1: configuration errors name the key and the place, never the value: a TOML syntax
+/// error does not quote the broken line (a password in an unterminated URL), and a value of
+/// the wrong type (one secret instead of a list) is not echoed.
+#[test]
+fn config_errors_do_not_echo_secrets() {
+    let cases = [
+        (
+            "[auth]\nhs256_secrets = [\"integration-test-secret-0123456789\"]\n\n[broker]\nkind = \"redis\"\nredis_url = \"redis://:pw-unterminated-K3@127.0.0.1:1\n",
+            "pw-unterminated-K3",
+            "line 6",
+        ),
+        (
+            "[auth]\nhs256_secrets = \"secret-not-a-list-L4abcdef\"\n",
+            "secret-not-a-list-L4",
+            "auth.hs256_secrets",
+        ),
+        (
+            "[auth]\nhs256_secrets = [\"integration-test-secret-0123456789\"]\napi_keys = \"api-key-not-a-list-M5\"\n",
+            "api-key-not-a-list-M5",
+            "auth.api_keys",
+        ),
+    ];
+    for (toml, secret, named) in cases {
+        let dir = TempDir::new();
+        let file = dir.0.join("wshub.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut command = clean_wshub();
+        command.arg("check-config").arg(&file);
+        let output = run_to_exit(command);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(
+            stderr.contains(named),
+            "{secret}: does not name {named}: {stderr}"
+        );
+        assert!(!stderr.contains(secret), "{secret} is echoed: {stderr}");
+    }
+}
