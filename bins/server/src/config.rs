@@ -353,7 +353,7 @@ impl Settings {
         let mut settings: Self = builder
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(|e| anyhow::anyhow!("{}", without_values(&e.to_string())))
             .context(match file {
                 Some(f) => format!(
                     "invalid configuration in {} or WSHUB__* variables",
@@ -439,7 +439,9 @@ impl Settings {
         config
     }
 
-    /// Whether start-up must invent a secret: nothing to verify tokens with.
+    /// Whether no token key is configured: nothing to verify tokens with. Start-up then
+    /// refuses, unless development mode is allowed (no configuration at all, or `--dev`;
+    /// see `dev::unconfigured`), which invents a secret.
     pub fn is_development(&self) -> bool {
         self.auth.hs256_secrets.is_empty()
             && self.auth.public_key_files.is_empty()
@@ -454,6 +456,48 @@ impl Settings {
             _ => path.to_path_buf(),
         }
     }
+}
+
+/// A configuration error without the values it quotes, since a value may be a secret (a
+/// password in `broker.redis_url`, an `auth.hs256_secrets` entry): the TOML parser's excerpt
+/// of the broken line goes (its position and message stay), and so does the string serde
+/// quotes in "invalid type: string \"…\"" (the key stays named), and a non-Unicode
+/// variable's value.
+fn without_values(message: &str) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .filter(|line| {
+            // `  |`, `6 | redis_url = "…"` and `  |     ^`: the excerpt of the source.
+            let line = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !line.trim_start().starts_with('|')
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    // The last: config's "env variable … contains non-Unicode data: \"…\"".
+    for (marker, shown) in [
+        ("string \"", "a string"),
+        ("char '", "a char"),
+        ("data: \"", "data"),
+    ] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(marker).map(|i| from + i) {
+            let quote = out[at + marker.len() - 1..].chars().next().unwrap_or('"');
+            let body = at + marker.len();
+            // serde quotes with `{:?}`: an escaped quote does not end the value.
+            let mut escaped = false;
+            let end = out[body..].char_indices().find_map(|(i, c)| {
+                let ends = c == quote && !escaped;
+                escaped = c == '\\' && !escaped;
+                ends.then_some(body + i + 1)
+            });
+            let Some(end) = end else { break };
+            out.replace_range(at..end, shown);
+            from = at + shown.len();
+        }
+    }
+    out
 }
 
 impl Auth {

@@ -26,6 +26,11 @@ struct Cli {
     /// The TOML configuration file; every key can also be set as WSHUB__SECTION__KEY.
     #[arg(long, short, global = true, env = "WSHUB_CONFIG")]
     config: Option<PathBuf>,
+    /// Development mode on purpose: invent an HS256 secret and an API key, turn the demo on.
+    /// Without this flag it starts only when nothing at all is configured (no file, no
+    /// WSHUB_CONFIG, no WSHUB__* variable), so a deployment that forgot its key fails instead.
+    #[arg(long)]
+    dev: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -153,23 +158,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = load(cli.config.as_deref())?;
             telemetry::init(&settings.log).context(ConfigError)?;
             server::rlimit::raise_nofile_limit();
-            if settings.is_development() && cli.config.is_some() {
-                return Err(anyhow::anyhow!(
-                    "auth.hs256_secrets, auth.public_key_files and auth.jwks_file are all empty: \
-                     a configured server needs a key (development mode, with invented secrets, \
-                     is only for runs without --config)"
-                ))
-                .context(ConfigError);
-            }
+            let development = match (cli.dev, settings.is_development()) {
+                (true, true) => true,
+                // Invented secrets would silently replace the configured keys.
+                (true, false) => {
+                    return Err(anyhow::anyhow!(
+                        "--dev invents its own HS256 secret, but auth.hs256_secrets, \
+                         auth.public_key_files or auth.jwks_file is configured: drop --dev, \
+                         or the keys"
+                    ))
+                    .context(ConfigError);
+                }
+                // Anything configured means a deployment, which must not get invented secrets
+                // because it forgot its key: only a bare `wshub` is development mode.
+                (false, true) if !dev::unconfigured(cli.config.as_deref(), std::env::vars_os()) => {
+                    return Err(anyhow::anyhow!(
+                        "no token key configured: set auth.hs256_secrets, auth.public_key_files \
+                         or auth.jwks_file (development mode, with invented secrets, starts only \
+                         with no configuration at all or with --dev)"
+                    ))
+                    .context(ConfigError);
+                }
+                (false, development) => development,
+            };
             // Key files are read again by the server; reading them here makes a bad one a
             // configuration error (exit 64) before anything starts.
             keys::verifier(&settings).context(ConfigError)?;
-            if settings.is_development() {
+            if development {
                 let banner = dev::prepare(&mut settings)?;
                 println!("{banner}");
                 tracing::warn!(
                     "development mode: invented secrets, demo on; do not use in production"
                 );
+                if let Some(warning) = dev::exposure_warning(settings.server.listen) {
+                    eprintln!("wshub: WARNING: {warning}");
+                    tracing::warn!("{warning}");
+                }
             }
             let runtime = runtime(settings.server.worker_threads)?;
             runtime.block_on(app::run(settings, signal::shutdown()))

@@ -77,7 +77,7 @@ pub fn keys() -> Vec<KeyDoc> {
         key!(
             "auth.hs256_secrets",
             |_s| "[]".to_owned(),
-            "HS256 secrets (at least 16 bytes each); several at once so secrets rotate without downtime. Empty with no other key: development mode without `--config`, a start-up error with it."
+            "HS256 secrets (at least 16 bytes each); several at once so secrets rotate without downtime. Empty with no other key: a start-up error (64), except in development mode, which starts only with no configuration at all (no file, no `WSHUB_CONFIG`, no `WSHUB__*` variable) or with `--dev`."
         ),
         key!(
             "auth.public_key_files",

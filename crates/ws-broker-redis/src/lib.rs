@@ -111,18 +111,79 @@ impl fmt::Debug for RedisConfig {
 }
 
 /// A Redis URL without its password, for logs.
+///
+/// The URL is read by redis' own parser (`redis::parse_redis_url`), so what is hidden is
+/// what redis would send as a password: the userinfo's password of `redis://`, `rediss://`,
+/// `valkey://` and `valkeys://`, and the `pass` query parameter of `redis+unix://`,
+/// `valkey+unix://` and `unix://` (its name decoded as redis decodes it: `%70ass` is `pass`).
+/// `password` is hidden as well, in every scheme: redis ignores it, but whoever wrote it
+/// meant a secret. A URL that does not parse keeps only its scheme, since where its
+/// password ends cannot be known. The username is not a secret and stays.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    const HIDDEN: &str = "<redacted>";
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _))
+                if scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
+                format!("{scheme}://{HIDDEN}")
+            }
+            _ => HIDDEN.to_owned(),
+        };
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:<redacted>@{host}{path}")
+    // The serialisation, not the input: it is what the parser read, normalised.
+    let mut out = parsed.as_str().to_owned();
+    if let Some(password) = parsed.password() {
+        // `scheme://user:password@…`: with a password, the serialisation always has this shape.
+        let start = parsed.scheme().len() + "://".len() + parsed.username().len() + 1;
+        let end = start + password.len();
+        if out.get(start..end) != Some(password) {
+            return format!("{}://{HIDDEN}", parsed.scheme());
         }
-        None => url.to_owned(),
+        out.replace_range(start..end, HIDDEN);
     }
+    if let Some(query) = parsed.query() {
+        // Split as `url::form_urlencoded::parse` does, which redis reads the query with.
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_password_name(name) => format!("{name}={HIDDEN}"),
+                None if is_password_name(pair) => format!("{pair}={HIDDEN}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        let start = out.find('?').map_or(out.len(), |i| i + 1);
+        let end = start + query.len();
+        if out.get(start..end) != Some(query) {
+            return format!("{}://{HIDDEN}", parsed.scheme());
+        }
+        out.replace_range(start..end, &redacted.join("&"));
+    }
+    out
+}
+
+/// Whether a query parameter's name, still form-encoded, names a password.
+fn is_password_name(encoded: &str) -> bool {
+    let mut name = Vec::with_capacity(encoded.len());
+    let mut bytes = encoded.bytes();
+    while let Some(b) = bytes.next() {
+        name.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [bytes.next(), bytes.next()];
+                let digits = hex.map(|d| d.and_then(|d| char::from(d).to_digit(16)));
+                match digits {
+                    [Some(hi), Some(lo)] => (hi * 16 + lo) as u8,
+                    // Malformed escapes are kept as they are by the decoder: not a password name.
+                    _ => return false,
+                }
+            }
+            b => b,
+        });
+    }
+    name.eq_ignore_ascii_case(b"pass") || name.eq_ignore_ascii_case(b"password")
 }
 
 /// Why the broker cannot start: the configuration is wrong.
@@ -655,6 +716,77 @@ mod tests {
             redact("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0"
         );
+        // Every form redis' URL parser (redis 1.8, `connection.rs`) reads a password from:
+        // the userinfo of the TCP schemes, `pass=` in the query of the unix ones.
+        let cases = [
+            (
+                "redis://app:s3cret@cache:6379/0",
+                "redis://app:<redacted>@cache:6379/0",
+            ),
+            ("valkey://:s3cret@cache", "valkey://:<redacted>@cache"),
+            (
+                "valkeys://app:s3cret@cache/#insecure",
+                "valkeys://app:<redacted>@cache/#insecure",
+            ),
+            // The last '@' ends the userinfo: an '@' in the password stays hidden.
+            (
+                "redis://:s3c@ret@cache:6379",
+                "redis://:<redacted>@cache:6379",
+            ),
+            (
+                "redis://:s3cret@cache?protocol=resp3",
+                "redis://:<redacted>@cache?protocol=resp3",
+            ),
+            (
+                "redis+unix:///run/redis.sock?pass=s3cret",
+                "redis+unix:///run/redis.sock?pass=<redacted>",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&user=app&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&user=app&pass=<redacted>",
+            ),
+            (
+                "unix:///run/redis.sock?pass=s3cret&db=2",
+                "unix:///run/redis.sock?pass=<redacted>&db=2",
+            ),
+            (
+                "valkey+unix:///v.sock?pass=s3cret",
+                "valkey+unix:///v.sock?pass=<redacted>",
+            ),
+            // The parser decodes the query's names: `%70ass` is `pass`.
+            (
+                "unix:///r.sock?%70ass=s3cret",
+                "unix:///r.sock?%70ass=<redacted>",
+            ),
+            // Repeated: the parser keeps the last, both are hidden.
+            (
+                "unix:///r.sock?pass=s3cret&pass=s3cret2",
+                "unix:///r.sock?pass=<redacted>&pass=<redacted>",
+            ),
+            // Not read by redis 1.8, but plainly meant as a password: hidden too.
+            (
+                "unix:///r.sock?password=s3cret",
+                "unix:///r.sock?password=<redacted>",
+            ),
+            (
+                "redis://cache/0?pass=s3cret",
+                "redis://cache/0?pass=<redacted>",
+            ),
+            ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact(url), redacted, "{url}");
+            assert!(!redact(url).contains("s3c"), "{url}");
+        }
+        // What does not parse cannot be redacted piece by piece: only its scheme is kept.
+        for url in [
+            "redis://:s3cret@",
+            "http://:s3cret@cache",
+            ":s3cret@cache",
+            "redis://:s3c ret@[::",
+        ] {
+            assert!(!redact(url).contains("s3c"), "{url}: {}", redact(url));
+        }
         let config = RedisConfig {
             url: "redis://:s3cret@h/0".to_owned(),
             ..RedisConfig::default()
