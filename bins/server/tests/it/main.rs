@@ -7,6 +7,7 @@ mod auth;
 mod chaos;
 mod config;
 mod demo;
+mod hardening_auth;
 mod lifecycle;
 mod limits;
 mod messaging;
