@@ -9,7 +9,7 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::harness::{
-    API_KEY, SECRET, STEP, Server, http, recv_close, recv_json, token, try_connect,
+    API_KEY, SECRET, STEP, Server, TempDir, http, recv_close, recv_json, token, try_connect,
 };
 
 /// Base64url without padding, as JWTs use it.
@@ -272,6 +272,18 @@ const ADMIN_KEY: &str = "admin-key-0123456789";
 /// `sha256:` of "hashed-admin-key-0123456789".
 const HASHED_ADMIN_KEY: &str = "hashed-admin-key-0123456789";
 
+/// A server whose `[auth]` has the test secret and API key, and `admin` (TOML) as its
+/// `admin_api_keys` line (`""`: none, the fallback).
+fn start_with_admin_keys(admin: &str) -> Server {
+    Server::start_in(
+        TempDir::new(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n\
+             [auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n{admin}\n"
+        ),
+    )
+}
+
 async fn status_with(server: &Server, method: &str, path: &str, key: &str) -> u16 {
     let auth = bearer(key);
     http(method, &server.http(path), &[("authorization", &auth)], "")
@@ -281,7 +293,7 @@ async fn status_with(server: &Server, method: &str, path: &str, key: &str) -> u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_take_only_admin_api_keys() {
-    let server = Server::start(&format!(
+    let server = start_with_admin_keys(&format!(
         "admin_api_keys = [\"{ADMIN_KEY}\", \"sha256:46079230852bd2ac637a70d73fc0b7ffea1ad014cc0f1a3ca2be0a586dd16580\"]"
     ));
     for key in [ADMIN_KEY, HASHED_ADMIN_KEY] {
@@ -322,7 +334,7 @@ async fn admin_routes_take_only_admin_api_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_admin_keys_the_api_keys_open_the_admin_routes_and_a_warning_says_so() {
-    let server = Server::start("");
+    let server = start_with_admin_keys("");
     assert_eq!(
         status_with(&server, "GET", "/api/admin/stats", API_KEY).await,
         200
