@@ -155,12 +155,17 @@ async fn admin_revokes_every_sub_by_path_or_body() {
         ("a b", None),
         ("plain", Some("plain")),
     ];
+    // A bystander whose `sub` is literally what the others are encoded as: never decoded
+    // twice, it stays connected through all of the revocations below.
+    let mut bystander = try_connect(&server.url("p"), Some(&token("org%2F42", &["p"])))
+        .await
+        .unwrap();
+    assert_eq!(recv_json(&mut bystander).await["type"], "welcome");
     for (sub, segment) in cases {
         let mut ws = try_connect(&server.url("p"), Some(&token(sub, &["p"])))
             .await
             .unwrap();
         assert_eq!(recv_json(&mut ws).await["type"], "welcome");
-        // A bystander whose name is a prefix or a decoding away stays connected.
         let (status, json) = match segment {
             Some(segment) => {
                 let path = format!("/api/admin/users/{segment}/disconnect");
@@ -179,6 +184,12 @@ async fn admin_revokes_every_sub_by_path_or_body() {
         let (code, reason, _) = recv_close(&mut ws).await;
         assert_eq!(code, 4003, "{sub} {segment:?}: {reason}");
     }
+
+    // The bystander was still connected: the body form names it as it is.
+    let body = serde_json::json!({ "user": "org%2F42" }).to_string();
+    let (status, json) = disconnect(&server, "/api/admin/users/disconnect", &body).await;
+    assert_eq!((status, json["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(recv_close(&mut bystander).await.0, 4003);
 
     // Nobody left: 0 closed, still 200.
     let (status, json) = disconnect(&server, "/api/admin/users/nobody/disconnect", "").await;
