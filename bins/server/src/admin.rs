@@ -1,10 +1,14 @@
 //! `/api/admin/...`: operator actions on live connections, behind API keys.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use tower::Service;
 use ws_core::{Close, CloseCode, ConnId, ProjectId, UserId};
 use ws_transport::SharedHub;
@@ -27,13 +31,23 @@ impl AdminHandler {
 impl Service<Request<Incoming>> for AdminHandler {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        // The one route with a body: read it asynchronously; the others answer at once.
+        if req.method() == Method::POST && req.uri().path() == "/api/admin/users/disconnect" {
+            let hub = self.hub.clone();
+            return Box::pin(async move {
+                Ok(match user_from_body(req.into_body()).await {
+                    Ok(user) => revoke(&hub, &user),
+                    Err(refusal) => refusal,
+                })
+            });
+        }
         let path = req.uri().path();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let response = match (req.method(), &segments[..]) {
@@ -90,13 +104,110 @@ impl Service<Request<Incoming>> for AdminHandler {
                 StatusCode::OK,
                 &format!(r#"{{"connections":{}}}"#, self.hub.connections()),
             ),
+            // The segment is percent-decoded: a `sub` may hold `|`, spaces, `/` (as `%2F`, which
+            // the router leaves inside the one segment) or any UTF-8.
             (&Method::POST, ["api", "admin", "users", user, "disconnect"]) => {
-                let close = Close::new(CloseCode::ACCESS_REVOKED, "access revoked");
-                let closed = self.hub.close_user(&UserId::new(*user), &close);
-                json(StatusCode::OK, &format!(r#"{{"closed":{closed}}}"#))
+                match percent_decode(user) {
+                    Ok(user) => revoke(&self.hub, &user),
+                    Err(message) => json_error(StatusCode::BAD_REQUEST, "invalid_path", message),
+                }
             }
             _ => not_found(),
         };
-        std::future::ready(Ok(response))
+        Box::pin(std::future::ready(Ok(response)))
+    }
+}
+
+/// The most a `POST /api/admin/users/disconnect` body may hold; a `sub` is far shorter.
+const MAX_USER_BODY: usize = 16 * 1024;
+
+/// The body of `POST /api/admin/users/disconnect`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    user: String,
+}
+
+/// Closes every connection of `user` with 4003 and says how many closed.
+fn revoke(hub: &SharedHub, user: &str) -> Response<Body> {
+    let close = Close::new(CloseCode::ACCESS_REVOKED, "access revoked");
+    let closed = hub.close_user(&UserId::new(user), &close);
+    json(StatusCode::OK, &format!(r#"{{"closed":{closed}}}"#))
+}
+
+/// The `user` of a `{"user": "..."}` body, or the `400` to answer.
+async fn user_from_body(body: Incoming) -> Result<String, Response<Body>> {
+    let bytes = match Limited::new(body, MAX_USER_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            let message = if e.is::<http_body_util::LengthLimitError>() {
+                format!("the body is over {MAX_USER_BODY} bytes; send {{\"user\": \"...\"}}")
+            } else {
+                format!("could not read the body: {e}")
+            };
+            return Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &message));
+        }
+    };
+    serde_json::from_slice::<UserBody>(&bytes)
+        .map(|body| body.user)
+        .map_err(|e| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &format!("expected {{\"user\": \"<sub>\"}} and nothing else: {e}"),
+            )
+        })
+}
+
+/// Strict percent-decoding of a path segment: every `%` must start two hex digits, and the
+/// bytes must be UTF-8. Anything else is refused rather than guessed at: revoking a user
+/// whose name was half-decoded would silently close nothing.
+fn percent_decode(segment: &str) -> Result<String, &'static str> {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = |i: usize| tail.get(i).and_then(|d| char::from(*d).to_digit(16));
+            let (Some(hi), Some(lo)) = (hex(0), hex(1)) else {
+                return Err("the user segment has a % not followed by two hex digits; \
+                            percent-encode it (a literal % is %25)");
+            };
+            bytes.push((hi * 16 + lo) as u8);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).map_err(
+        |_| "the user segment does not decode to UTF-8; percent-encode the user id's UTF-8 bytes",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        for (segment, user) in [
+            ("alice", "alice"),
+            ("auth0%7C5f7c", "auth0|5f7c"),
+            ("auth0|5f7c", "auth0|5f7c"),
+            ("org%2F42", "org/42"),
+            ("org%2f42", "org/42"),
+            ("Jos%C3%A9", "José"),
+            ("a%20b", "a b"),
+            ("a+b", "a+b"),
+            ("100%25", "100%"),
+            ("", ""),
+        ] {
+            assert_eq!(percent_decode(segment).as_deref(), Ok(user), "{segment}");
+        }
+        for bad in [
+            "%", "%2", "a%2", "%ZZ", "a%2Gb", "%FF", "%C3", "%C3%28", "%+1",
+        ] {
+            assert!(percent_decode(bad).is_err(), "{bad}");
+        }
     }
 }

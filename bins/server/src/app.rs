@@ -49,11 +49,24 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let jwt = JwtAuthLayer::new(verifier).allow_query_token(settings.auth.allow_query_token);
     let api_keys = ApiKeyLayer::new(settings.auth.api_keys.iter().map(|k| k.0.as_str()))
         .context("auth.api_keys")?;
+    // Admin actions (revoking users, closing projects) deserve keys of their own; without
+    // them, whoever may publish may also disconnect everyone, which operators should know.
+    let admin_keys = if settings.auth.admin_api_keys.is_empty() {
+        warn!(
+            "auth.admin_api_keys is empty: the keys of auth.api_keys also open /api/admin/*; \
+             set auth.admin_api_keys to keep publishers out of the admin routes"
+        );
+        api_keys.clone()
+    } else {
+        ApiKeyLayer::new(settings.auth.admin_api_keys.iter().map(|k| k.0.as_str()))
+            .context("auth.admin_api_keys")?
+    };
     let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
     let router = Router::new(
         upgrader.clone(),
         jwt,
         api_keys,
+        admin_keys,
         leeway,
         settings.limits.max_message_bytes,
         settings.server.metrics_listen.is_none(),

@@ -81,6 +81,9 @@ pub struct Auth {
     pub require_origin: bool,
     pub allow_query_token: bool,
     pub api_keys: Vec<Secret>,
+    /// Keys of `/api/admin/*`, in the format of `api_keys`; empty: `api_keys` open them too
+    /// (logged as a warning at start-up).
+    pub admin_api_keys: Vec<Secret>,
     pub enforce_expiry: bool,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client
     /// for the handshake rate limit; empty: the TCP peer is the client.
@@ -100,6 +103,7 @@ impl Default for Auth {
             require_origin: false,
             allow_query_token: true,
             api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
             enforce_expiry: true,
             trusted_proxies: Vec::new(),
         }

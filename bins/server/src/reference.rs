@@ -125,6 +125,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Keys of the HTTP API (`Authorization: Bearer <key>`), as given or as `sha256:<hex>`."
         ),
         key!(
+            "auth.admin_api_keys",
+            |_s| "[]".to_owned(),
+            "Keys of `/api/admin/*`, in the format of `auth.api_keys`; those routes take no other key. Empty: `auth.api_keys` open them too, and a warning says so at start-up."
+        ),
+        key!(
             "auth.enforce_expiry",
             |s| s.auth.enforce_expiry.to_string(),
             "Close open connections with 4001 when their token's `exp` (plus leeway) passes."

@@ -47,6 +47,7 @@ impl Router {
         upgrader: Upgrader,
         jwt: JwtAuthLayer,
         api_keys: ApiKeyLayer,
+        admin_keys: ApiKeyLayer,
         expiry_leeway: Option<Duration>,
         max_message_bytes: usize,
         serve_metrics: bool,
@@ -56,7 +57,7 @@ impl Router {
         Self {
             inner: Arc::new(Routes {
                 websocket: jwt.layer(UpgradeHandler::new(upgrader, expiry_leeway)),
-                admin: api_keys.clone().layer(AdminHandler::new(hub.clone())),
+                admin: admin_keys.layer(AdminHandler::new(hub.clone())),
                 api: api_keys.layer(ApiHandler::new(
                     hub.clone(),
                     Arc::clone(&broker),

@@ -98,9 +98,11 @@ impl Service<Request<Incoming>> for UpgradeHandler {
                 )));
             }
         };
+        // An `exp` (plus leeway) beyond what the clock can hold never passes: no deadline,
+        // rather than the panic of `SystemTime + Duration` on a validly signed token.
         let expires_at: Option<SystemTime> = self
             .expiry_leeway
-            .map(|leeway| claims.expires_at() + leeway);
+            .and_then(|leeway| claims.expires_at()?.checked_add(leeway));
         let who = Admitted {
             user: UserId::new(claims.sub),
             project,

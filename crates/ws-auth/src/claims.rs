@@ -73,9 +73,25 @@ impl Claims {
         self.projects.iter().any(|p| p == "*" || p == project)
     }
 
-    /// The instant `exp` names.
-    pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+    /// The instant `exp` names, or `None` when it lies beyond what [`SystemTime`] can hold.
+    ///
+    /// A verified token may carry any `exp` up to `u64::MAX` seconds (year 584 billion), but
+    /// `SystemTime` on Unix ends at `i64::MAX` seconds, and `UNIX_EPOCH + Duration` panics past
+    /// that. An `exp` so far off never passes, so `None` means "never expires"; callers adding
+    /// a leeway should use [`SystemTime::checked_add`] and read an overflow the same way.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use ws_auth::Claims;
+    ///
+    /// let mut claims = Claims::new("alice", ["chat"], Duration::from_secs(60));
+    /// claims.exp = 5;
+    /// assert_eq!(claims.expires_at(), Some(UNIX_EPOCH + Duration::from_secs(5)));
+    /// claims.exp = u64::MAX;
+    /// assert_eq!(claims.expires_at(), None);
+    /// ```
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.exp))
     }
 }
 
@@ -150,6 +166,9 @@ mod tests {
         let parsed: Claims = serde_json::from_str(r#"{"sub":"u","exp":5}"#).unwrap();
         assert!(parsed.projects.is_empty());
         assert_eq!(parsed.nbf, None);
-        assert_eq!(parsed.expires_at(), UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(
+            parsed.expires_at(),
+            Some(UNIX_EPOCH + Duration::from_secs(5))
+        );
     }
 }

@@ -120,8 +120,9 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 /// When `peer` is a trusted proxy, `X-Forwarded-For` (all its headers, in order) is read from
 /// the right: each trusted proxy is skipped, and the first address that is not one is the
 /// client. When every hop is trusted, the left-most is the client. An entry that is not an
-/// address (`unknown`, garbage) stops the walk: the hop that forwarded it is the client, since
-/// nothing left of it can be believed. When `peer` is not trusted, the header is ignored and
+/// address (`unknown`, garbage, bytes that are not ASCII) stops the walk: the hop that
+/// forwarded it is the client, since nothing left of it can be believed. Entries are split
+/// from the raw bytes, so garbage in one entry never hides the entries right of it. When `peer` is not trusted, the header is ignored and
 /// `peer` is the client, so a client cannot choose its own address.
 ///
 /// ```
@@ -142,14 +143,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.contains(client) {
         return client;
     }
-    let hops: Vec<&str> = headers
+    // Split the raw bytes, not the value as text: a client may put any byte in the part of
+    // the header it writes, and `to_str()` failing on it would drop the whole value, the
+    // proxy's own entry on the right included, so the request would count against the proxy
+    // and one client could spend the handshake budget of everyone behind it.
+    let hops: Vec<&[u8]> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .flat_map(|value| value.to_str().unwrap_or("").split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
         .collect();
     for hop in hops.iter().rev() {
-        let Some(ip) = parse_hop(hop) else {
+        let Some(ip) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
             break;
         };
         client = ip;
@@ -427,6 +432,33 @@ mod tests {
             HeaderValue::from_bytes(b"\xff1.2.3.4").unwrap(),
         );
         assert_eq!(client_ip(peer, &h, &t), peer);
+    }
+
+    /// A client behind the proxy writes bytes that are not ASCII into its part of the
+    /// header: the proxy's entry right of it still names the client, so that client's bucket
+    /// pays, not the proxy's (which every client without a usable entry would share).
+    #[test]
+    fn bytes_that_are_not_ascii_do_not_hide_the_proxys_entry() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let peer = ip("10.0.0.1");
+        let raw = |bytes: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for b in bytes {
+                h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(b).unwrap());
+            }
+            h
+        };
+        for (header, client) in [
+            (raw(&[b"\xff, 203.0.113.7"]), "203.0.113.7"),
+            (raw(&["caf\u{e9}, 203.0.113.7".as_bytes()]), "203.0.113.7"),
+            (raw(&[b"1.1.1.1\x80, 203.0.113.7, 10.0.0.9"]), "203.0.113.7"),
+            (raw(&[b"\xff", b"203.0.113.7"]), "203.0.113.7"),
+            (raw(&[b"203.0.113.7\xff"]), "10.0.0.1"),
+            // Garbage right of a trusted hop: that trusted hop forwarded it, and is the client.
+            (raw(&[b"203.0.113.7, \xfe, 10.0.0.9"]), "10.0.0.9"),
+        ] {
+            assert_eq!(client_ip(peer, &header, &t), ip(client), "{header:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use crate::client_ip::{TrustedProxies, X_FORWARDED_FOR, client_ip};
 use crate::origin::CheckOriginLayer;
 use crate::token::{find_token, offers_subprotocol, redact_access_token};
-use crate::verifier::JwtVerifier;
+use crate::verifier::{DEFAULT_LEEWAY, JwtVerifier};
 
 /// A verifier with a key of every type, so every algorithm's path is reached. Only public
 /// keys: nothing here can sign, so no input can verify (but each gets as far as it can).
@@ -48,10 +49,13 @@ fn verifier() -> &'static JwtVerifier {
     })
 }
 
-/// Verifies `data` as a token, and as each of the three carriers would deliver it.
+/// Verifies `data` as a token, and as each of the three carriers would deliver it; an
+/// accepted token's expiry is turned into a deadline as the server does.
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = verifier().verify(&text);
+    if let Ok(claims) = verifier().verify(&text) {
+        deadline(&claims);
+    }
 
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), data].concat()) {
@@ -77,6 +81,18 @@ pub fn token(data: &[u8]) {
     if let Ok((token, _)) = find_token(&HeaderMap::new(), &uri, true) {
         let _ = verifier().verify(&token);
     }
+}
+
+/// What the server makes of an accepted token's `exp`: the wall-clock deadline with the
+/// leeway, then the monotonic one. A signed token may carry any `exp` up to `u64::MAX`, and
+/// neither clock reaches that far, so every step must be checked (the fuzz seeds signed with
+/// this verifier's secret, `fuzz/seeds/token/exp-*`, reach here).
+fn deadline(claims: &crate::Claims) -> Option<Instant> {
+    let at = claims.expires_at()?.checked_add(DEFAULT_LEEWAY)?;
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now().checked_add(left)
 }
 
 /// Feeds `data`, split at newlines, to the header parsers: `Origin`, `X-Forwarded-For`,
@@ -211,11 +227,63 @@ mod tests {
         corpus
     }
 
+    /// The seeds `cargo xtask fuzz` starts from: run here too, so they stay harmless.
+    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/seeds")
+            .join(target);
+        let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).unwrap())
+            })
+            .collect();
+        seeds.sort();
+        seeds
+    }
+
     #[test]
     fn fuzz_bodies_survive_the_corpus() {
-        for input in corpus() {
+        let seeds = seeds("token").into_iter().map(|(_, seed)| seed);
+        for input in corpus().into_iter().chain(seeds) {
             token(&input);
             headers(&input);
         }
+    }
+
+    /// The `exp-*` seeds are signed with the fuzz verifier's secret, so they get past the
+    /// signature to the claims and the deadline: the time claims at the edges of i64/u64.
+    #[test]
+    fn signed_time_seeds_verify_or_are_refused_as_invalid_tokens() {
+        let mut accepted = Vec::new();
+        for (name, seed) in seeds("token") {
+            let result = verifier().verify(std::str::from_utf8(&seed).unwrap());
+            match name.as_str() {
+                "exp-u64-max" | "exp-i64-max" | "exp-i64-max-plus-1" | "iat-negative" => {
+                    if name == "iat-negative" {
+                        assert!(
+                            result.as_ref().is_err_and(|e| e.is_invalid_token()),
+                            "{name}"
+                        );
+                        continue;
+                    }
+                    let claims = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                    assert_eq!(deadline(&claims), None, "{name}: beyond the clocks");
+                    accepted.push(name);
+                }
+                n if n.starts_with("exp-") || n.starts_with("nbf-") => {
+                    let err = result.expect_err(&name);
+                    assert!(err.is_invalid_token(), "{name}: {err:?}");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            accepted.len(),
+            3,
+            "the signed seeds are missing: {accepted:?}"
+        );
     }
 }

@@ -631,6 +631,103 @@ pub(crate) mod tests {
         ));
     }
 
+    /// Signs a hand-written claims payload, so claims no [`Claims`] can hold can be tried.
+    fn sign_raw(payload: &str) -> String {
+        let message = format!("{}.{}", b64(r#"{"alg":"HS256","typ":"JWT"}"#), b64(payload));
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{sig}")
+    }
+
+    /// `exp`, `nbf` and `iat` at the edges of i64/u64, as floats and negative: each is
+    /// accepted or refused with an `invalid_token` reason, and an accepted one yields a
+    /// deadline (maybe none: beyond the clock) without panicking, with or without leeway.
+    #[test]
+    fn time_claims_at_the_edges() {
+        #[derive(Debug)]
+        enum Want {
+            Accepted,
+            Refused(&'static str),
+        }
+        use Want::{Accepted, Refused};
+        let later = now() + 3600;
+        let cases: Vec<(String, Want)> = vec![
+            (format!(r#""exp":{later}"#), Accepted),
+            (r#""exp":0"#.to_owned(), Refused("token expired")),
+            (r#""exp":1"#.to_owned(), Refused("token expired")),
+            (format!(r#""exp":{}"#, u64::MAX), Accepted),
+            (format!(r#""exp":{}"#, i64::MAX), Accepted),
+            (format!(r#""exp":{}"#, i64::MAX as u64 + 1), Accepted),
+            (format!(r#""exp":{}"#, u64::MAX - 29), Accepted),
+            // The library reads an `exp` it cannot hold in a u64 as absent: still invalid_token.
+            (r#""exp":-1"#.to_owned(), Refused("missing claim exp")),
+            (
+                format!(r#""exp":{}"#, i64::MIN),
+                Refused("missing claim exp"),
+            ),
+            (r#""exp":1e20"#.to_owned(), Refused("missing claim exp")),
+            (r#""exp":1e400"#.to_owned(), Refused("malformed token")),
+            (format!(r#""exp":{later}.5"#), Refused("malformed token")),
+            (
+                r#""exp":18446744073709551616"#.to_owned(),
+                Refused("missing claim exp"),
+            ),
+            (format!(r#""exp":{later},"nbf":0"#), Accepted),
+            (
+                format!(r#""exp":{later},"nbf":{}"#, u64::MAX),
+                Refused("token not yet valid"),
+            ),
+            (
+                format!(r#""exp":{later},"nbf":{}"#, i64::MAX as u64 + 1),
+                Refused("token not yet valid"),
+            ),
+            (
+                format!(r#""exp":{later},"nbf":-1"#),
+                Refused("malformed token"),
+            ),
+            (
+                format!(r#""exp":{later},"nbf":1e400"#),
+                Refused("malformed token"),
+            ),
+            (format!(r#""exp":{later},"iat":0"#), Accepted),
+            (format!(r#""exp":{later},"iat":{}"#, u64::MAX), Accepted),
+            (
+                format!(r#""exp":{later},"iat":-1"#),
+                Refused("malformed token"),
+            ),
+            (
+                format!(r#""exp":{later},"iat":1e20"#),
+                Refused("malformed token"),
+            ),
+        ];
+        for (time, want) in cases {
+            let payload = format!(r#"{{"sub":"alice","projects":["chat"],{time}}}"#);
+            match (verifier().verify(&sign_raw(&payload)), &want) {
+                (Ok(claims), Accepted) => {
+                    let at = claims.expires_at();
+                    if let Some(at) = at {
+                        let secs = at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                        assert_eq!(secs, claims.exp, "{time}");
+                    }
+                    // What the server does with it: add the leeway, saturating to no deadline.
+                    let _ = at.and_then(|at| at.checked_add(DEFAULT_LEEWAY));
+                    if claims.exp == later {
+                        assert!(at.is_some(), "{time}");
+                    }
+                }
+                (Err(err), Refused(reason)) => {
+                    assert!(err.is_invalid_token(), "{time}: {err:?}");
+                    assert_eq!(err.to_string(), *reason, "{time}");
+                }
+                (got, _) => panic!("{time}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn checks_issuer_when_configured() {
         let v = verifier().issuer(Some("backend".to_owned()));

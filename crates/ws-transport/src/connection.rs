@@ -416,7 +416,11 @@ fn new_client(config: &TransportConfig, who: &Admitted) -> Client {
         let left = expires_at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        client.set_expiry(now + left);
+        // `expires_at` may be centuries away (a token's `exp` is any u64), and `Instant + Duration`
+        // panics past the monotonic clock's range: a deadline that far off is no deadline.
+        if let Some(at) = now.checked_add(left) {
+            client.set_expiry(at);
+        }
     }
     client
 }

@@ -36,7 +36,9 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `wshub` with the test secret and API key plus `extra` TOML sections.
+    /// Starts `wshub` with the test secret and API key plus `extra` TOML sections. The API
+    /// key opens the admin routes too, as `auth.admin_api_keys`, so no fallback warning is
+    /// logged.
     pub(crate) fn start(extra: &str) -> Self {
         Self::start_on("127.0.0.1:0", extra)
     }
@@ -48,7 +50,7 @@ impl Server {
     /// Like [`Server::start_on`], with more keys of the `[server]` section.
     pub(crate) fn start_with_server_keys(listen: &str, server_keys: &str, extra: &str) -> Self {
         let toml = format!(
-            "[server]\nlisten = \"{listen}\"\n{server_keys}\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
+            "[server]\nlisten = \"{listen}\"\n{server_keys}\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\nadmin_api_keys = [\"{API_KEY}\"]\n\n{extra}\n"
         );
         Self::start_in(TempDir::new(), &toml)
     }
@@ -66,7 +68,7 @@ impl Server {
     /// PID: [`Server::pid`] is wshub's).
     pub(crate) fn start_with_soft_nofile(soft_nofile: u64, extra: &str) -> Self {
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\n\n{extra}\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\nadmin_api_keys = [\"{API_KEY}\"]\n\n{extra}\n"
         );
         let mut command = Command::new("sh");
         command

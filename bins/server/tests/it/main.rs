@@ -8,6 +8,7 @@ mod chaos;
 mod config;
 mod demo;
 mod hardening;
+mod hardening_auth;
 mod hardening_startup;
 mod lifecycle;
 mod limits;
