@@ -80,6 +80,9 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// History kept per project.
     pub history: HistoryConfig,
+    /// History kept across all projects of the deployment (`key_prefix`), in bytes of
+    /// entries: over it, the oldest idle projects are freed.
+    pub max_total_bytes: u64,
 }
 
 impl Default for RedisConfig {
@@ -92,6 +95,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             presence_ttl: Duration::from_secs(30),
             history: HistoryConfig::default(),
+            max_total_bytes: ws_transport::broker::DEFAULT_MAX_TOTAL_BYTES,
         }
     }
 }
@@ -106,6 +110,7 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("history", &self.history)
+            .field("max_total_bytes", &self.max_total_bytes)
             .finish()
     }
 }
