@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod messaging;
 mod ops;
+mod retention;
 mod redis;
 mod scale;
 mod security;
