@@ -650,7 +650,10 @@ mod tests {
         assert_eq!(s.history.max_bytes, 4 << 20);
         assert_eq!(s.history.max_total_bytes, 256 << 20);
         let s = parse("[history]\nmax_bytes = 65536\nmax_total_bytes = 1048576").unwrap();
-        assert_eq!((s.history.max_bytes, s.history.max_total_bytes), (65_536, 1 << 20));
+        assert_eq!(
+            (s.history.max_bytes, s.history.max_total_bytes),
+            (65_536, 1 << 20)
+        );
         assert_eq!(s.redis_config().history.max_bytes, 65_536);
         assert_eq!(s.redis_config().max_total_bytes, 1 << 20);
         for key in ["max_bytes", "max_total_bytes"] {

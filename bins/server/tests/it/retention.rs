@@ -36,7 +36,10 @@ async fn publish_sized(server: &Server, project: &str, bytes: usize) -> u64 {
         &body,
     )
     .await;
-    assert!(status == 200 || status == 202, "publish to {project}: {status} {answer}");
+    assert!(
+        status == 200 || status == 202,
+        "publish to {project}: {status} {answer}"
+    );
     answer["offset"].as_u64().unwrap()
 }
 
@@ -110,23 +113,34 @@ async fn a_project_keeps_at_most_max_bytes_of_history() {
     let page = history(&server, "big").await;
     let bytes = frame_bytes(&page);
     assert!(bytes <= 20_000, "{bytes} bytes retained");
-    assert!(bytes > 15_000, "only {bytes} bytes retained: dropped too much");
+    assert!(
+        bytes > 15_000,
+        "only {bytes} bytes retained: dropped too much"
+    );
     assert_eq!(page["complete"], false, "messages were dropped: {page}");
     let kept = offsets(&page);
     assert_eq!(kept.last(), Some(&40));
     assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
     assert!(kept[0] > 1, "{kept:?}");
-    assert_eq!(page["epoch"], epoch.as_str(), "the stream was not recreated");
+    assert_eq!(
+        page["epoch"],
+        epoch.as_str(),
+        "the stream was not recreated"
+    );
 
     // A client that saw offset 1 missed messages that are gone: it must reload.
     let url = format!("{}?since=1&epoch={epoch}", server.url("big"));
-    let mut ws = try_connect(&url, Some(&token("u", &["big"]))).await.unwrap();
+    let mut ws = try_connect(&url, Some(&token("u", &["big"])))
+        .await
+        .unwrap();
     let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["recovered"], false, "{welcome}");
     // One that saw the offset just before the oldest retained one recovers them all.
     let since = kept[0] - 1;
     let url = format!("{}?since={since}&epoch={epoch}", server.url("big"));
-    let mut ws = try_connect(&url, Some(&token("u", &["big"]))).await.unwrap();
+    let mut ws = try_connect(&url, Some(&token("u", &["big"])))
+        .await
+        .unwrap();
     let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     let replayed = recv_message(&mut ws).await;
@@ -204,4 +218,158 @@ async fn the_node_budget_frees_the_oldest_idle_projects_first() {
         b == sum
     })
     .await;
+}
+
+/// A `redis-server` of this test's own on a free loopback port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    fn start(args: &[&str]) -> Self {
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = TempDir::new();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .arg("--dir")
+                .arg(&dir.0)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed (`cargo xtask test` installs it)");
+            let mut redis = None;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile
+                }
+                if cli(port, &["PING"]) == "PONG" {
+                    redis = Some(port);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            match redis {
+                Some(port) => {
+                    return Self {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("redis-server did not start on any free port");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli comes with redis-server");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis with `maxmemory 24mb` and `noeviction`; 100 projects × 64 messages of 4 KB each
+/// (26 MB, each project within its `max_bytes` of 300 KB) would not fit: with a budget of
+/// 2 MiB every publish succeeds, the deployment's total comes back within the budget, the
+/// oldest idle project is freed (new epoch) and the project with a member keeps its stream.
+#[tokio::test]
+async fn on_redis_the_budget_frees_idle_streams_and_publishes_keep_succeeding() {
+    let redis = Redis::start(&["--maxmemory", "24mb", "--maxmemory-policy", "noeviction"]);
+    let budget: u64 = 2 << 20;
+    let server = Server::start(&format!(
+        "[broker]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n\n[history]\nmax_bytes = 300000\nmax_total_bytes = {budget}\n",
+        redis.port
+    ));
+    let deadline = Instant::now() + STEP;
+    while http("GET", &server.http("/readyz"), &[], "").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_member, welcome) = join(&server, "kept", "alice").await;
+    let kept_epoch = welcome["epoch"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        publish_sized(&server, "kept", 4000).await;
+    }
+    for _ in 0..10 {
+        publish_sized(&server, "oldest", 4000).await;
+    }
+    let oldest_epoch = history(&server, "oldest").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut kept_top = 3;
+    for p in 0..100 {
+        for _ in 0..64 {
+            // publish_sized asserts 200/202: a publish refused by a full Redis fails here.
+            publish_sized(&server, &format!("idle-{p}"), 4000).await;
+        }
+        if p % 10 == 0 {
+            kept_top = publish_sized(&server, "kept", 4000).await;
+        }
+    }
+    let total = wait_history_bytes(&server, "within the budget", |b| b <= budget).await;
+    assert!(total > 0);
+    let used: u64 = redis
+        .cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(used < 24 << 20, "redis uses {used} bytes");
+
+    let page = history(&server, "oldest").await;
+    assert_ne!(
+        page["epoch"], oldest_epoch,
+        "oldest idle stream kept: {page}"
+    );
+    let page = history(&server, "kept").await;
+    assert_eq!(page["epoch"], kept_epoch.as_str(), "{page}");
+    assert_eq!(page["offset"], kept_top);
+    assert_eq!(offsets(&page), (1..=kept_top).collect::<Vec<_>>());
+    // What Redis holds agrees with the counter: the sum of the projects' `bytes`.
+    let sum: u64 = (0..100)
+        .map(|p| format!("wshub:{{idle-{p}}}:meta"))
+        .chain(["wshub:{kept}:meta".to_owned()])
+        .map(|k| {
+            redis
+                .cli(&["HGET", &k, "bytes"])
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(sum <= budget, "redis holds {sum} bytes of history");
 }

@@ -119,7 +119,9 @@ fn the_oldest_messages_go_when_the_bytes_exceed_max_bytes() {
         s.recover(now, 0, "e"),
         Recovery::Lost(LostReason::OutOfRange)
     );
-    assert!(matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2, 3, 4, 5]));
+    assert!(
+        matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2, 3, 4, 5])
+    );
 }
 
 #[test]
@@ -129,7 +131,9 @@ fn a_message_larger_than_max_bytes_is_kept_while_it_is_the_newest() {
     s.append(now, 1, 40);
     s.append(now, 2, 250);
     assert_eq!((offsets(&s.since(now, 0).0), s.bytes()), (vec![2], 250));
-    assert!(matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2]));
+    assert!(
+        matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2])
+    );
     s.append(now, 3, 10);
     assert_eq!((offsets(&s.since(now, 0).0), s.bytes()), (vec![3], 10));
 }

@@ -37,10 +37,7 @@ fn the_oldest_idle_streams_go_first_down_to_seven_eighths() {
     ];
     // 900 - 700 = 200 to free: the two oldest idle streams, 2 then 3; the member's stream,
     // older still, stays whole.
-    assert_eq!(
-        budget.plan(900, streams),
-        [(2, Cut::Free), (3, Cut::Free)]
-    );
+    assert_eq!(budget.plan(900, streams), [(2, Cut::Free), (3, Cut::Free)]);
 }
 
 #[test]
