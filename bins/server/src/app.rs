@@ -190,11 +190,10 @@ fn reload_tls_on_hangup(tls: Arc<TlsConfig>) -> anyhow::Result<()> {
 fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result<Arc<dyn Broker>> {
     match settings.broker.kind {
         BrokerKind::Memory => {
-            let broker = Arc::new(MemoryBroker::new(
-                hub.clone(),
-                history_config(settings),
-                shards,
-            ));
+            let broker = Arc::new(
+                MemoryBroker::new(hub.clone(), history_config(settings), shards)
+                    .with_budget(settings.history.max_total_bytes),
+            );
             tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
             Ok(broker)
         }
@@ -219,6 +218,7 @@ fn history_config(settings: &Settings) -> HistoryConfig {
     HistoryConfig {
         size: settings.history.size,
         ttl: settings.history.ttl,
+        max_bytes: settings.history.max_bytes,
     }
 }
 

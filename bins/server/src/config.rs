@@ -217,6 +217,11 @@ pub struct History {
     pub size: usize,
     #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
+    /// Bytes of frames kept per project; the oldest go first, as for `size`.
+    pub max_bytes: usize,
+    /// Bytes of frames kept across all projects (per node on the memory broker, per
+    /// deployment on Redis); the oldest idle projects are freed first.
+    pub max_total_bytes: u64,
 }
 
 impl Default for History {
@@ -224,6 +229,8 @@ impl Default for History {
         Self {
             size: 1000,
             ttl: Duration::from_secs(600),
+            max_bytes: ws_core::history::DEFAULT_MAX_BYTES,
+            max_total_bytes: ws_transport::broker::DEFAULT_MAX_TOTAL_BYTES,
         }
     }
 }
@@ -381,6 +388,11 @@ impl Settings {
             ("limits.max_message_bytes", self.limits.max_message_bytes),
             ("limits.send_queue_frames", self.limits.send_queue_frames),
             ("limits.send_queue_bytes", self.limits.send_queue_bytes),
+            ("history.max_bytes", self.history.max_bytes),
+            (
+                "history.max_total_bytes",
+                usize::try_from(self.history.max_total_bytes).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -440,6 +452,8 @@ impl Settings {
         config.presence_ttl = self.broker.presence_ttl;
         config.history.size = self.history.size;
         config.history.ttl = self.history.ttl;
+        config.history.max_bytes = self.history.max_bytes;
+        config.max_total_bytes = self.history.max_total_bytes;
         config
     }
 
@@ -679,6 +693,24 @@ mod tests {
         }
         // The memory broker ignores the Redis keys.
         assert!(parse("[broker]\npool_size = 0").is_ok());
+    }
+
+    #[test]
+    fn history_budgets() {
+        let s = parse("").unwrap();
+        assert_eq!(s.history.max_bytes, 4 << 20);
+        assert_eq!(s.history.max_total_bytes, 256 << 20);
+        let s = parse("[history]\nmax_bytes = 65536\nmax_total_bytes = 1048576").unwrap();
+        assert_eq!(
+            (s.history.max_bytes, s.history.max_total_bytes),
+            (65_536, 1 << 20)
+        );
+        assert_eq!(s.redis_config().history.max_bytes, 65_536);
+        assert_eq!(s.redis_config().max_total_bytes, 1 << 20);
+        for key in ["max_bytes", "max_total_bytes"] {
+            let err = format!("{:#}", parse(&format!("[history]\n{key} = 0")).unwrap_err());
+            assert!(err.contains(&format!("history.{key}")), "{err}");
+        }
     }
 
     #[test]

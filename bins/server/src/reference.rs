@@ -230,6 +230,16 @@ pub fn keys() -> Vec<KeyDoc> {
             "How long a message is kept."
         ),
         key!(
+            "history.max_bytes",
+            |s| s.history.max_bytes.to_string(),
+            "Bytes of message frames kept per project; over it the oldest messages go, as for `history.size` (the newest is kept even when larger). A dropped message makes an older `since` unrecoverable (`recovered: false`)."
+        ),
+        key!(
+            "history.max_total_bytes",
+            |s| s.history.max_total_bytes.to_string(),
+            "Bytes of history kept across all projects: per node with the memory broker, per deployment (`broker.key_prefix`) with Redis. Over it, the projects idle longest (no member, oldest last publish) are freed first (their clients get `recovered: false`), then the oldest messages of the least recently published projects go; it frees down to 7/8 of the budget. Exposed as `wshub_history_bytes`."
+        ),
+        key!(
             "broker.kind",
             |s| format!("\"{}\"", format!("{:?}", s.broker.kind).to_lowercase()),
             "`memory` (embedded, one process) or `redis` (several nodes share one order, history and presence)."

@@ -48,6 +48,27 @@ impl Keys {
         format!("{}:{node}", self.presence(project))
     }
 
+    /// The deployment's budget: a sorted set of projects by the Redis ms of their last
+    /// publish. `*` cannot be in a project id, so `{*}` is no project's hash tag.
+    pub(crate) fn streams(&self) -> String {
+        format!("{}:{{*}}:streams", self.prefix)
+    }
+
+    /// A hash project → its history's bytes, as last reported.
+    pub(crate) fn stream_bytes(&self) -> String {
+        format!("{}:{{*}}:stream-bytes", self.prefix)
+    }
+
+    /// The sum of [`Keys::stream_bytes`].
+    pub(crate) fn total_bytes(&self) -> String {
+        format!("{}:{{*}}:bytes", self.prefix)
+    }
+
+    /// Held (`SET NX PX`) by the node sweeping the budget, so nodes do not free twice.
+    pub(crate) fn sweeper(&self) -> String {
+        format!("{}:{{*}}:sweeper", self.prefix)
+    }
+
     /// The project whose channel is `channel`.
     pub(crate) fn project_of_channel(&self, channel: &str) -> Option<ProjectId> {
         let rest = channel.strip_prefix(self.prefix.as_str())?;

@@ -16,7 +16,9 @@
 //!
 //! - Order: Redis runs a script atomically and a pub/sub connection delivers in the order
 //!   messages were published, so every node sees a project's messages in offset order.
-//! - History: a capped list per project (`history.size`, `history.ttl`); offsets and the
+//! - History: a capped list per project (`history.size`, `history.max_bytes`,
+//!   `history.ttl`), and a budget for the deployment (`history.max_total_bytes`, see
+//!   `budget.rs`: the oldest idle projects are freed when over it); offsets and the
 //!   epoch live in a hash. A Redis that lost its data starts a new epoch: clients get
 //!   `recovered: false`, and connections open on that project are closed with 1013 so that
 //!   they reconnect and learn it.
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 mod frame;
 mod keys;
 mod presence;
@@ -45,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use ws_core::history::{HistoryConfig, decide_recovery, retains_after};
@@ -80,6 +83,9 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// History kept per project.
     pub history: HistoryConfig,
+    /// History kept across all projects of the deployment (`key_prefix`), in bytes of
+    /// entries: over it, the oldest idle projects are freed.
+    pub max_total_bytes: u64,
 }
 
 impl Default for RedisConfig {
@@ -92,6 +98,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             presence_ttl: Duration::from_secs(30),
             history: HistoryConfig::default(),
+            max_total_bytes: ws_transport::broker::DEFAULT_MAX_TOTAL_BYTES,
         }
     }
 }
@@ -106,6 +113,7 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("history", &self.history)
+            .field("max_total_bytes", &self.max_total_bytes)
             .finish()
     }
 }
@@ -269,6 +277,7 @@ impl RedisBroker {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Url)?;
         let (requests, receiver) = mpsc::unbounded_channel();
+        let (reports, report_receiver) = mpsc::unbounded_channel();
         let node = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
             hub,
@@ -288,6 +297,8 @@ impl RedisBroker {
             requests,
             presence: Presence::default(),
             scripts: Scripts::new(),
+            reports,
+            sweep_now: Notify::new(),
         });
         info!(
             url = %redact(&inner.config.url),
@@ -298,6 +309,8 @@ impl RedisBroker {
         let tasks = vec![
             tokio::spawn(Subscriber::new(Arc::clone(&inner), receiver).run()),
             tokio::spawn(presence::maintain(Arc::clone(&inner))),
+            tokio::spawn(budget::account(Arc::clone(&inner), report_receiver)),
+            tokio::spawn(budget::sweep(Arc::clone(&inner))),
         ];
         Ok(Self { inner, tasks })
     }
@@ -369,6 +382,10 @@ pub(crate) struct Inner {
     requests: mpsc::UnboundedSender<Request>,
     presence: Presence,
     scripts: Scripts,
+    /// What publishes left in their projects' histories, for the deployment's budget.
+    reports: mpsc::UnboundedSender<budget::Report>,
+    /// The total is over the budget: sweep now rather than at the next tick.
+    sweep_now: Notify,
 }
 
 /// A project's stream as read from Redis.
@@ -479,12 +496,17 @@ impl Inner {
             .arg(self.keys.channel(project))
             .arg(self.config.history.size)
             .arg(millis(self.config.history.ttl))
-            .arg(millis(self.meta_ttl));
+            .arg(millis(self.meta_ttl))
+            .arg(self.config.history.max_bytes);
         let invocation = &invocation;
-        self.call(false, |mut c| async move {
-            invocation.invoke_async::<u64>(&mut c).await
-        })
-        .await
+        let (offset, bytes, ms) = self
+            .call(false, |mut c| async move {
+                invocation.invoke_async::<(u64, u64, u64)>(&mut c).await
+            })
+            .await?;
+        // Accounted in the background: the deployment's keys are not the project's.
+        self.report(project, bytes, ms);
+        Ok(offset)
     }
 
     async fn recover(
@@ -692,6 +714,14 @@ fn new_epoch() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     format!("{ms:x}-{:08x}", rand::random::<u32>())
+}
+
+/// This machine's clock in Unix milliseconds (presence scores are Redis milliseconds; nodes
+/// and Redis are expected to agree within a second, as for presence).
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -2,33 +2,131 @@
 //! the history and goes out on the channel as one step: every subscriber sees one project's
 //! messages in offset order, whichever node published them.
 //!
-//! Keys a script touches are all of one project (they share its `{project}` hash tag).
+//! Keys a script touches are all of one project (they share its `{project}` hash tag), or
+//! all of the deployment's budget (they share the `{*}` hash tag, which no project has).
 //! Scripts are sent with EVALSHA and loaded again on `NOSCRIPT` (after a Redis restart).
 
 use redis::Script;
 
 /// `KEYS`: meta, history. `ARGV`: epoch for a new stream, frame head, frame tail, channel,
-/// history size, history TTL (ms), meta TTL (ms). Returns the offset.
+/// history size, history TTL (ms), meta TTL (ms), history max bytes. Returns `{offset, the
+/// history's bytes, Redis ms}`: the node reports the last two to the deployment's budget
+/// (separate keys, which this script must not touch: in a Redis Cluster they live in
+/// another slot).
+///
+/// The history's bytes (the entries' lengths) are kept in meta's `bytes`; a history whose
+/// key expired weighs nothing. The oldest entries go while the list is over `size` or over
+/// `max_bytes` (but the newest stays), so what is kept is always one contiguous range.
 const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'bytes', 0)
 end
 local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'top', 1))
 local frame = ARGV[2] .. offset .. ARGV[3]
 local size = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+if redis.call('EXISTS', KEYS[2]) == 0 then bytes = 0 end
 if size > 0 then
-  local t = redis.call('TIME')
-  local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-  redis.call('RPUSH', KEYS[2], offset .. ' ' .. ms .. ' ' .. frame)
-  redis.call('LTRIM', KEYS[2], -size, -1)
+  local entry = offset .. ' ' .. ms .. ' ' .. frame
+  local len = redis.call('RPUSH', KEYS[2], entry)
+  bytes = bytes + #entry
+  local max = tonumber(ARGV[8])
+  while len > size or (bytes > max and len > 1) do
+    local old = redis.call('LPOP', KEYS[2])
+    bytes = bytes - #old
+    len = len - 1
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
+if bytes < 0 then bytes = 0 end
+redis.call('HSET', KEYS[1], 'bytes', bytes)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. offset .. ' ' .. frame)
-return tonumber(offset)
+return {tonumber(offset), bytes, tonumber(ms)}
+";
+
+/// The deployment's budget: `KEYS`: streams (sorted set project → ms of its last publish),
+/// bytes (hash project → its history's bytes), total (the sum). `ARGV`: project, bytes, ms,
+/// project, bytes, ms… (values reported by publishes or trims). A report older than what
+/// is recorded is ignored, so reports from several nodes arriving out of order converge;
+/// values are absolute, so a lost report is healed by the next. Returns the total.
+const ACCOUNT: &str = r"
+for i = 1, #ARGV, 3 do
+  local project, bytes, ms = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local score = redis.call('ZSCORE', KEYS[1], project)
+  if not score or ms >= tonumber(score) then
+    local old = tonumber(redis.call('HGET', KEYS[2], project) or '0')
+    redis.call('HSET', KEYS[2], project, bytes)
+    redis.call('INCRBY', KEYS[3], bytes - old)
+    redis.call('ZADD', KEYS[1], ms, project)
+  end
+end
+return tonumber(redis.call('GET', KEYS[3]) or '0')
+";
+
+/// Forgets streams in the budget: `KEYS` as [`ACCOUNT`]. `ARGV`: history TTL (ms), then
+/// project, ms, project, ms… of freed streams (forgotten unless published to after `ms`).
+/// Streams whose last publish is older than the TTL are forgotten too: their history key
+/// expired with it. Returns the total.
+const FORGET: &str = r"
+local function forget(project)
+  local old = tonumber(redis.call('HGET', KEYS[2], project) or '0')
+  redis.call('HDEL', KEYS[2], project)
+  redis.call('ZREM', KEYS[1], project)
+  redis.call('DECRBY', KEYS[3], old)
+end
+for i = 2, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[i + 1]) then forget(ARGV[i]) end
+end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for _, project in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, 1000)) do
+  forget(project)
+end
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+if total < 0 then
+  redis.call('SET', KEYS[3], 0)
+  total = 0
+end
+return total
+";
+
+/// Frees or trims one project for the budget: `KEYS`: meta, history, presence. `ARGV`: the
+/// ms of the last publish the plan saw, bytes to drop (0: free the whole stream). Refuses
+/// (returns -1) when a node announces members of the project or when it was published to
+/// since; otherwise returns the history's bytes left (0 when freed). A freed stream's next
+/// use creates a new epoch, so its clients get `recovered: false`.
+const CUT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local drop = tonumber(ARGV[2])
+if drop == 0 and redis.call('ZCOUNT', KEYS[3], now, '+inf') > 0 then return -1 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+if last then
+  local ms = tonumber(string.match(last, '^%d+ (%d+) '))
+  if ms and ms > tonumber(ARGV[1]) and drop == 0 then return -1 end
+end
+if drop == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 0
+end
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local dropped = 0
+while dropped < drop do
+  local old = redis.call('LPOP', KEYS[2])
+  if not old then break end
+  dropped = dropped + #old
+end
+bytes = bytes - dropped
+if bytes < 0 or redis.call('EXISTS', KEYS[2]) == 0 then bytes = 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'bytes', bytes) end
+return bytes
 ";
 
 /// `KEYS`: meta, history. `ARGV`: epoch for a new stream, `since` (empty: no messages
@@ -102,6 +200,9 @@ pub(crate) struct Scripts {
     pub(crate) read: Script,
     pub(crate) announce: Script,
     pub(crate) presence: Script,
+    pub(crate) account: Script,
+    pub(crate) forget: Script,
+    pub(crate) cut: Script,
 }
 
 impl Scripts {
@@ -111,6 +212,9 @@ impl Scripts {
             read: Script::new(READ),
             announce: Script::new(ANNOUNCE),
             presence: Script::new(PRESENCE),
+            account: Script::new(ACCOUNT),
+            forget: Script::new(FORGET),
+            cut: Script::new(CUT),
         }
     }
 }

@@ -5,15 +5,27 @@
 //! changes whenever a stream starts over (a restart of the memory broker, a stream freed
 //! and recreated), so an offset is only meaningful together with its epoch.
 //!
+//! Retention is bounded three ways, whichever bites first: `size` messages, `max_bytes` of
+//! payload, and `ttl`. A message larger than `max_bytes` on its own is still kept while it is
+//! the newest (so the last message can always be recovered); it goes with the next append.
+//! Every drop is from the front, so what is retained is always one contiguous range of
+//! offsets ending at the newest retained one, and recovery stays exact: a `since` below the
+//! first retained offset is [`LostReason::OutOfRange`], whatever dropped the messages.
+//!
+//! The caller says how many bytes each payload weighs (`append`'s `bytes`): the transport
+//! keeps serialised frames and passes their length; the core never measures a payload.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use ws_core::history::{History, HistoryConfig, Recovery};
 //!
 //! let now = Instant::now();
-//! let mut stream = History::new("e1".into(), HistoryConfig { size: 100, ttl: Duration::from_secs(60) });
+//! let config = HistoryConfig { size: 100, ttl: Duration::from_secs(60), max_bytes: 1 << 20 };
+//! let mut stream = History::new("e1".into(), config);
 //! for text in ["a", "b", "c"] {
-//!     stream.append(now, text.to_owned());
+//!     stream.append(now, text.to_owned(), text.len());
 //! }
+//! assert_eq!(stream.bytes(), 3);
 //! // A client that saw offset 1 of epoch e1 missed 2 and 3.
 //! let Recovery::Recovered { missed, .. } = stream.recover(now, 1, "e1") else { panic!() };
 //! assert_eq!(missed.iter().map(|m| m.offset).collect::<Vec<_>>(), [2, 3]);
@@ -29,13 +41,20 @@ pub struct HistoryConfig {
     pub size: usize,
     /// How long a message is kept.
     pub ttl: Duration,
+    /// Bytes of payload kept per project (the newest message is kept even when larger).
+    pub max_bytes: usize,
 }
+
+/// The default of [`HistoryConfig::max_bytes`]: 4 MiB, a thousand 4 KiB messages (the
+/// default `size` of typical messages), or the last 64 messages of the 64 KiB maximum.
+pub const DEFAULT_MAX_BYTES: usize = 4 << 20;
 
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
             size: 1000,
             ttl: Duration::from_secs(600),
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -50,6 +69,8 @@ pub struct Stored<P> {
     pub at: Instant,
     /// The payload.
     pub payload: P,
+    /// What the payload weighs, as the caller said when appending it.
+    pub bytes: usize,
 }
 
 /// What a reconnecting client gets.
@@ -83,6 +104,8 @@ pub struct History<P> {
     /// The newest offset; 0 before the first message.
     top: u64,
     retained: VecDeque<Stored<P>>,
+    /// The sum of the retained messages' `bytes`.
+    bytes: usize,
 }
 
 impl<P: Clone> History<P> {
@@ -93,6 +116,7 @@ impl<P: Clone> History<P> {
             config,
             top: 0,
             retained: VecDeque::new(),
+            bytes: 0,
         }
     }
 
@@ -106,32 +130,67 @@ impl<P: Clone> History<P> {
         self.top
     }
 
-    /// Assigns the next offset to `payload` and keeps it; returns the offset.
-    pub fn append(&mut self, now: Instant, payload: P) -> u64 {
+    /// Assigns the next offset to `payload`, which weighs `bytes`, and keeps it; returns
+    /// the offset.
+    pub fn append(&mut self, now: Instant, payload: P, bytes: usize) -> u64 {
         self.top += 1;
         if self.config.size > 0 {
             self.retained.push_back(Stored {
                 offset: self.top,
                 at: now,
                 payload,
+                bytes,
             });
+            self.bytes += bytes;
         }
         self.expire(now);
         self.top
     }
 
-    /// Drops messages over `size` or older than `ttl`.
+    /// Drops messages over `size`, over `max_bytes` (but never the newest) or older than
+    /// `ttl`.
     pub fn expire(&mut self, now: Instant) {
-        while self.retained.len() > self.config.size {
-            self.retained.pop_front();
+        while self.retained.len() > self.config.size
+            || (self.bytes > self.config.max_bytes && self.retained.len() > 1)
+        {
+            self.pop_front();
         }
         while self
             .retained
             .front()
             .is_some_and(|m| now.saturating_duration_since(m.at) > self.config.ttl)
         {
-            self.retained.pop_front();
+            self.pop_front();
         }
+    }
+
+    /// Drops the oldest messages until at least `bytes` are gone (or nothing is left), for a
+    /// node over its total budget ([`crate::retention`]); returns the bytes dropped.
+    pub fn trim(&mut self, bytes: usize) -> usize {
+        let mut dropped = 0;
+        while dropped < bytes
+            && let Some(m) = self.pop_front()
+        {
+            dropped += m.bytes;
+        }
+        dropped
+    }
+
+    fn pop_front(&mut self) -> Option<Stored<P>> {
+        let m = self.retained.pop_front()?;
+        self.bytes -= m.bytes;
+        Some(m)
+    }
+
+    /// What the retained messages weigh.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the newest retained message was appended: the stream's last use that counts for
+    /// the node's budget (`None` when nothing is retained, and then it weighs nothing).
+    pub fn last_append(&self) -> Option<Instant> {
+        self.retained.back().map(|m| m.at)
     }
 
     /// Whether nothing is retained: with no members either, the stream may be freed.

@@ -21,6 +21,7 @@
 //! - [`hub`]: one shard of projects → members; fan-out and verdicts.
 //! - [`Admission`]: connection limits across shards.
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
+//! - [`retention`]: the budget of all streams' history: which to free or trim.
 //! - [`envelope`]: the JSON frames of the v1 protocol.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod envelope;
 pub mod history;
 pub mod hub;
 pub mod ids;
+pub mod retention;
 
 pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};

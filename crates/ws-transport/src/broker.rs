@@ -7,13 +7,14 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tungstenite::Utf8Bytes;
 use ws_core::envelope::{Payload, ServerFrame};
 use ws_core::history::{History, HistoryConfig, Recovery, Stored};
+use ws_core::retention::{Budget, Cut, Usage};
 use ws_core::{ProjectId, UserId};
 
 use crate::hub::SharedHub;
@@ -141,12 +142,25 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 /// One shard of the memory broker's streams.
 type Streams = HashMap<ProjectId, History<Utf8Bytes>>;
 
+/// The default of the memory broker's total budget ([`MemoryBroker::with_budget`]): 256 MiB,
+/// 64 projects at the default `history.max_bytes`, thousands at common message sizes.
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 << 20;
+
 /// The embedded broker: history in memory, one process. Its epoch changes with every
 /// start, so clients of a restarted server learn that their history is gone.
+///
+/// What the streams retain is counted in one atomic (the `wshub_history_bytes` gauge of
+/// [`Metrics`](crate::Metrics)): a publish adds its frame's length and subtracts what its
+/// append dropped, without a lock of its own. The publish that takes the total over the
+/// budget, and every sweep, applies `ws_core::retention::Budget`'s plan: the oldest idle
+/// streams are freed, then the oldest messages of the least recently used streams go.
 #[derive(Debug)]
 pub struct MemoryBroker {
     hub: SharedHub,
     config: HistoryConfig,
+    budget: Budget,
+    /// One caller at a time applies the budget; the others' publishes go on.
+    enforcing: AtomicBool,
     shards: Box<[Mutex<Streams>]>,
     hasher: RandomState,
     /// Names this process's streams; a stream recreated later gets the next `seq`.
@@ -155,7 +169,8 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker that delivers to `hub` and keeps `config` worth of history per project.
+    /// A broker that delivers to `hub` and keeps `config` worth of history per project, and
+    /// [`DEFAULT_MAX_TOTAL_BYTES`] in all.
     pub fn new(hub: SharedHub, config: HistoryConfig, shards: usize) -> Self {
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -168,6 +183,8 @@ impl MemoryBroker {
         Self {
             hub,
             config,
+            budget: Budget::new(DEFAULT_MAX_TOTAL_BYTES),
+            enforcing: AtomicBool::new(false),
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -177,18 +194,111 @@ impl MemoryBroker {
         }
     }
 
-    /// Frees streams with nothing retained and nobody connected. A stream created again
-    /// later gets a new epoch, so a stale `since` is never mistaken for a current one.
+    /// Keeps at most about `max_total_bytes` of history across all projects (see the type's
+    /// docs for how far over it a burst of publishes can go).
+    #[must_use]
+    pub fn with_budget(mut self, max_total_bytes: u64) -> Self {
+        self.budget = Budget::new(max_total_bytes);
+        self
+    }
+
+    /// What the streams retain now, in bytes of frames.
+    pub fn retained_bytes(&self) -> u64 {
+        self.hub.metrics().history_bytes()
+    }
+
+    /// Frees streams with nothing retained and nobody connected, then applies the budget. A
+    /// stream created again later gets a new epoch, so a stale `since` is never mistaken for
+    /// a current one. Returns the streams freed.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut freed = 0;
         for shard in &self.shards {
             let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
             streams.retain(|project, stream| {
-                stream.expire(now);
+                self.weighed(stream, |s| s.expire(now));
                 let keep = !stream.is_empty() || self.hub.has_members(project);
                 freed += usize::from(!keep);
                 keep
             });
+        }
+        freed + self.enforce_budget(now)
+    }
+
+    /// Runs `f` on `stream` and counts what it changed in the stream's bytes.
+    fn weighed<T>(
+        &self,
+        stream: &mut History<Utf8Bytes>,
+        f: impl FnOnce(&mut History<Utf8Bytes>) -> T,
+    ) -> T {
+        let before = stream.bytes();
+        let out = f(stream);
+        self.count_bytes(before, stream.bytes());
+        out
+    }
+
+    /// Moves the total from a stream's `before` to its `after`; returns the new total.
+    fn count_bytes(&self, before: usize, after: usize) -> u64 {
+        let delta = after as i64 - before as i64;
+        self.hub.metrics().history_bytes_add(delta)
+    }
+
+    /// When over the budget, frees or trims streams as `Budget::plan` says; returns the
+    /// streams freed. Locks one shard at a time (and, under it, the hub's shard to see
+    /// members), so publishes to other shards go on meanwhile.
+    fn enforce_budget(&self, now: Instant) -> usize {
+        if !self.budget.is_over(self.retained_bytes())
+            || self.enforcing.swap(true, Ordering::Acquire)
+        {
+            return 0;
+        }
+        // Cleared however this ends, so a panic cannot turn the budget off for good.
+        struct Enforcing<'a>(&'a AtomicBool);
+        impl Drop for Enforcing<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _enforcing = Enforcing(&self.enforcing);
+        // The snapshot: (shard, project, top) names a stream as it was seen, so a stream
+        // published to since then is left alone (it is no longer the oldest).
+        let mut usage = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (project, stream) in streams.iter_mut() {
+                self.weighed(stream, |s| s.expire(now));
+                if let Some(last_append) = stream.last_append() {
+                    usage.push(Usage {
+                        key: (i, project.clone(), stream.top()),
+                        bytes: stream.bytes() as u64,
+                        last_append,
+                        has_members: self.hub.has_members(project),
+                    });
+                }
+            }
+        }
+        let mut cuts = self.budget.plan(self.retained_bytes(), usage);
+        cuts.sort_by_key(|((i, _, _), _)| *i);
+        let mut freed = 0;
+        for chunk in cuts.chunk_by(|((a, _, _), _), ((b, _, _), _)| a == b) {
+            let mut streams = self.shards[(chunk[0].0).0]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for ((_, project, top), cut) in chunk {
+                let Some(stream) = streams.get_mut(project) else {
+                    continue;
+                };
+                match cut {
+                    Cut::Free if stream.top() == *top && !self.hub.has_members(project) => {
+                        self.count_bytes(stream.bytes(), 0);
+                        streams.remove(project);
+                        freed += 1;
+                    }
+                    Cut::Free => {}
+                    Cut::Trim { bytes } => {
+                        self.weighed(stream, |s| s.trim(*bytes as usize));
+                    }
+                }
+            }
         }
         freed
     }
@@ -213,21 +323,31 @@ impl MemoryBroker {
 
     fn publish_now(&self, project: &ProjectId, publication: &Publication) -> u64 {
         let now = Instant::now();
-        let mut streams = self.shard(project);
-        let stream = self.stream(&mut streams, project);
-        let offset = stream.top() + 1;
-        let frame: Utf8Bytes = ServerFrame::Message {
-            offset,
-            from: &publication.from,
-            data: publication.data.as_raw(),
-            ts: publication.ts,
+        let (offset, total) = {
+            let mut streams = self.shard(project);
+            let stream = self.stream(&mut streams, project);
+            let offset = stream.top() + 1;
+            let frame: Utf8Bytes = ServerFrame::Message {
+                offset,
+                from: &publication.from,
+                data: publication.data.as_raw(),
+                ts: publication.ts,
+            }
+            .to_json()
+            .into();
+            let before = stream.bytes();
+            let appended = stream.append(now, frame.clone(), frame.len());
+            debug_assert_eq!(appended, offset);
+            let total = self.count_bytes(before, stream.bytes());
+            // Delivered under the stream's lock: members see publishes in offset order.
+            self.hub.deliver(project, Some(offset), frame, None);
+            (offset, total)
+        };
+        // The publish that crosses the budget pays for bringing it back, outside its
+        // stream's lock (the plan takes every shard's in turn).
+        if self.budget.is_over(total) {
+            self.enforce_budget(now);
         }
-        .to_json()
-        .into();
-        let appended = stream.append(now, frame.clone());
-        debug_assert_eq!(appended, offset);
-        // Delivered under the stream's lock: members see publishes in offset order.
-        self.hub.deliver(project, Some(offset), frame, None);
         offset
     }
 
@@ -237,7 +357,7 @@ impl MemoryBroker {
         let stream = self.stream(&mut streams, project);
         let (recovered, missed) = match since {
             None => (false, Vec::new()),
-            Some((since, epoch)) => match stream.recover(now, since, epoch) {
+            Some((since, epoch)) => match self.weighed(stream, |s| s.recover(now, since, epoch)) {
                 Recovery::Recovered { missed } => (true, missed),
                 Recovery::Lost(_) => (false, Vec::new()),
             },
@@ -254,7 +374,7 @@ impl MemoryBroker {
         let now = Instant::now();
         let mut streams = self.shard(project);
         let stream = self.stream(&mut streams, project);
-        let (messages, complete) = stream.since(now, since);
+        let (messages, complete) = self.weighed(stream, |s| s.since(now, since));
         HistoryPage {
             epoch: stream.epoch().to_owned(),
             top: stream.top(),

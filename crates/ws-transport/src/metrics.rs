@@ -22,6 +22,9 @@ pub struct Metrics {
     fanout_latency: Histogram<LATENCY_BUCKETS>,
     broker_latency: Histogram<LATENCY_BUCKETS>,
     queue_depth: Histogram<DEPTH_BUCKETS>,
+    /// A gauge kept here rather than measured at scrape time: the memory broker counts its
+    /// retained bytes in it on every publish, the Redis broker sets it after every sweep.
+    history_bytes: AtomicU64,
 }
 
 /// The HTTP statuses a handshake may end with; anything else counts as `other`.
@@ -108,6 +111,26 @@ impl Metrics {
         self.queue_depth.observe(frames as f64);
     }
 
+    /// Adds `delta` (negative: subtracts) to the retained history's bytes; returns the
+    /// new value.
+    pub fn history_bytes_add(&self, delta: i64) -> u64 {
+        // Two's complement: adding the wrapped delta is subtracting.
+        let delta = delta as u64;
+        self.history_bytes
+            .fetch_add(delta, Relaxed)
+            .wrapping_add(delta)
+    }
+
+    /// Sets the retained history's bytes (a broker that measures it elsewhere).
+    pub fn set_history_bytes(&self, bytes: u64) {
+        self.history_bytes.store(bytes, Relaxed);
+    }
+
+    /// The retained history's bytes.
+    pub fn history_bytes(&self) -> u64 {
+        self.history_bytes.load(Relaxed)
+    }
+
     /// The text exposition format, with the gauges the caller measured now.
     pub fn encode(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -132,6 +155,13 @@ impl Metrics {
         for (bucket, n) in &gauges.projects_by_size {
             writeln!(out, "wshub_projects{{members=\"{bucket}\"}} {n}")?;
         }
+
+        writeln!(
+            out,
+            "# HELP wshub_history_bytes Bytes of retained history: this node's (memory broker), or the deployment's as of the last sweep (Redis broker)."
+        )?;
+        writeln!(out, "# TYPE wshub_history_bytes gauge")?;
+        writeln!(out, "wshub_history_bytes {}", self.history_bytes())?;
 
         writeln!(
             out,
@@ -317,6 +347,8 @@ mod tests {
         m.close(CloseCode::new(4321), CloseSide::Client);
         m.fanout_latency(Duration::from_micros(300));
         m.fanout_latency(Duration::from_millis(30));
+        assert_eq!(m.history_bytes_add(100), 100);
+        assert_eq!(m.history_bytes_add(-40), 60);
         let text = m.encode(&Gauges {
             version: "1.2.3",
             connections: 2,
@@ -325,6 +357,7 @@ mod tests {
         for line in [
             "wshub_build_info{version=\"1.2.3\"} 1",
             "wshub_connections 2",
+            "wshub_history_bytes 60",
             "wshub_projects{members=\"1\"} 2",
             "wshub_handshakes_total{status=\"101\"} 1",
             "wshub_handshakes_total{status=\"401\"} 1",

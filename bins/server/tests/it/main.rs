@@ -15,6 +15,7 @@ mod limits;
 mod messaging;
 mod ops;
 mod redis;
+mod retention;
 mod scale;
 mod security;
 mod shutdown;

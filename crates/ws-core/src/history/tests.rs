@@ -9,11 +9,16 @@ fn origin() -> Instant {
 }
 
 fn stream(size: usize, ttl_secs: u64) -> History<u64> {
+    stream_of_bytes(size, ttl_secs, usize::MAX)
+}
+
+fn stream_of_bytes(size: usize, ttl_secs: u64, max_bytes: usize) -> History<u64> {
     History::new(
         "e".into(),
         HistoryConfig {
             size,
             ttl: Duration::from_secs(ttl_secs),
+            max_bytes,
         },
     )
 }
@@ -27,7 +32,7 @@ fn recovery_replays_exactly_what_was_missed() {
     let now = origin();
     let mut s = stream(10, 60);
     for i in 1..=5 {
-        assert_eq!(s.append(now, i), i);
+        assert_eq!(s.append(now, i, 1), i);
     }
     let Recovery::Recovered { missed } = s.recover(now, 2, "e") else {
         panic!()
@@ -49,7 +54,7 @@ fn recovery_fails_for_another_epoch_a_gap_or_the_future() {
     let now = origin();
     let mut s = stream(3, 60);
     for i in 1..=6 {
-        s.append(now, i);
+        s.append(now, i, 1);
     }
     assert_eq!(
         s.recover(now, 4, "other"),
@@ -71,8 +76,8 @@ fn recovery_fails_for_another_epoch_a_gap_or_the_future() {
 fn messages_expire_after_the_ttl() {
     let now = origin();
     let mut s = stream(10, 10);
-    s.append(now, 1);
-    s.append(now + Duration::from_secs(5), 2);
+    s.append(now, 1, 1);
+    s.append(now + Duration::from_secs(5), 2, 1);
     let later = now + Duration::from_secs(12);
     let (kept, complete) = s.since(later, 0);
     assert_eq!((offsets(&kept), complete), (vec![2], false));
@@ -88,8 +93,8 @@ fn messages_expire_after_the_ttl() {
 fn a_zero_size_history_still_counts() {
     let now = origin();
     let mut s = stream(0, 10);
-    assert_eq!(s.append(now, 1), 1);
-    assert_eq!(s.append(now, 2), 2);
+    assert_eq!(s.append(now, 1, 1), 1);
+    assert_eq!(s.append(now, 2, 1), 2);
     assert!(s.is_empty());
     assert_eq!(
         s.recover(now, 1, "e"),
@@ -97,7 +102,99 @@ fn a_zero_size_history_still_counts() {
     );
 }
 
+#[test]
+fn the_oldest_messages_go_when_the_bytes_exceed_max_bytes() {
+    let now = origin();
+    let mut s = stream_of_bytes(100, 60, 100);
+    for i in 1..=4 {
+        s.append(now, i, 25);
+    }
+    assert_eq!(s.bytes(), 100, "exactly max_bytes is within it");
+    s.append(now, 5, 25); // 125 > 100: message 1 goes
+    assert_eq!(s.bytes(), 100);
+    let (kept, complete) = s.since(now, 0);
+    assert_eq!((offsets(&kept), complete), (vec![2, 3, 4, 5], false));
+    // Recovery stays exact: 1 was dropped for bytes, so since = 0 is out of range.
+    assert_eq!(
+        s.recover(now, 0, "e"),
+        Recovery::Lost(LostReason::OutOfRange)
+    );
+    assert!(
+        matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2, 3, 4, 5])
+    );
+}
+
+#[test]
+fn a_message_larger_than_max_bytes_is_kept_while_it_is_the_newest() {
+    let now = origin();
+    let mut s = stream_of_bytes(100, 60, 100);
+    s.append(now, 1, 40);
+    s.append(now, 2, 250);
+    assert_eq!((offsets(&s.since(now, 0).0), s.bytes()), (vec![2], 250));
+    assert!(
+        matches!(s.recover(now, 1, "e"), Recovery::Recovered { missed } if offsets(&missed) == [2])
+    );
+    s.append(now, 3, 10);
+    assert_eq!((offsets(&s.since(now, 0).0), s.bytes()), (vec![3], 10));
+}
+
+#[test]
+fn expiry_and_trim_give_the_bytes_back() {
+    let now = origin();
+    let mut s = stream_of_bytes(100, 10, 1000);
+    s.append(now, 1, 100);
+    s.append(now + Duration::from_secs(5), 2, 50);
+    s.append(now + Duration::from_secs(6), 3, 20);
+    assert_eq!(s.last_append(), Some(now + Duration::from_secs(6)));
+    s.expire(now + Duration::from_secs(11));
+    assert_eq!(s.bytes(), 70);
+    assert_eq!(s.trim(1), 50, "whole messages: at least what was asked");
+    assert_eq!(s.trim(1000), 20);
+    assert_eq!((s.bytes(), s.last_append(), s.top()), (0, None, 3));
+    assert_eq!(s.trim(1), 0);
+}
+
 proptest! {
+    /// Whatever the sizes, the retained bytes never exceed `max_bytes` unless the newest
+    /// message alone is larger; the byte count is the sum of the retained messages; the
+    /// retained offsets are one contiguous range ending at the newest; and a `since` is
+    /// recovered exactly when every message after it is retained.
+    #[test]
+    fn retained_bytes_stay_within_max_bytes(
+        max_bytes in 1usize..2000,
+        size in 1usize..50,
+        sizes in prop::collection::vec(0usize..600, 1..200),
+        since_frac in 0.0f64..1.0,
+    ) {
+        let now = origin();
+        let mut s = stream_of_bytes(size, 600, max_bytes);
+        for (i, bytes) in sizes.iter().enumerate() {
+            s.append(now, i as u64 + 1, *bytes);
+            let (kept, _) = s.since(now, 0);
+            let sum: usize = kept.iter().map(|m| m.bytes).sum();
+            prop_assert_eq!(sum, s.bytes());
+            prop_assert!(s.bytes() <= max_bytes || kept.len() == 1, "{} bytes in {} messages", s.bytes(), kept.len());
+            prop_assert!(kept.len() <= size);
+            prop_assert!(kept.windows(2).all(|w| w[1].offset == w[0].offset + 1));
+            prop_assert_eq!(kept.last().map(|m| m.offset), Some(s.top()));
+        }
+        let top = s.top();
+        let since = (top as f64 * since_frac) as u64;
+        let (kept, _) = s.since(now, 0);
+        let first = kept[0].offset;
+        match s.recover(now, since, "e") {
+            Recovery::Recovered { missed } => {
+                prop_assert!(since + 1 >= first);
+                prop_assert_eq!(offsets(&missed), (since + 1..=top).collect::<Vec<_>>());
+            }
+            Recovery::Lost(reason) => {
+                prop_assert_eq!(reason, LostReason::OutOfRange);
+                prop_assert!(since + 1 < first);
+            }
+        }
+    }
+
+
     /// Offsets are strictly increasing by one and never reused, whatever the size and ttl.
     #[test]
     fn offsets_strictly_increase(size in 0usize..20, gaps in prop::collection::vec(0u64..5, 1..100)) {
@@ -106,7 +203,7 @@ proptest! {
         let mut last = 0;
         for gap in gaps {
             now += Duration::from_secs(gap);
-            let offset = s.append(now, 0);
+            let offset = s.append(now, 0, 1);
             prop_assert_eq!(offset, last + 1);
             last = offset;
             let (kept, _) = s.since(now, 0);
@@ -133,7 +230,7 @@ proptest! {
         let mut live = Vec::new();
         let mut replay = Vec::new();
         for offset in 1..=total {
-            s.append(now, offset);
+            s.append(now, offset, 1);
             if offset > registered {
                 live.push(offset); // queued for the client since it registered
             }
