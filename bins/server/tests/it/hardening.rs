@@ -239,7 +239,10 @@ async fn presence_answers_never_pile_up_behind_a_slow_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_replay_reaches_a_slow_reader_whole() {
     const MISSED: u64 = 1000;
-    let server = Server::start("[timeouts]\nwrite = \"1s\"\n\n[history]\nsize = 1000\n");
+    // 16 MiB of history in one project: over the default history.max_bytes.
+    let server = Server::start(
+        "[timeouts]\nwrite = \"1s\"\n\n[history]\nsize = 1000\nmax_bytes = 67108864\n",
+    );
     let project = "replayed";
     let (_, welcome) = join(&server, project, "first").await;
     let epoch = welcome["epoch"].as_str().unwrap().to_owned();
