@@ -75,6 +75,8 @@ fn run(case: Case) {
         let mut c = HubConfig::default();
         c.send_queue_frames = usize::from(case.send_queue_frames);
         c.send_queue_bytes = usize::from(case.send_queue_bytes);
+        // Small enough for the fuzzer's projects to cross it.
+        c.presence_max_members = usize::from(case.send_queue_frames % 8);
         c
     };
     let mut hub: Hub<u64> = Hub::new(config.clone());
@@ -112,6 +114,11 @@ fn run(case: Case) {
                     model.values().filter(|m| m.project == p).count(),
                     "members after register"
                 );
+                assert_eq!(
+                    r.announce_join,
+                    r.joined && r.members <= config.presence_max_members,
+                    "join announced by the presence rule"
+                );
             }
             Op::Unregister(which) => {
                 if let Some(conn) = pick(&model, which) {
@@ -124,6 +131,13 @@ fn run(case: Case) {
                         .values()
                         .any(|o| o.project == m.project && o.user == m.user);
                     assert_eq!(gone.left, !still, "leave flag");
+                    let members = model.values().filter(|o| o.project == m.project).count();
+                    assert_eq!(gone.members, members, "members after unregister");
+                    assert_eq!(
+                        gone.announce_leave,
+                        gone.left && members < config.presence_max_members,
+                        "leave announced by the presence rule"
+                    );
                     unregistrations += 1;
                     assert!(hub.unregister(ConnId(conn)).is_none(), "unregistered twice");
                     assert!(hub.member(ConnId(conn)).is_none());

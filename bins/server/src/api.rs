@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -15,7 +14,8 @@ use serde_json::value::RawValue;
 use tower::Service;
 use ws_core::ProjectId;
 use ws_core::envelope::Payload;
-use ws_transport::broker::{BrokerError, Publication, StoredMessage};
+use ws_transport::broker::{BrokerError, StoredMessage};
+use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use ws_transport::{Broker, SharedHub, json_error};
 
 use crate::routes::{Body, json, not_found};
@@ -119,21 +119,11 @@ impl Inner {
         if request.data.get().len() > self.max_message_bytes {
             return too_large(self.max_message_bytes);
         }
-        let publication = Publication {
-            from: request.from.unwrap_or_else(|| "api".to_owned()),
-            data: Payload::new(request.data),
-            ts: unix_millis(),
-        };
-        let started = std::time::Instant::now();
-        match self.broker.publish(project, publication).await {
-            Ok(offset) => {
-                self.hub.metrics().published(started.elapsed());
-                json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#))
-            }
-            Err(e) => {
-                self.hub.metrics().broker_error();
-                unavailable(&e)
-            }
+        let from = request.from.unwrap_or_else(|| "api".to_owned());
+        let data = Payload::new(request.data);
+        match publish(&self.hub, &*self.broker, project, from, data).await {
+            Ok(offset) => json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#)),
+            Err(e) => unavailable(&e),
         }
     }
 
@@ -237,14 +227,8 @@ fn unavailable(e: &BrokerError) -> Response<Body> {
     json_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "broker_unavailable",
-        "the message broker is unavailable; retry later",
+        BROKER_UNAVAILABLE_MESSAGE,
     )
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

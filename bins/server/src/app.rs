@@ -233,6 +233,8 @@ fn hub_config(settings: &Settings) -> HubConfig {
     let mut config = HubConfig::default();
     config.send_queue_frames = settings.limits.send_queue_frames;
     config.send_queue_bytes = settings.limits.send_queue_bytes;
+    config.presence_events = settings.presence.events;
+    config.presence_max_members = settings.presence.max_members_for_events;
     config
 }
 
@@ -255,7 +257,5 @@ fn transport_config(settings: &Settings) -> TransportConfig {
     client.request_rate = settings.limits.client_request_rate;
     let mut config = TransportConfig::default();
     config.client = client;
-    config.presence_events = settings.presence.events;
-    config.presence_max_members = settings.presence.max_members_for_events;
     config
 }

@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::close_code::{Close, CloseCode};
-use crate::envelope::{ClientFrame, Payload, ServerFrame};
+use crate::envelope::{ClientFrame, Payload, ServerFrame, code};
 
 /// Limits and timers of one connection.
 #[derive(Debug, Clone)]
@@ -547,26 +547,21 @@ impl Client {
         } else {
             let (code, message) = match refusal {
                 Refusal::PublishNotAllowed => (
-                    "publish_not_allowed",
+                    code::PUBLISH_NOT_ALLOWED,
                     "this server does not accept publishes from clients".to_owned(),
                 ),
                 Refusal::PublishRate => (
-                    "rate_limited",
+                    code::RATE_LIMITED,
                     "publish rate exceeded; slow down".to_owned(),
                 ),
                 Refusal::RequestRate => (
-                    "rate_limited",
+                    code::RATE_LIMITED,
                     "request rate exceeded; slow down".to_owned(),
                 ),
                 Refusal::Envelope(e) => (e.code(), e.to_string()),
             };
-            self.transmits.push_back(Transmit::Text(
-                ServerFrame::Error {
-                    code,
-                    message: &message,
-                }
-                .to_json(),
-            ));
+            self.transmits
+                .push_back(Transmit::Text(ServerFrame::error(code, &message).to_json()));
         }
     }
 

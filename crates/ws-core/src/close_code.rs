@@ -159,6 +159,20 @@ impl Close {
         Self::new(CloseCode::SLOW_CONSUMER, "slow consumer")
     }
 
+    /// Whether the frames queued behind this close are dropped instead of sent ahead of
+    /// it: after a slow-consumer verdict they are what the client could not keep up with,
+    /// it recovers them after reconnecting, and sending them first would only delay the
+    /// close frame. Other closes let the batch already taken go out first.
+    ///
+    /// ```
+    /// use ws_core::Close;
+    /// assert!(Close::slow_consumer().discards_queued());
+    /// assert!(!Close::shutting_down().discards_queued());
+    /// ```
+    pub fn discards_queued(&self) -> bool {
+        self.code() == CloseCode::SLOW_CONSUMER
+    }
+
     /// The code.
     pub fn code(&self) -> CloseCode {
         self.code

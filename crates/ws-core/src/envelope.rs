@@ -4,8 +4,30 @@
 //! or an [`EnvelopeError`] that says precisely what is wrong. Server frames are
 //! serialised once per event and shared by every recipient.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+/// The WebSocket subprotocol of the v1 protocol, answered when the client offers it.
+pub const SUBPROTOCOL: &str = "wshub.v1";
+
+/// The `code`s of `error` frames: stable, machine-readable, documented in
+/// `docs/protocol.md`. `message` is for developers and may change; these do not.
+pub mod code {
+    /// Not JSON, or a field of the wrong JSON type.
+    pub const INVALID_JSON: &str = "invalid_json";
+    /// JSON, but not a frame: not an object, no `type`, a required field missing.
+    pub const INVALID_FRAME: &str = "invalid_frame";
+    /// A `type` the server does not know.
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    /// A publish while `limits.allow_client_publish` is off.
+    pub const PUBLISH_NOT_ALLOWED: &str = "publish_not_allowed";
+    /// Over the publish rate or the request budget.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The broker could not serve the request; retry later.
+    pub const BROKER_UNAVAILABLE: &str = "broker_unavailable";
+}
 
 /// A frame a client sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,12 +46,12 @@ pub enum ClientFrame {
 
 /// Why a client frame was refused. Each is answered with an `error` frame
 /// carrying [`EnvelopeError::code`]; repeated faults close with 1008.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
     /// Not JSON, or a field of the wrong JSON type: fix the encoder.
     #[error("invalid JSON: {0}")]
-    Json(String),
+    Json(#[source] Arc<serde_json::Error>),
     /// The frame is not a JSON object.
     #[error("a frame must be a JSON object")]
     NotAnObject,
@@ -53,12 +75,39 @@ impl EnvelopeError {
     /// The `code` of the `error` frame that answers this fault.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Json(_) => "invalid_json",
-            Self::NotAnObject | Self::MissingType | Self::MissingField { .. } => "invalid_frame",
-            Self::UnknownType(_) => "unknown_type",
+            Self::Json(_) => code::INVALID_JSON,
+            Self::NotAnObject | Self::MissingType | Self::MissingField { .. } => {
+                code::INVALID_FRAME
+            }
+            Self::UnknownType(_) => code::UNKNOWN_TYPE,
+        }
+    }
+
+    fn json(e: serde_json::Error) -> Self {
+        Self::Json(Arc::new(e))
+    }
+}
+
+/// Equal when they say the same: serde's errors cannot be compared, their texts can.
+impl PartialEq for EnvelopeError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Json(a), Self::Json(b)) => a.to_string() == b.to_string(),
+            (Self::NotAnObject, Self::NotAnObject) | (Self::MissingType, Self::MissingType) => true,
+            (Self::UnknownType(a), Self::UnknownType(b)) => a == b,
+            (
+                Self::MissingField { kind, field },
+                Self::MissingField {
+                    kind: k2,
+                    field: f2,
+                },
+            ) => kind == k2 && field == f2,
+            _ => false,
         }
     }
 }
+
+impl Eq for EnvelopeError {}
 
 /// A JSON payload, verbatim as the client sent it: never re-encoded on its way through.
 #[derive(Debug, Clone)]
@@ -74,7 +123,7 @@ impl Payload {
     pub fn from_json(json: String) -> Result<Self, EnvelopeError> {
         RawValue::from_string(json)
             .map(Self)
-            .map_err(|e| EnvelopeError::Json(e.to_string()))
+            .map_err(EnvelopeError::json)
     }
 
     /// The JSON text.
@@ -124,8 +173,7 @@ impl ClientFrame {
             }
             _ => {}
         }
-        let raw: RawClientFrame<'_> =
-            serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        let raw: RawClientFrame<'_> = serde_json::from_str(text).map_err(EnvelopeError::json)?;
         match raw.kind.as_deref() {
             None => Err(EnvelopeError::MissingType),
             Some("publish") => match raw.data {
@@ -217,7 +265,17 @@ pub enum ServerFrame<'a> {
     },
 }
 
-impl ServerFrame<'_> {
+impl<'a> ServerFrame<'a> {
+    /// The `ack` of a client's publish.
+    pub fn ack(id: Option<&'a str>, offset: u64) -> Self {
+        Self::Ack { id, offset }
+    }
+
+    /// An `error` frame: `code` is one of [`code`], `message` for a developer.
+    pub fn error(code: &'a str, message: &'a str) -> Self {
+        Self::Error { code, message }
+    }
+
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
         // Serialising these types cannot fail: every key is a string and RawValue is valid JSON.

@@ -48,12 +48,28 @@ pub struct HubConfig {
     pub send_queue_frames: usize,
     /// A member whose send queue holds more bytes than this is a slow consumer.
     pub send_queue_bytes: usize,
+    /// Whether members get `join`/`leave` presence frames.
+    pub presence_events: bool,
+    /// Above this many connections a project gets no `join`/`leave` frames: N members
+    /// joining would cost N² frames. The presence list stays available.
+    pub presence_max_members: usize,
 }
 
 impl HubConfig {
     /// Whether a send queue this deep makes its member a slow consumer.
     pub fn is_over(&self, depth: QueueDepth) -> bool {
         depth.frames > self.send_queue_frames || depth.bytes > self.send_queue_bytes
+    }
+
+    /// Whether a user's first connection joining, or last one leaving, is announced to the
+    /// project, which had `members` connections counting that one. One rule for both
+    /// directions (a join when the project then has at most the limit, a leave when it had
+    /// at most the limit before): with `presence_max_members = 2`, the second member's join
+    /// is announced and so is its leave while nobody else came, the third member's neither.
+    /// Across the threshold the frames stop, so members of a large project must rely on
+    /// the presence list (`sync`), which is always exact.
+    fn announces(&self, members: usize) -> bool {
+        self.presence_events && members <= self.presence_max_members
     }
 }
 
@@ -62,6 +78,8 @@ impl Default for HubConfig {
         Self {
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,
+            presence_events: true,
+            presence_max_members: 1000,
         }
     }
 }
@@ -102,6 +120,9 @@ pub struct Registered {
     pub members: usize,
     /// Whether this is the user's first connection to the project (a presence join).
     pub joined: bool,
+    /// Whether to send the project's other members a `join` for it (the user joined, and
+    /// the project is within the presence limits).
+    pub announce_join: bool,
 }
 
 /// What an unregistration changed.
@@ -117,6 +138,9 @@ pub struct Unregistered<T> {
     pub left: bool,
     /// Members the project has left after it.
     pub members: usize,
+    /// Whether to send the remaining members a `leave` (the user left, and the project was
+    /// within the presence limits with this connection in it).
+    pub announce_leave: bool,
 }
 
 #[derive(Debug)]
@@ -187,7 +211,11 @@ impl<T> Hub<T> {
         });
         let members = entry.members.len();
         self.index.insert(conn, (project, members - 1));
-        Registered { members, joined }
+        Registered {
+            members,
+            joined,
+            announce_join: joined && self.config.announces(members),
+        }
     }
 
     /// Removes `conn`; `None` if it was not registered.
@@ -223,6 +251,7 @@ impl<T> Hub<T> {
             user: member.user,
             left,
             members,
+            announce_leave: left && self.config.announces(members + 1),
         })
     }
 

@@ -34,6 +34,20 @@ pub struct Publication {
     pub ts: u64,
 }
 
+impl Publication {
+    /// A message from `from`, accepted now: its `ts` is stamped here, so every way into
+    /// the broker stamps it alike.
+    pub fn new(from: String, data: Payload) -> Self {
+        Self {
+            from,
+            data,
+            ts: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
 /// A retained message as its serialised `message` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {

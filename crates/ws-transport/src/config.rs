@@ -27,10 +27,6 @@ pub struct TransportConfig {
     pub batch_frames: usize,
     /// How long a closing connection waits for the peer to read our close frame and hang up.
     pub linger: Duration,
-    /// Whether members get `join`/`leave` presence frames.
-    pub presence_events: bool,
-    /// Above this many members a project gets no presence frames (N joins would cost N²).
-    pub presence_max_members: usize,
 }
 
 impl Default for TransportConfig {
@@ -41,8 +37,6 @@ impl Default for TransportConfig {
             write_buffer_bytes: 8 * 1024,
             batch_frames: 64,
             linger: Duration::from_secs(1),
-            presence_events: true,
-            presence_max_members: 1000,
         }
     }
 }

@@ -11,24 +11,25 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::socket::{PendingUpgrade, WsStream};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio::time::timeout_at;
+use tokio::time::timeout;
 use tracing::{debug, warn};
 use tungstenite::{Message, Utf8Bytes};
 use ws_core::client::{Closed, Event, Initiator};
-use ws_core::envelope::ServerFrame;
+use ws_core::envelope::{ServerFrame, code};
 use ws_core::history::Watermark;
 use ws_core::{Client, Close, CloseCode, ConnId, ProjectId, UserId};
 
-use crate::broker::{Broker, Publication, Replay};
+use crate::broker::{Broker, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
 use crate::metrics::CloseSide;
 use crate::outbox::{Commands, Outbox, Outgoing};
+use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use crate::pump;
 use crate::tungstenite;
 
@@ -119,8 +120,7 @@ impl pump::Application for HubApp<'_> {
             batch.frames.clear();
         }
         if let Some(close) = batch.commands.close.take() {
-            // Frames behind a slow-consumer verdict are dropped: the client recovers them.
-            if close.code() == CloseCode::SLOW_CONSUMER {
+            if close.discards_queued() {
                 batch.frames.clear();
             }
             client.close(now, close);
@@ -210,7 +210,7 @@ pub(crate) fn run(
         };
         let pump::Ended { closed, socket } =
             pump::run(ws, &app, new_client(&config, &who), config.linger).await;
-        leave(&hub, conn, &who, &config);
+        leave(&hub, conn, &who);
         hub.metrics().close(
             closed.code,
             match closed.initiator {
@@ -278,10 +278,7 @@ async fn open(
         }
     };
     debug!("connection registered");
-    if registered.joined
-        && config.presence_events
-        && registered.members <= config.presence_max_members
-    {
+    if registered.announce_join {
         let frame = presence_frame("join", &who.user);
         hub.deliver(&who.project, None, frame, Some(conn));
     }
@@ -306,13 +303,13 @@ async fn open(
                 config,
             )
             .await;
-            leave(hub, conn, who, config);
+            leave(hub, conn, who);
             return None;
         }
     };
     let Some((delivered, missed)) = opened else {
         debug!("the welcome could not be written");
-        leave(hub, conn, who, config);
+        leave(hub, conn, who);
         return None;
     };
     Some(Opened {
@@ -350,7 +347,7 @@ async fn write_opening(
         let Some(last) = batch.last().map(|(offset, _)| *offset) else {
             return Some(delivered);
         };
-        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
+        let deadline = Instant::now() + config.client.write_timeout;
         let messages = batch.drain(..).map(|(_, frame)| Message::Text(frame));
         if !matches!(pump::write_all(ws, messages, deadline).await, Ok(Ok(()))) {
             return None;
@@ -378,8 +375,11 @@ fn refuse<'a>(
     config: &'a TransportConfig,
 ) -> Pin<Box<impl Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
-        let deadline = tokio::time::Instant::now() + config.client.write_timeout;
-        let sent = timeout_at(deadline, ws.send(pump::close_message(close))).await;
+        let sent = timeout(
+            config.client.write_timeout,
+            ws.send(pump::close_message(close)),
+        )
+        .await;
         if matches!(sent, Ok(Ok(()))) {
             pump::linger(ws, config.linger).await;
         }
@@ -387,14 +387,11 @@ fn refuse<'a>(
 }
 
 /// Unregisters, and tells the project when the user's last connection left.
-fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted, config: &TransportConfig) {
+fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted) {
     let Some(gone) = hub.unregister(conn, &who.project) else {
         return;
     };
-    if gone.left
-        && config.presence_events
-        && hub.member_count(&who.project) < config.presence_max_members
-    {
+    if gone.announce_leave {
         hub.deliver(&who.project, None, presence_frame("leave", &who.user), None);
     }
 }
@@ -444,26 +441,10 @@ fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig, replay: &Repl
 async fn handle_event(app: &HubApp<'_>, event: Event) {
     match event {
         Event::Publish { id, data } => {
-            let publication = Publication {
-                from: app.who.user.as_str().to_owned(),
-                data,
-                ts: unix_millis(),
-            };
-            let started = Instant::now();
-            let answer = match app.broker.publish(&app.who.project, publication).await {
-                Ok(offset) => {
-                    app.hub.metrics().published(started.elapsed());
-                    ServerFrame::Ack {
-                        id: id.as_deref(),
-                        offset,
-                    }
-                    .to_json()
-                }
-                Err(e) => {
-                    app.hub.metrics().broker_error();
-                    debug!(error = %e, "publish failed");
-                    broker_unavailable()
-                }
+            let from = app.who.user.as_str().to_owned();
+            let answer = match publish(app.hub, app.broker, &app.who.project, from, data).await {
+                Ok(offset) => ServerFrame::ack(id.as_deref(), offset).to_json(),
+                Err(_) => broker_unavailable(),
             };
             app.answer(answer, false);
         }
@@ -491,14 +472,9 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
     }
 }
 
-/// The `error` frame for a failed broker call. The broker's own error (a Redis error
-/// text, an address) goes to the log, never to a client.
+/// The `error` frame for a failed broker call (the cause is logged where it failed).
 fn broker_unavailable() -> String {
-    ServerFrame::Error {
-        code: "broker_unavailable",
-        message: "the message broker is unavailable; retry later",
-    }
-    .to_json()
+    ServerFrame::error(code::BROKER_UNAVAILABLE, BROKER_UNAVAILABLE_MESSAGE).to_json()
 }
 
 impl HubApp<'_> {
@@ -541,10 +517,4 @@ fn log_closed(closed: &Closed, duration: Duration, messages_in: u64, messages_ou
             "connection closed abnormally"
         );
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -59,6 +59,7 @@ mod echo;
 mod hub;
 pub mod metrics;
 mod outbox;
+pub mod publish;
 mod pump;
 mod serve;
 mod socket;

@@ -22,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
-use tokio::time::timeout_at;
+use tokio::time::{timeout, timeout_at};
 use tungstenite::Utf8Bytes;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message};
@@ -224,7 +224,7 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
         out.extend(transmits.drain(..).map(transmit_message));
         let frames = out.len();
         if frames > 0 {
-            let deadline = tokio::time::Instant::from_std(pumps.lock().client.write_deadline(now));
+            let deadline = pumps.lock().client.write_deadline(now);
             match write_all(sink, out.drain(..), deadline).await {
                 Ok(Ok(())) => app.written(written, frames),
                 // The peer reads nothing while it makes us answer (pongs pile up in the write
@@ -251,10 +251,9 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
 
         if let Some(closed) = take_closed(pumps) {
             // The peer's close frame may have been answered by the WebSocket layer: send it.
-            let deadline = tokio::time::Instant::now() + pumps.linger;
             // Boxed, like every rare or last step: inline, its state would count towards
             // the size of every connection's task for the whole of its life.
-            let _ = Box::pin(timeout_at(deadline, sink.flush())).await;
+            let _ = Box::pin(timeout(pumps.linger, sink.flush())).await;
             return closed;
         }
         if app.has_frames() {
@@ -278,19 +277,28 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
 pub(crate) fn write_all<'a, S, I>(
     sink: &'a mut S,
     messages: I,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 ) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin + Send,
     I: IntoIterator<Item = Message> + Send + 'a,
     I::IntoIter: Send,
 {
-    Box::pin(timeout_at(deadline, async move {
+    Box::pin(timeout_at(tokio_instant(deadline), async move {
         for message in messages {
             sink.feed(message).await?;
         }
         sink.flush().await
     }))
+}
+
+/// The one conversion from the crate's clock type to tokio's, for tokio's timers.
+#[expect(
+    clippy::disallowed_types,
+    reason = "the one place the crate meets tokio's Instant"
+)]
+pub(crate) fn tokio_instant(at: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
 }
 
 fn take_closed<A>(pumps: &Pumps<'_, A>) -> Option<Closed> {
@@ -310,7 +318,7 @@ fn take_closed<A>(pumps: &Pumps<'_, A>) -> Option<Closed> {
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        Some(at) => tokio::time::sleep_until(tokio_instant(at)).await,
         None => std::future::pending().await,
     }
 }
@@ -361,8 +369,7 @@ pub(crate) fn linger(
 ) -> Pin<Box<impl Future<Output = ()> + Send>> {
     Box::pin(async move {
         let io = ws.get_mut();
-        let deadline = tokio::time::Instant::now() + limit;
-        let _ = timeout_at(deadline, async {
+        let _ = timeout(limit, async {
             io.shutdown().await?;
             let mut buf = [0u8; 1024];
             while io.read(&mut buf).await? > 0 {}

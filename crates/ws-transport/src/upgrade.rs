@@ -15,8 +15,8 @@ use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
 use crate::socket;
 
-/// The subprotocol wshub answers when a client offers it.
-pub const SUBPROTOCOL: &str = "wshub.v1";
+/// The subprotocol wshub answers when a client offers it (defined with the frames).
+pub use ws_core::envelope::SUBPROTOCOL;
 
 /// Turns authenticated upgrade requests into running connections.
 ///
@@ -152,14 +152,6 @@ fn offers(headers: &http::HeaderMap, protocol: &str) -> bool {
         .any(|p| p.trim() == protocol)
 }
 
-/// A JSON error answer `{"error": code, "message": text}` (SPEC §3).
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+/// A JSON error answer `{"error": code, "message": text}` (SPEC §3): ws-auth's, so the
+/// transport's refusals and the authentication layers' have one shape.
+pub use ws_auth::json_error;

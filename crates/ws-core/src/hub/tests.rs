@@ -30,6 +30,7 @@ fn hub_with(members: &[(u64, &str, &str)]) -> Hub<u64> {
     let mut hub = Hub::new(HubConfig {
         send_queue_frames: 10,
         send_queue_bytes: 1000,
+        ..HubConfig::default()
     });
     for &(conn, p, user) in members {
         hub.register(ConnId(conn), project(p), UserId::new(user), conn);
@@ -212,7 +213,7 @@ proptest! {
     /// presence counts match.
     #[test]
     fn hub_matches_its_model(ops in prop::collection::vec(op(), 0..150)) {
-        let mut hub: Hub<u64> = Hub::new(HubConfig { send_queue_frames: 10, send_queue_bytes: usize::MAX });
+        let mut hub: Hub<u64> = Hub::new(HubConfig { send_queue_frames: 10, send_queue_bytes: usize::MAX, ..HubConfig::default() });
         // conn -> (project, user, closed)
         let mut model: HashMap<u64, (u8, u8, bool)> = HashMap::new();
         let mut next = 0u64;
@@ -297,4 +298,76 @@ fn a_verdict_is_reported_once() {
     assert!(!hub.handle_queue_depth(ConnId(1), over), "already closing");
     assert!(!hub.handle_queue_depth(ConnId(9), over), "unknown");
     assert_eq!(actions(&mut hub).len(), 1);
+}
+
+#[test]
+fn joins_and_leaves_are_announced_within_the_presence_limit_only() {
+    let mut hub = Hub::new(HubConfig {
+        presence_max_members: 2,
+        ..HubConfig::default()
+    });
+    let p = project("p");
+    let join = |hub: &mut Hub<u64>, conn: u64, user: &str| {
+        hub.register(ConnId(conn), p.clone(), UserId::new(user), conn)
+    };
+    assert!(join(&mut hub, 1, "a").announce_join, "the first member");
+    assert!(join(&mut hub, 2, "b").announce_join, "at the limit");
+    assert!(!join(&mut hub, 3, "c").announce_join, "over the limit");
+    assert!(
+        !join(&mut hub, 4, "a").announce_join,
+        "not the user's first connection"
+    );
+    assert!(
+        !hub.unregister(ConnId(4)).unwrap().announce_leave,
+        "not the user's last"
+    );
+    assert!(
+        !hub.unregister(ConnId(3)).unwrap().announce_leave,
+        "its join was not announced"
+    );
+    assert!(hub.unregister(ConnId(2)).unwrap().announce_leave);
+    let mut quiet = Hub::new(HubConfig {
+        presence_events: false,
+        ..HubConfig::default()
+    });
+    let r = quiet.register(ConnId(1), p.clone(), UserId::new("a"), 1);
+    assert!(r.joined && !r.announce_join, "events off");
+    let u = quiet.unregister(ConnId(1)).unwrap();
+    assert!(u.left && !u.announce_leave);
+}
+
+proptest! {
+    /// Whatever the sequence of joins and leaves, a join or leave is announced exactly when
+    /// it is the user's first or last connection and the project, counting that connection,
+    /// is within the limit; with events off, never.
+    #[test]
+    fn joins_and_leaves_are_announced_by_one_rule(
+        ops in proptest::collection::vec((any::<bool>(), 0u8..6), 1..300),
+        max in 0usize..6,
+        events in any::<bool>(),
+    ) {
+        let mut hub: Hub<u64> = Hub::new(HubConfig {
+            presence_max_members: max,
+            presence_events: events,
+            ..HubConfig::default()
+        });
+        let p = project("p");
+        let mut conns: Vec<(u64, u8)> = Vec::new();
+        let mut next = 0;
+        for (register, user) in ops {
+            if register || conns.is_empty() {
+                next += 1;
+                let first = !conns.iter().any(|(_, u)| *u == user);
+                conns.push((next, user));
+                let r = hub.register(ConnId(next), p.clone(), UserId::new(user.to_string()), next);
+                prop_assert_eq!(r.announce_join, events && first && conns.len() <= max);
+            } else {
+                let size = conns.len();
+                let (conn, user) = conns.remove(usize::from(user) % conns.len());
+                let last = !conns.iter().any(|(_, u)| *u == user);
+                let u = hub.unregister(ConnId(conn)).unwrap();
+                prop_assert_eq!(u.announce_leave, events && last && size <= max);
+            }
+        }
+    }
 }
