@@ -10,6 +10,7 @@ mod flags;
 mod fuzz;
 mod lint;
 mod release;
+mod servers;
 mod soak;
 mod test;
 mod tidy;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::bench::{Pinning, SECRET, Server, start_server};
+use crate::servers::{Pinning, SECRET, Server, generator_result, start_server};
 use crate::{cargo, exec, project_root};
 
 const BEGIN: &str =
@@ -109,7 +109,7 @@ pub(crate) fn run(seconds: u64) -> anyhow::Result<()> {
             log.display()
         );
     }
-    let result = crate::bench::generator_result(&out)?;
+    let result = generator_result(&out)?;
     fs::write(work.join("result.json"), format!("{result:#}\n"))?;
     let server_log = fs::read_to_string(&log).unwrap_or_default();
     let verdict = Verdict::judge(&result, &server_log, server_alive);
