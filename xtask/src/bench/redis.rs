@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{fmt_number, median, splice_between};
+use super::report::{fmt_number, median, splice_between};
 use crate::{cargo, show};
 
 pub(super) const CASE: &str = "redis-fanout";
