@@ -2,21 +2,55 @@
 //! under test (the `wshub` binary with its bench configuration, or a baseline of
 //! `../shared/peers` copied into `target/peers` and built there), started on a free loopback
 //! port, pinned to a core, waited for until it listens and killed by its PID when dropped;
-//! and the generator's JSON result.
+//! the release builds of `wshub` and the generator; and the generator's run and JSON result.
 
 use std::fs;
+use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::{exec, show};
+use crate::{cargo, exec, show};
 
 /// The HS256 secret of the bench configuration (tokens are minted by the generator).
 pub(crate) const SECRET: &str = "wshub-bench-secret-0123456789abcdef";
+
+/// Builds `wshub` and the load generator (`bins/wshub-bench`) with the release profile.
+pub(crate) fn build_release(root: &Path) -> anyhow::Result<ReleaseBuild> {
+    println!("==> release builds: wshub and the load generator");
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "server",
+        "--bin",
+        "wshub",
+        "-p",
+        "wshub-bench",
+        // Without it, `--bin wshub` alone would leave the generator unbuilt or stale.
+        "--bin",
+        "wshub-bench",
+    ]))?;
+    Ok(ReleaseBuild {
+        wshub: Server::Wshub {
+            binary: root.join("target/release/wshub"),
+        },
+        generator: root.join("target/release/wshub-bench"),
+    })
+}
+
+/// What [`build_release`] built.
+#[derive(Debug)]
+pub(crate) struct ReleaseBuild {
+    /// The release `wshub`, as a server to start.
+    pub(crate) wshub: Server,
+    /// The load generator's binary.
+    pub(crate) generator: PathBuf,
+}
 
 /// A server under test.
 #[derive(Debug, Clone)]
@@ -97,6 +131,15 @@ impl Pinning {
 pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+}
+
+impl Running {
+    /// Stops the server; returns whether it was still running until then.
+    pub(crate) fn stop(mut self) -> anyhow::Result<bool> {
+        let alive = self.child.try_wait()?.is_none();
+        drop(self);
+        Ok(alive)
+    }
 }
 
 impl Drop for Running {
@@ -262,6 +305,34 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         fs::set_permissions(&dest, perms)?;
     }
     Ok(())
+}
+
+/// Runs the generator `cmd` (its stdout piped) to its end and returns its exit status and
+/// stdout; kills it (by its PID, through `Child`) when it runs over `limit`.
+pub(crate) fn run_generator(
+    cmd: &mut Command,
+    limit: Duration,
+) -> anyhow::Result<(ExitStatus, String)> {
+    let mut child = cmd.spawn().context("starting the generator")?;
+    let mut stdout = child.stdout.take().context("generator stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the generator ran over {limit:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok((status, reader.join().unwrap_or_default()))
 }
 
 /// The generator's result: the last line of its output that is a JSON object.

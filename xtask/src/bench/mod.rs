@@ -21,7 +21,9 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::flags::BenchFlags;
-use crate::servers::{Pinning, Server, build_peer, fresh_release_wshub};
+use crate::servers::{
+    Pinning, ReleaseBuild, Server, build_peer, build_release, fresh_release_wshub,
+};
 use crate::{cargo, exec, project_root};
 
 mod cases;
@@ -122,24 +124,8 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         bail!("unknown peer `{unknown}`; peers: {}", PEERS.join(", "));
     }
 
-    println!("==> release builds: wshub and the load generator");
-    exec(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "server",
-        "--bin",
-        "wshub",
-        "-p",
-        "wshub-bench",
-        // Without it, `--bin wshub` alone would leave the generator unbuilt or stale.
-        "--bin",
-        "wshub-bench",
-    ]))?;
-    let generator = root.join("target/release/wshub-bench");
-    let mut servers = vec![Server::Wshub {
-        binary: root.join("target/release/wshub"),
-    }];
+    let ReleaseBuild { wshub, generator } = build_release(&root)?;
+    let mut servers = vec![wshub];
     let mut notes = Vec::new();
     let wanted_peers: Vec<&'static str> = if flags.no_peers || cases.is_empty() {
         Vec::new()

@@ -2,16 +2,15 @@
 //! result, and what that result says went missing.
 
 use std::fs;
-use std::io::Read as _;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 
 use super::cases::Case;
-use crate::servers::{Pinning, SECRET, Server, generator_result, start_server};
+use crate::servers::{Pinning, SECRET, Server, generator_result, run_generator, start_server};
 
 /// How long one generator run may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -54,32 +53,8 @@ pub(super) fn run_once(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let mut child = cmd.spawn().context("starting the generator")?;
-    let mut stdout = child.stdout.take().context("generator stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the generator ran over {RUN_LIMIT:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = reader.join().unwrap_or_default();
-    let server_alive = {
-        let mut running = running;
-        let alive = running.child.try_wait()?.is_none();
-        drop(running);
-        alive
-    };
+    let (status, out) = run_generator(&mut cmd, RUN_LIMIT)?;
+    let server_alive = running.stop()?;
     if !status.success() {
         bail!(
             "the generator failed ({status}); server {}; server log: {}",
