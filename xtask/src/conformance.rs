@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::tools::{apt_install, succeeds, target_dir};
 use crate::{cargo, exec, project_root, show};
 
 /// The Python 2.7 packages `wstest` runs on: a set known to install and work together
@@ -126,7 +127,7 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         build.arg("--release");
     }
     exec(&mut build)?;
-    let echo_bin = target_dir(&root).join(profile).join("examples/echo");
+    let echo_bin = target_dir().join(profile).join("examples/echo");
     let (echo, addr) = start_echo(&echo_bin)?;
 
     let mut cases: Vec<&str> = DEFAULT_CASES.to_vec();
@@ -213,7 +214,9 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
     let wanted = PINS.join("\n");
     // Run, not just present: a virtualenv's scripts name its interpreter by absolute path,
     // so a target directory that moved leaves them broken.
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && runs(&wstest, "--help") {
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
+        && succeeds(Command::new(&wstest).arg("--help"))
+    {
         println!("already installed: {}", wstest.display());
         return Ok(wstest);
     }
@@ -223,7 +226,7 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
 
     let tools = dir.join("tools");
     let virtualenv = tools.join("bin/virtualenv");
-    if !runs(&virtualenv, "--version") {
+    if !succeeds(Command::new(&virtualenv).arg("--version")) {
         if tools.exists() {
             std::fs::remove_dir_all(&tools)?;
         }
@@ -258,18 +261,8 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
 /// What building the suite needs from Debian: a C compiler for wsaccel and ujson, and
 /// Python 3's venv for the `virtualenv` tool. Installed when missing (CI runs as root).
 fn ensure_debian_packages() -> anyhow::Result<()> {
-    let has_venv = Command::new("python3")
-        .args(["-c", "import venv, ensurepip"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let has_cc = Command::new("cc")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_venv = succeeds(Command::new("python3").args(["-c", "import venv, ensurepip"]));
+    let has_cc = succeeds(Command::new("cc").arg("--version"));
     let mut packages = Vec::new();
     if !has_venv {
         packages.extend(["python3", "python3-venv", "python3-pip"]);
@@ -281,17 +274,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing Debian package(s): {}", packages.join(", "));
-    crate::test::apt_install(&packages)
-}
-
-/// Whether `program arg` starts and exits with success (its output is dropped).
-fn runs(program: &Path, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    apt_install(&packages)
 }
 
 /// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`, else
@@ -333,13 +316,7 @@ fn find_python2_after(tried_install: bool) -> anyhow::Result<PathBuf> {
             return Ok(python);
         }
     }
-    let on_path = Command::new("python2.7")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if on_path {
+    if succeeds(Command::new("python2.7").arg("--version")) {
         return Ok(PathBuf::from("python2.7"));
     }
     if !tried_install {
@@ -357,11 +334,6 @@ fn find_python2_after(tried_install: bool) -> anyhow::Result<PathBuf> {
         "no CPython 2.7 found (pyenv versions 2.7.*, or python2.7 on PATH); Autobahn's wstest \
          runs on Python 2.7 only"
     )
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target` in the workspace.
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d))
 }
 
 /// The echo example, killed (by its PID, through `Child`) when dropped.

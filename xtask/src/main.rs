@@ -14,6 +14,7 @@ mod servers;
 mod soak;
 mod test;
 mod tidy;
+mod tools;
 
 use std::{
     env,
@@ -72,16 +73,6 @@ fn cargo() -> Command {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(project_root());
     cmd
-}
-
-/// Whether `cargo <subcommand>` is installed (`cargo nextest`, `cargo deny`, ...).
-fn has_cargo_subcommand(subcommand: &str) -> bool {
-    cargo()
-        .args([subcommand, "--version"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 /// The command line of `cmd`, for logs: program, then arguments, with the environment it sets.

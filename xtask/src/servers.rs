@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::tools::succeeds;
 use crate::{cargo, exec, show};
 
 /// The HS256 secret of the bench configuration (tokens are minted by the generator).
@@ -86,12 +87,7 @@ pub(crate) enum Pinning {
 impl Pinning {
     pub(crate) fn detect() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let has_taskset = Command::new("taskset")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let has_taskset = succeeds(Command::new("taskset").arg("--version"));
         match (cores >= 2, has_taskset) {
             (false, _) => Self::OneCore,
             (true, false) => Self::NoTaskset,
