@@ -110,6 +110,23 @@ fn exec(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` to completion and returns its stdout; fails with its stderr when it exits
+/// unsuccessfully. `what` names it in the errors.
+fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    println!("$ {}", show(cmd));
+    let output = cmd
+        .output()
+        .with_context(|| format!("could not start {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output.stdout)
+}
+
 /// The steps of one task: each step runs even when an earlier one failed, and `finish` reports all failures.
 #[derive(Debug, Default)]
 struct Steps {
