@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::tools::{apt_install, succeeds, target_dir};
-use crate::{cargo, exec, project_root, show};
+use crate::{cargo, exec, project_root, replace_between, show};
 
 /// The Python 2.7 packages `wstest` runs on: a set known to install and work together
 /// (the last releases that support 2.7, resolved once by pip and frozen here).
@@ -537,11 +537,8 @@ fn not_ok(results: &[CaseResult]) -> Vec<String> {
 /// `text` with the section between the markers replaced; the markers and the section are
 /// appended when missing.
 fn splice(text: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{section}{END}");
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
-        _ => format!("{text}\n{block}\n"),
-    }
+    replace_between(text, BEGIN, END, section)
+        .unwrap_or_else(|| format!("{text}\n{BEGIN}\n{section}{END}\n"))
 }
 
 #[cfg(test)]

@@ -127,6 +127,18 @@ fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
     Ok(output.stdout)
 }
 
+/// `text` with what lies between the markers `begin` and `end` replaced by `section` (which
+/// ends with a newline); `None` unless both markers are there, in that order. The generated
+/// sections of `docs/` (bench, soak, conformance) are rewritten through it.
+fn replace_between(text: &str, begin: &str, end: &str, section: &str) -> Option<String> {
+    match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if b < e => {
+            Some(format!("{}{begin}\n{section}{}", &text[..b], &text[e..]))
+        }
+        _ => None,
+    }
+}
+
 /// The steps of one task: each step runs even when an earlier one failed, and `finish` reports all failures.
 #[derive(Debug, Default)]
 struct Steps {
