@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::tools::{apt_install, succeeds, target_dir};
-use crate::{cargo, exec, project_root, replace_between, show};
+use crate::{cargo, exec, project_root, replace_between, show, wait_or_kill};
 
 /// The Python 2.7 packages `wstest` runs on: a set known to install and work together
 /// (the last releases that support 2.7, resolved once by pip and frozen here).
@@ -380,21 +380,13 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{}`", show(cmd)))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("`{}` failed ({status})", show(cmd));
-            }
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("`{}` ran over {limit:?} and was killed", show(cmd));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let Some(status) = wait_or_kill(&mut child, limit)? else {
+        bail!("`{}` ran over {limit:?} and was killed", show(cmd));
+    };
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
     }
+    Ok(())
 }
 
 /// One case's result from `reports/index.json`.

@@ -20,7 +20,8 @@ use std::{
     env,
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Child, Command, ExitCode, ExitStatus},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -125,6 +126,23 @@ fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(output.stdout)
+}
+
+/// Waits for `child` at most `limit`; past it, kills it (by its PID, through `Child`) and
+/// returns `None`.
+fn wait_or_kill(child: &mut Child, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `text` with what lies between the markers `begin` and `end` replaced by `section` (which

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::tools::succeeds;
-use crate::{cargo, exec, show};
+use crate::{cargo, exec, show, wait_or_kill};
 
 /// The HS256 secret of the bench configuration (tokens are minted by the generator).
 pub(crate) const SECRET: &str = "wshub-bench-secret-0123456789abcdef";
@@ -316,17 +316,8 @@ pub(crate) fn run_generator(
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the generator ran over {limit:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_or_kill(&mut child, limit)? else {
+        bail!("the generator ran over {limit:?} and was killed");
     };
     Ok((status, reader.join().unwrap_or_default()))
 }
