@@ -3,6 +3,11 @@
 //! `cargo xtask` is an alias (in `.cargo/config.toml`) for `cargo run --package xtask --`.
 //! `flags` parses the command line, and each task lives in a module of its own.
 //! Tasks run cargo through the `CARGO` variable that cargo sets, from the workspace root.
+//!
+//! What several tasks share sits below the tasks: `servers` (the processes of a load run, for
+//! `bench` and `soak`), `tools` (the programs on the machine, for `test`, `conformance`,
+//! `lint`, ...) and the helpers of this file (`project_root`, `cargo`, `exec`, ...), which use
+//! no module of the crate, so the imports between modules form no circle.
 
 mod bench;
 mod conformance;
