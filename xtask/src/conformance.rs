@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::{cargo, exec, project_root, show};
+use crate::tools::{apt_install, succeeds, target_dir};
+use crate::{cargo, exec, project_root, replace_between, show, wait_or_kill};
 
 /// The Python 2.7 packages `wstest` runs on: a set known to install and work together
 /// (the last releases that support 2.7, resolved once by pip and frozen here).
@@ -126,7 +127,7 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         build.arg("--release");
     }
     exec(&mut build)?;
-    let echo_bin = target_dir(&root).join(profile).join("examples/echo");
+    let echo_bin = target_dir().join(profile).join("examples/echo");
     let (echo, addr) = start_echo(&echo_bin)?;
 
     let mut cases: Vec<&str> = DEFAULT_CASES.to_vec();
@@ -213,7 +214,9 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
     let wanted = PINS.join("\n");
     // Run, not just present: a virtualenv's scripts name its interpreter by absolute path,
     // so a target directory that moved leaves them broken.
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && runs(&wstest, "--help") {
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
+        && succeeds(Command::new(&wstest).arg("--help"))
+    {
         println!("already installed: {}", wstest.display());
         return Ok(wstest);
     }
@@ -223,7 +226,7 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
 
     let tools = dir.join("tools");
     let virtualenv = tools.join("bin/virtualenv");
-    if !runs(&virtualenv, "--version") {
+    if !succeeds(Command::new(&virtualenv).arg("--version")) {
         if tools.exists() {
             std::fs::remove_dir_all(&tools)?;
         }
@@ -258,18 +261,8 @@ fn install(dir: &Path) -> anyhow::Result<PathBuf> {
 /// What building the suite needs from Debian: a C compiler for wsaccel and ujson, and
 /// Python 3's venv for the `virtualenv` tool. Installed when missing (CI runs as root).
 fn ensure_debian_packages() -> anyhow::Result<()> {
-    let has_venv = Command::new("python3")
-        .args(["-c", "import venv, ensurepip"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let has_cc = Command::new("cc")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_venv = succeeds(Command::new("python3").args(["-c", "import venv, ensurepip"]));
+    let has_cc = succeeds(Command::new("cc").arg("--version"));
     let mut packages = Vec::new();
     if !has_venv {
         packages.extend(["python3", "python3-venv", "python3-pip"]);
@@ -281,17 +274,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing Debian package(s): {}", packages.join(", "));
-    crate::test::apt_install(&packages)
-}
-
-/// Whether `program arg` starts and exits with success (its output is dropped).
-fn runs(program: &Path, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    apt_install(&packages)
 }
 
 /// pyenv's CPython 2.7 (`$(pyenv root)/versions/2.7.*`), else `python2.7` on `PATH`, else
@@ -333,13 +316,7 @@ fn find_python2_after(tried_install: bool) -> anyhow::Result<PathBuf> {
             return Ok(python);
         }
     }
-    let on_path = Command::new("python2.7")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if on_path {
+    if succeeds(Command::new("python2.7").arg("--version")) {
         return Ok(PathBuf::from("python2.7"));
     }
     if !tried_install {
@@ -357,11 +334,6 @@ fn find_python2_after(tried_install: bool) -> anyhow::Result<PathBuf> {
         "no CPython 2.7 found (pyenv versions 2.7.*, or python2.7 on PATH); Autobahn's wstest \
          runs on Python 2.7 only"
     )
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target` in the workspace.
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d))
 }
 
 /// The echo example, killed (by its PID, through `Child`) when dropped.
@@ -408,21 +380,13 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{}`", show(cmd)))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("`{}` failed ({status})", show(cmd));
-            }
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("`{}` ran over {limit:?} and was killed", show(cmd));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let Some(status) = wait_or_kill(&mut child, limit)? else {
+        bail!("`{}` ran over {limit:?} and was killed", show(cmd));
+    };
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
     }
+    Ok(())
 }
 
 /// One case's result from `reports/index.json`.
@@ -565,11 +529,8 @@ fn not_ok(results: &[CaseResult]) -> Vec<String> {
 /// `text` with the section between the markers replaced; the markers and the section are
 /// appended when missing.
 fn splice(text: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{section}{END}");
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
-        _ => format!("{text}\n{block}\n"),
-    }
+    replace_between(text, BEGIN, END, section)
+        .unwrap_or_else(|| format!("{text}\n{BEGIN}\n{section}{END}\n"))
 }
 
 #[cfg(test)]

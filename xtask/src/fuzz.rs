@@ -12,7 +12,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use crate::{Steps, cargo, exec, has_cargo_subcommand, project_root};
+use crate::tools::has_cargo_subcommand;
+use crate::{Steps, cargo, exec, project_root};
 
 /// The targets of `fuzz/Cargo.toml`, in the order they run.
 const TARGETS: &[&str] = &["token", "headers", "core_client", "core_hub"];

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 
-use crate::{Steps, cargo, exec, has_cargo_subcommand, project_root, tidy};
+use crate::tools::has_cargo_subcommand;
+use crate::{Steps, cargo, exec, project_root, tidy};
 
 /// The cargo-deny `cargo xtask lint` installs when it is missing (CI starts without it).
 /// Pinned: cargo-deny's releases change how deny.toml is read and what the checks report,

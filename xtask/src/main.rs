@@ -3,6 +3,11 @@
 //! `cargo xtask` is an alias (in `.cargo/config.toml`) for `cargo run --package xtask --`.
 //! `flags` parses the command line, and each task lives in a module of its own.
 //! Tasks run cargo through the `CARGO` variable that cargo sets, from the workspace root.
+//!
+//! What several tasks share sits below the tasks: `servers` (the processes of a load run, for
+//! `bench` and `soak`), `tools` (the programs on the machine, for `test`, `conformance`,
+//! `lint`, ...) and the helpers of this file (`project_root`, `cargo`, `exec`, ...), which use
+//! no module of the crate, so the imports between modules form no circle.
 
 mod bench;
 mod conformance;
@@ -10,15 +15,18 @@ mod flags;
 mod fuzz;
 mod lint;
 mod release;
+mod servers;
 mod soak;
 mod test;
 mod tidy;
+mod tools;
 
 use std::{
     env,
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Child, Command, ExitCode, ExitStatus},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -73,16 +81,6 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Whether `cargo <subcommand>` is installed (`cargo nextest`, `cargo deny`, ...).
-fn has_cargo_subcommand(subcommand: &str) -> bool {
-    cargo()
-        .args([subcommand, "--version"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
 /// The command line of `cmd`, for logs: program, then arguments, with the environment it sets.
 fn show(cmd: &Command) -> String {
     let mut words: Vec<String> = cmd
@@ -116,6 +114,52 @@ fn exec(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("`{}` failed ({status})", show(cmd));
     }
     Ok(())
+}
+
+/// Runs `cmd` to completion and returns its stdout; fails with its stderr when it exits
+/// unsuccessfully. `what` names it in the errors.
+fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    println!("$ {}", show(cmd));
+    let output = cmd
+        .output()
+        .with_context(|| format!("could not start {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output.stdout)
+}
+
+/// Waits for `child` at most `limit`; past it, kills it (by its PID, through `Child`) and
+/// returns `None`.
+fn wait_or_kill(child: &mut Child, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `text` with what lies between the markers `begin` and `end` replaced by `section` (which
+/// ends with a newline); `None` unless both markers are there, in that order. The generated
+/// sections of `docs/` (bench, soak, conformance) are rewritten through it.
+fn replace_between(text: &str, begin: &str, end: &str, section: &str) -> Option<String> {
+    match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if b < e => {
+            Some(format!("{}{begin}\n{section}{}", &text[..b], &text[e..]))
+        }
+        _ => None,
+    }
 }
 
 /// The steps of one task: each step runs even when an earlier one failed, and `finish` reports all failures.

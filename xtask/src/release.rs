@@ -28,10 +28,10 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::{cargo, exec, project_root, show};
+use crate::{cargo, exec, project_root, stdout_of};
 
 /// The binary that `bins/server` (package `server`) builds.
 const BINARY: &str = "wshub";
@@ -135,18 +135,10 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
     // Run beside the tarball so the checksum names it relatively: `sha256sum -c` works in dist.
     let mut sha256sum = Command::new("sha256sum");
     sha256sum.current_dir(&work).arg(file_name(&tarball));
-    println!("$ {}", show(&sha256sum));
-    let output = sha256sum.output().context("could not start sha256sum")?;
-    if !output.status.success() {
-        bail!(
-            "sha256sum failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    fs::write(work.join(file_name(&checksum)), &output.stdout)
+    let sums = stdout_of(&mut sha256sum, "sha256sum")?;
+    fs::write(work.join(file_name(&checksum)), &sums)
         .with_context(|| format!("could not write {}", checksum.display()))?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
+    print!("{}", String::from_utf8_lossy(&sums));
 
     // The checksum last: whoever sees it sees the tarball it describes.
     for done in [&tarball, &sbom_beside, &checksum] {
@@ -191,16 +183,8 @@ fn cargo_metadata(platform: &str) -> anyhow::Result<Value> {
         "--filter-platform",
         platform,
     ]);
-    println!("$ {}", show(&cmd));
-    let output = cmd.output().context("could not start cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).context("cargo metadata printed invalid JSON")
+    let metadata = stdout_of(&mut cmd, "cargo metadata")?;
+    serde_json::from_slice(&metadata).context("cargo metadata printed invalid JSON")
 }
 
 /// The last component of a path this module built from a name.

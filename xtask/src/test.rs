@@ -1,15 +1,11 @@
 //! `cargo xtask test`: install what the tests need, then run every test of the workspace.
 
-use std::{
-    env,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{Steps, cargo, exec, has_cargo_subcommand};
+use crate::tools::{apt_install, find_on_path, has_cargo_subcommand, target_dir};
+use crate::{Steps, cargo, exec};
 
 /// Programs the tests need, as (command looked up on `PATH`, Debian package that provides it).
 /// Anything missing is installed with `apt-get`: CI runs on a fresh machine as root.
@@ -150,12 +146,6 @@ fn js_e2e() -> anyhow::Result<()> {
     )
 }
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target` in the workspace.
-fn target_dir() -> PathBuf {
-    let root = crate::project_root();
-    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
-}
-
 /// `-- ARGS` for a runner, or nothing when there are no arguments.
 fn with_separator(runner_args: &[String]) -> Vec<String> {
     if runner_args.is_empty() {
@@ -201,43 +191,9 @@ fn ensure_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `apt-get update`, then `apt-get install -y` the packages, without prompts.
-pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .arg("update"),
-    )?;
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(packages),
-    )
-}
-
-/// The first executable file called `command` in a `PATH` directory, like `which`.
-fn find_on_path(command: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{TOOLS, find_on_path, with_separator};
-
-    #[test]
-    fn finds_programs_on_path() {
-        assert!(find_on_path("sh").is_some());
-        assert_eq!(find_on_path("wshub-no-such-program"), None);
-    }
+    use super::{TOOLS, with_separator};
 
     #[test]
     fn tools_name_command_and_package() {

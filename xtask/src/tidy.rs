@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::cargo;
+use crate::{cargo, stdout_of};
 
 /// Crates that make a library do IO: `ws-core` is sans-IO and must not depend on any of them,
 /// nor on a crate named after them (`tokio-util`, `hyper-util`, ...).
@@ -53,16 +53,8 @@ fn check_core_dependencies(root: &Path) -> anyhow::Result<()> {
         "all",
         "--all-features",
     ]);
-    println!("$ {}", crate::show(&cmd));
-    let output = cmd.output().context("could not start cargo tree")?;
-    if !output.status.success() {
-        bail!(
-            "cargo tree failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let tree = String::from_utf8(output.stdout).context("cargo tree printed non-UTF-8")?;
+    let tree = stdout_of(&mut cmd, "cargo tree")?;
+    let tree = String::from_utf8(tree).context("cargo tree printed non-UTF-8")?;
     let found = io_crates_in_tree(&tree);
     if !found.is_empty() {
         bail!(

@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{fmt_number, median, splice_between};
+use super::report::{fmt_number, median, splice_between};
+use crate::tools::succeeds;
 use crate::{cargo, show};
 
 pub(super) const CASE: &str = "redis-fanout";
@@ -26,12 +27,7 @@ const BASELINE: &str = "1 node, memory broker";
 
 /// Whether `redis-server` can be started; the case is skipped with a note when it cannot.
 pub(super) fn available() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    succeeds(Command::new("redis-server").arg("--version"))
 }
 
 /// Runs the bench `runs` times with the release profile and writes its section of

@@ -1,0 +1,254 @@
+//! `cargo xtask bench`: the load benchmark, wshub against the baseline servers of
+//! `../shared/peers` in one run on one machine, and the ws-core micro-benchmarks (`--micro`).
+//!
+//! Each case runs `--runs` times (3 by default) against every server, interleaved (run 1 of
+//! every server, then run 2, …) so that a noisy neighbour hurts all of them alike. Every run
+//! starts a fresh server pinned to CPU 0 and the generator (`bins/wshub-bench`) pinned to
+//! CPU 1, and reads the generator's one JSON line. The medians, the ratios wshub/baseline and
+//! the targets go between the markers of `docs/benchmarks.md`; every run's JSON goes to
+//! `target/bench/results.json`.
+//!
+//! This module is the command and its flags: the quick and full profiles, the peers, the
+//! micro-benchmarks. [`cases`] holds the case table and its metrics, [`run`](mod@run) one run
+//! of a case against a fresh server, [`report`] the console lines, `docs/benchmarks.md` and
+//! `target/bench/results.json`, and [`redis`] the `redis-fanout` case. Starting and stopping
+//! servers is `crate::servers`, shared with `cargo xtask soak`.
+
+use std::fs;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::flags::BenchFlags;
+use crate::servers::{
+    Pinning, ReleaseBuild, Server, build_peer, build_release, fresh_release_wshub,
+};
+use crate::{cargo, exec, project_root};
+
+mod cases;
+mod redis;
+mod report;
+mod run;
+
+use cases::{full_cases, quick_cases};
+use report::{Report, Results, brief, fmt_value, merge_previous, splice, write_raw};
+use run::{losses, run_once};
+
+/// The baseline servers, in table order.
+const PEERS: &[&str] = &["node-ws", "rust-naive"];
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let flags = BenchFlags::parse(args).map_err(anyhow::Error::msg)?;
+    if flags.micro {
+        return micro(&flags.runner_args);
+    }
+    if flags.quick {
+        return quick(flags.runs.unwrap_or(1));
+    }
+    full(&flags, args)
+}
+
+/// The smoke profile of `cargo xtask test`: small, wshub only, asserting only that every case
+/// ran and lost nothing.
+pub(crate) fn quick(runs: u32) -> anyhow::Result<()> {
+    let root = project_root();
+    exec(cargo().args(["build", "--quiet", "-p", "wshub-bench"]))?;
+    let wshub = match fresh_release_wshub(&root) {
+        Some(binary) => {
+            println!(
+                "wshub: release build {} (newer than every source file)",
+                binary.display()
+            );
+            binary
+        }
+        None => {
+            println!("wshub: debug build (no release build newer than the sources)");
+            exec(cargo().args(["build", "--quiet", "-p", "server", "--bin", "wshub"]))?;
+            root.join("target/debug/wshub")
+        }
+    };
+    let generator = root.join("target/debug/wshub-bench");
+    let work = root.join("target/bench/quick");
+    fs::create_dir_all(&work)?;
+    let server = Server::Wshub { binary: wshub };
+    let pinning = Pinning::detect();
+    let mut problems = Vec::new();
+    for case in quick_cases() {
+        for run in 1..=runs {
+            let result = run_once(&server, &case, run, &generator, &work, pinning)
+                .with_context(|| format!("quick bench `{}`", case.name))?;
+            let summary: Vec<String> = case
+                .metrics
+                .iter()
+                .map(|m| format!("{} {}", m.label, fmt_value(result.get(m.key))))
+                .collect();
+            println!("  {:<12} {}", case.name, summary.join(", "));
+            problems.extend(
+                losses(&result)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", case.name)),
+            );
+        }
+    }
+    if redis::available() {
+        redis::quick().context("quick bench `redis-fanout`")?;
+    } else {
+        println!("  {:<12} skipped: no `redis-server` on PATH", redis::CASE);
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the quick bench ran but lost something:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    println!("quick bench: every case ran, nothing lost");
+    Ok(())
+}
+
+/// The full benchmark: release builds, every peer, medians, `docs/benchmarks.md`.
+fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
+    let root = project_root();
+    let runs = flags.runs.unwrap_or(3);
+    let mut cases = full_cases();
+    let with_redis = flags.cases.is_empty() || flags.cases.iter().any(|c| c == redis::CASE);
+    if !flags.cases.is_empty() {
+        let mut known: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        known.push(redis::CASE);
+        if let Some(unknown) = flags.cases.iter().find(|c| !known.contains(&c.as_str())) {
+            bail!("unknown case `{unknown}`; cases: {}", known.join(", "));
+        }
+        cases.retain(|c| flags.cases.iter().any(|f| f == c.name));
+    }
+    if let Some(unknown) = flags.peers.iter().find(|p| !PEERS.contains(&p.as_str())) {
+        bail!("unknown peer `{unknown}`; peers: {}", PEERS.join(", "));
+    }
+
+    let ReleaseBuild { wshub, generator } = build_release(&root)?;
+    let mut servers = vec![wshub];
+    let mut notes = Vec::new();
+    let wanted_peers: Vec<&'static str> = if flags.no_peers || cases.is_empty() {
+        Vec::new()
+    } else {
+        PEERS
+            .iter()
+            .copied()
+            .filter(|p| flags.peers.is_empty() || flags.peers.iter().any(|f| f == p))
+            .collect()
+    };
+    for peer in wanted_peers {
+        println!("\n==> baseline `{peer}`: copy into target/peers and build");
+        match build_peer(&root, peer) {
+            Ok(dir) => servers.push(Server::Peer { name: peer, dir }),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                notes.push(format!(
+                    "`{peer}` could not be built and was left out: {e:#}"
+                ));
+            }
+        }
+    }
+
+    let work = root.join("target/bench");
+    fs::create_dir_all(work.join("logs"))?;
+    let pinning = Pinning::detect();
+    if !pinning.pinned() {
+        notes.push(pinning.describe());
+    }
+    let started = Instant::now();
+    let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let raw_path = work.join("results.json");
+    // A rerun of some cases keeps the other cases of the previous run, so one noisy case can
+    // be measured again without rerunning everything (and the table stays whole).
+    let previous: Vec<Value> = if flags.cases.is_empty() {
+        Vec::new()
+    } else {
+        fs::read_to_string(&raw_path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    };
+    // results[case][server] = one entry per run.
+    let mut results: Results = vec![vec![Vec::new(); servers.len()]; cases.len()];
+    for (c, case) in cases.iter().enumerate() {
+        for run in 1..=runs {
+            for (s, server) in servers.iter().enumerate() {
+                println!("\n==> {} · {} · run {run}/{runs}", case.name, server.name());
+                let result = run_once(server, case, run, &generator, &work, pinning)
+                    .map_err(|e| format!("{e:#}"));
+                match &result {
+                    Ok(value) => println!("{}", brief(case, value)),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+                results[c][s].push(result);
+                // Kept after every run, so an interrupted benchmark still leaves its data.
+                let (all, all_results, _) = merge_previous(&cases, &results, &servers, &previous);
+                write_raw(&raw_path, &all, &servers, &all_results)?;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    let (cases, results, kept) = merge_previous(&cases, &results, &servers, &previous);
+    if !kept.is_empty() {
+        let quoted = |names: &mut dyn Iterator<Item = &str>| {
+            names
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        notes.push(format!(
+            "Rerun in this invocation: {}; {} from the previous run (`target/bench/results.json`), possibly of another commit and run count.",
+            quoted(&mut flags.cases.iter().map(String::as_str)),
+            quoted(&mut kept.iter().copied())
+        ));
+    }
+
+    let command = std::iter::once("cargo xtask bench".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = Report {
+        command: &command,
+        cases: &cases,
+        servers: &servers,
+        results: &results,
+        runs,
+        notes: &notes,
+        elapsed,
+        load_before: load_before.trim(),
+        pinning,
+    };
+    let doc = root.join("docs/benchmarks.md");
+    if !cases.is_empty() {
+        let section = report.render();
+        let text = fs::read_to_string(&doc).unwrap_or_default();
+        fs::write(&doc, splice(&text, &section))?;
+        println!("\n{section}");
+        println!(
+            "wrote {} (and every run's JSON to {})",
+            doc.display(),
+            raw_path.display()
+        );
+    }
+    if with_redis {
+        if redis::available() {
+            let section = redis::full(&root, runs)?;
+            println!("\n{section}\nwrote {}", doc.display());
+        } else {
+            eprintln!("`{}` skipped: no `redis-server` on PATH", redis::CASE);
+        }
+    }
+    Ok(())
+}
+
+/// `cargo bench -p ws-core`: the micro-benchmarks (divan).
+fn micro(runner_args: &[String]) -> anyhow::Result<()> {
+    println!("==> ws-core micro-benchmarks");
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "ws-core"]);
+    if !runner_args.is_empty() {
+        cmd.arg("--").args(runner_args);
+    }
+    exec(&mut cmd)
+}
