@@ -30,8 +30,8 @@ use ws_core::follower::{Fill, Follower, Verdict};
 use ws_core::{Close, CloseCode, ProjectId};
 use ws_transport::broker::BrokerError;
 
-use crate::Inner;
 use crate::frame::parse_live;
+use crate::inner::Inner;
 
 /// Projects without members here are unsubscribed this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
