@@ -68,7 +68,10 @@ fn a_new_epoch_is_a_loss_and_restarts_the_stream() {
 #[test]
 fn a_fill_of_another_epoch_is_a_loss() {
     let mut f = follower("e1", 5);
-    assert_eq!(f.handle_fill("e2", 2, 1), Fill::Lost(LostReason::EpochChanged));
+    assert_eq!(
+        f.handle_fill("e2", 2, 1),
+        Fill::Lost(LostReason::EpochChanged)
+    );
     assert_eq!((f.epoch(), f.last()), (Some("e2"), 2));
     assert_eq!(f.handle_message("e2", 3), Verdict::Deliver);
 }
@@ -76,7 +79,10 @@ fn a_fill_of_another_epoch_is_a_loss() {
 #[test]
 fn a_fill_behind_what_was_delivered_is_a_loss() {
     let mut f = follower("e", 10);
-    assert_eq!(f.handle_fill("e", 3, 1), Fill::Lost(LostReason::FromTheFuture));
+    assert_eq!(
+        f.handle_fill("e", 3, 1),
+        Fill::Lost(LostReason::FromTheFuture)
+    );
     assert_eq!(f.last(), 3);
 }
 
@@ -225,7 +231,12 @@ impl Node {
     /// Reads the history after `last` and hands it to the follower.
     fn fill(&mut self, redis: &Redis) {
         let since = self.follower.last();
-        let after: Vec<u64> = redis.retained.iter().copied().filter(|&m| m > since).collect();
+        let after: Vec<u64> = redis
+            .retained
+            .iter()
+            .copied()
+            .filter(|&m| m > since)
+            .collect();
         match self
             .follower
             .handle_fill(&redis.epoch, redis.top, redis.first())
