@@ -153,7 +153,57 @@ pub enum ConfigError {
     PoolSize,
     /// Zero durations would make every command fail.
     #[error("{0} must be longer than 0s")]
-    Zero(&'static str),
+    Zero(Field),
+}
+
+impl ConfigError {
+    /// The field of [`RedisConfig`] that is wrong, so that a caller can name its own key.
+    pub fn field(&self) -> Field {
+        match self {
+            Self::Url(_) => Field::Url,
+            Self::KeyPrefix => Field::KeyPrefix,
+            Self::PoolSize => Field::PoolSize,
+            Self::Zero(field) => *field,
+        }
+    }
+}
+
+/// A field of [`RedisConfig`] that a [`ConfigError`] is about; displayed as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `url`.
+    Url,
+    /// `key_prefix`.
+    KeyPrefix,
+    /// `pool_size`.
+    PoolSize,
+    /// `connect_timeout`.
+    ConnectTimeout,
+    /// `command_timeout`.
+    CommandTimeout,
+    /// `presence_ttl`.
+    PresenceTtl,
+}
+
+impl Field {
+    /// The field's name in [`RedisConfig`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Url => "url",
+            Self::KeyPrefix => "key_prefix",
+            Self::PoolSize => "pool_size",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::CommandTimeout => "command_timeout",
+            Self::PresenceTtl => "presence_ttl",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl RedisConfig {
@@ -165,13 +215,13 @@ impl RedisConfig {
         if self.pool_size == 0 {
             return Err(ConfigError::PoolSize);
         }
-        for (name, value) in [
-            ("connect_timeout", self.connect_timeout),
-            ("command_timeout", self.command_timeout),
-            ("presence_ttl", self.presence_ttl),
+        for (field, value) in [
+            (Field::ConnectTimeout, self.connect_timeout),
+            (Field::CommandTimeout, self.command_timeout),
+            (Field::PresenceTtl, self.presence_ttl),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::Zero(name));
+                return Err(ConfigError::Zero(field));
             }
         }
         redis::Client::open(self.url.as_str()).map_err(ConfigError::Url)?;
@@ -288,6 +338,26 @@ mod tests {
         assert!(check(|c| c.pool_size = 0).contains("pool size"));
         assert!(check(|c| c.command_timeout = Duration::ZERO).contains("command_timeout"));
         assert!(check(|c| c.url = "http://x".to_owned()).contains("invalid Redis URL"));
+        let field = |f: fn(&mut RedisConfig)| {
+            let mut c = RedisConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().field()
+        };
+        assert_eq!(field(|c| c.url = "http://x".to_owned()), Field::Url);
+        assert_eq!(field(|c| c.key_prefix = "{".to_owned()), Field::KeyPrefix);
+        assert_eq!(field(|c| c.pool_size = 0), Field::PoolSize);
+        assert_eq!(
+            field(|c| c.connect_timeout = Duration::ZERO),
+            Field::ConnectTimeout
+        );
+        assert_eq!(
+            field(|c| c.command_timeout = Duration::ZERO),
+            Field::CommandTimeout
+        );
+        assert_eq!(
+            field(|c| c.presence_ttl = Duration::ZERO),
+            Field::PresenceTtl
+        );
         let tls = RedisConfig {
             url: "rediss://:pw@cache.example.com:6380/0".to_owned(),
             ..RedisConfig::default()

@@ -61,7 +61,7 @@ use ws_core::{ProjectId, UserId};
 use ws_transport::SharedHub;
 use ws_transport::broker::{BoxFuture, Broker, BrokerError, HistoryPage, Publication, Replay};
 
-pub use crate::config::{ConfigError, RedisConfig, redact};
+pub use crate::config::{ConfigError, Field, RedisConfig, redact};
 use crate::inner::Inner;
 use crate::subscriber::Subscriber;
 /// The broker. Starting it connects nothing yet: it is not ready (readiness 503, publishes
