@@ -150,14 +150,12 @@ impl Inner {
     ) -> Result<T, (BrokerError, bool)> {
         match tokio::time::timeout(self.config.command_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err((
-                BrokerError::Unavailable(format!("redis: {e}")),
-                is_connection_error(&e),
-            )),
+            Ok(Err(e)) => {
+                let lost = is_connection_error(&e);
+                Err((BrokerError::caused_by("redis", e), lost))
+            }
             Err(_) => Err((
-                BrokerError::Unavailable(
-                    "redis did not answer within broker.command_timeout".to_owned(),
-                ),
+                BrokerError::unavailable("redis did not answer within broker.command_timeout"),
                 true,
             )),
         }
@@ -258,14 +256,14 @@ impl Inner {
             project: project.clone(),
             done,
         };
-        let gone = || BrokerError::Unavailable("the redis pub/sub task has stopped".to_owned());
+        let gone = || BrokerError::unavailable("the redis pub/sub task has stopped");
         self.requests.send(request).map_err(|_| gone())?;
         let wait = self.config.connect_timeout + self.config.command_timeout * 2;
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(gone()),
-            Err(_) => Err(BrokerError::Unavailable(
-                "redis did not confirm the subscription in time".to_owned(),
+            Err(_) => Err(BrokerError::unavailable(
+                "redis did not confirm the subscription in time",
             )),
         }
     }
@@ -438,5 +436,26 @@ mod tests {
     #[test]
     fn epochs_differ() {
         assert_ne!(new_epoch(), new_epoch());
+    }
+
+    #[test]
+    fn broker_errors_keep_their_source_and_their_text() {
+        use std::error::Error as _;
+        let redis = || RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        let text = redis().to_string();
+        let e = BrokerError::caused_by("redis", redis());
+        assert_eq!(e.to_string(), format!("broker unavailable: redis: {text}"));
+        let source = e.source().expect("the redis error");
+        assert_eq!(source.to_string(), text);
+        assert!(source.downcast_ref::<RedisError>().is_some());
+        // Shared by clones, so one failure answers every waiter.
+        assert_eq!(e.clone().to_string(), e.to_string());
+        assert_eq!(
+            BrokerError::caused_by("", redis()).to_string(),
+            format!("broker unavailable: {text}")
+        );
+        let e = BrokerError::unavailable("PING timed out");
+        assert_eq!(e.to_string(), "broker unavailable: PING timed out");
+        assert!(e.source().is_none());
     }
 }

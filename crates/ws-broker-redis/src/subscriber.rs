@@ -62,7 +62,8 @@ pub(crate) struct Subscriber {
 
 /// Why a pub/sub session ended.
 enum End {
-    Lost(String),
+    /// The connection failed: logged, then reconnected.
+    Lost(Box<dyn std::error::Error + Send + Sync>),
     /// The broker is gone.
     Stopped,
 }
@@ -131,8 +132,8 @@ impl Subscriber {
     fn refuse(&mut self, request: Request) {
         match request {
             Request::Subscribe { done, .. } => {
-                let _ = done.send(Err(BrokerError::Unavailable(
-                    "redis pub/sub is reconnecting".to_owned(),
+                let _ = done.send(Err(BrokerError::unavailable(
+                    "redis pub/sub is reconnecting",
                 )));
             }
             Request::Seed { project, epoch } => self.seed(&project, &epoch),
@@ -155,8 +156,8 @@ impl Subscriber {
         for chunk in channels.chunks(BATCH) {
             match timeout(command_timeout, sink.subscribe(chunk)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return End::Lost(e.to_string()),
-                Err(_) => return End::Lost("SUBSCRIBE timed out".to_owned()),
+                Ok(Err(e)) => return End::Lost(Box::new(e)),
+                Err(_) => return End::Lost("SUBSCRIBE timed out".into()),
             }
         }
         // The command connections died with Redis too: replace them before saying ready.
@@ -167,7 +168,7 @@ impl Subscriber {
         let projects: Vec<ProjectId> = self.projects.keys().cloned().collect();
         for project in projects {
             if let Err(e) = self.catch_up(&project).await {
-                return End::Lost(e.to_string());
+                return End::Lost(Box::new(e));
             }
         }
 
@@ -179,7 +180,7 @@ impl Subscriber {
             let result = tokio::select! {
                 message = stream.next() => match message {
                     Some(message) => self.on_message(&message).await,
-                    None => Err(BrokerError::Unavailable("the connection closed".to_owned())),
+                    None => Err(BrokerError::unavailable("the connection closed")),
                 },
                 request = self.requests.recv() => match request {
                     Some(request) => self.handle(request, &mut sink).await,
@@ -188,12 +189,12 @@ impl Subscriber {
                 _ = sweep.tick() => self.sweep(&mut sink).await,
                 _ = ping.tick() => match timeout(command_timeout, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
-                    Err(_) => Err(BrokerError::Unavailable("PING timed out".to_owned())),
+                    Ok(Err(e)) => Err(BrokerError::caused_by("", e)),
+                    Err(_) => Err(BrokerError::unavailable("PING timed out")),
                 },
             };
             if let Err(e) = result {
-                return End::Lost(e.to_string());
+                return End::Lost(Box::new(e));
             }
         }
     }
@@ -245,10 +246,8 @@ impl Subscriber {
             .collect();
         match timeout(self.inner.config.command_timeout, sink.subscribe(&channels)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
-            Err(_) => {
-                return Err(BrokerError::Unavailable("SUBSCRIBE timed out".to_owned()));
-            }
+            Ok(Err(e)) => return Err(BrokerError::caused_by("redis", e)),
+            Err(_) => return Err(BrokerError::unavailable("SUBSCRIBE timed out")),
         }
         // Where each stream stands now: later messages arrive on the channel; earlier ones are
         // in the history, which every member reads after this answer.
@@ -295,10 +294,8 @@ impl Subscriber {
             .await
             {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
-                Err(_) => {
-                    return Err(BrokerError::Unavailable("UNSUBSCRIBE timed out".to_owned()));
-                }
+                Ok(Err(e)) => return Err(BrokerError::caused_by("redis", e)),
+                Err(_) => return Err(BrokerError::unavailable("UNSUBSCRIBE timed out")),
             }
         }
         debug!(
