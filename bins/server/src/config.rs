@@ -418,16 +418,14 @@ impl Settings {
         self.auth.validate()?;
         if self.broker.kind == BrokerKind::Redis {
             self.redis_config().validate().map_err(|e| {
-                use ws_broker_redis::ConfigError;
-                let key = match e {
-                    ConfigError::Url(_) => "broker.redis_url",
-                    ConfigError::KeyPrefix => "broker.key_prefix",
-                    ConfigError::PoolSize => "broker.pool_size",
-                    ConfigError::Zero(name) => match name {
-                        "connect_timeout" => "broker.connect_timeout",
-                        "command_timeout" => "broker.command_timeout",
-                        _ => "broker.presence_ttl",
-                    },
+                use ws_broker_redis::Field;
+                let key = match e.field() {
+                    Field::Url => "broker.redis_url",
+                    Field::KeyPrefix => "broker.key_prefix",
+                    Field::PoolSize => "broker.pool_size",
+                    Field::ConnectTimeout => "broker.connect_timeout",
+                    Field::CommandTimeout => "broker.command_timeout",
+                    Field::PresenceTtl => "broker.presence_ttl",
                     _ => "broker",
                 };
                 anyhow::anyhow!("{key}: {e}")

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use ws_core::ProjectId;
 use ws_core::retention::{Budget, Cut, Usage};
 
-use crate::Inner;
+use crate::inner::Inner;
 
 /// How often a node sends its publishes' reports.
 const ACCOUNT_EVERY: Duration = Duration::from_millis(100);
@@ -115,7 +115,7 @@ impl Inner {
             .key(self.keys.streams())
             .key(self.keys.stream_bytes())
             .key(self.keys.total_bytes())
-            .arg(crate::millis(self.config.history.ttl));
+            .arg(crate::inner::millis(self.config.history.ttl));
         for (project, ms) in freed {
             invocation.arg(project.as_str()).arg(*ms);
         }
@@ -249,7 +249,7 @@ impl Inner {
                     // Announcements are scored by when they expire: a live one is in the future.
                     pipe.cmd("ZCOUNT")
                         .arg(self.keys.presence(p))
-                        .arg(crate::unix_millis())
+                        .arg(crate::inner::unix_millis())
                         .arg("+inf");
                 }
                 async move { pipe.query_async(&mut c).await }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 use ws_core::{ProjectId, UserId};
 
-use crate::Inner;
+use crate::inner::Inner;
 
 /// The longest a change in this node's members takes to reach Redis.
 const TICK: Duration = Duration::from_secs(1);

@@ -2,12 +2,16 @@
 //! the projects that have members here, delivers their messages to the hub in the order
 //! Redis published them, and fills any gap from the history.
 //!
-//! Per project it knows the epoch and the last offset delivered on this node:
+//! Per project, a [`Follower`] knows the epoch and the last offset delivered on this node
+//! and decides every message (`ws_core::follower`):
 //! - a message at or below the last offset is a duplicate and is dropped;
 //! - a message beyond the next offset means messages were missed (the connection dropped):
 //!   they are read from the history and delivered first;
 //! - a message of another epoch means Redis lost the project's history: the project's
 //!   connections are closed with 1013, and reconnect to learn `recovered: false`.
+//!
+//! This task only does the IO: it reads the channel and the history, delivers to the hub
+//! and closes what the follower says is lost.
 //!
 //! After a reconnect, every project is subscribed again, then caught up from the history,
 //! before any message of the new connection is delivered.
@@ -22,12 +26,12 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
-use ws_core::history::decide_recovery;
+use ws_core::follower::{Fill, Follower, Verdict};
 use ws_core::{Close, CloseCode, ProjectId};
 use ws_transport::broker::BrokerError;
 
-use crate::Inner;
 use crate::frame::parse_live;
+use crate::inner::Inner;
 
 /// Projects without members here are unsubscribed this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -50,23 +54,16 @@ pub(crate) enum Request {
     Seed { project: ProjectId, epoch: String },
 }
 
-/// Where a subscribed project's stream stands on this node.
-#[derive(Debug)]
-struct Known {
-    epoch: Option<String>,
-    /// The last offset delivered here (or read as the top when subscribing).
-    last: u64,
-}
-
 pub(crate) struct Subscriber {
     inner: Arc<Inner>,
     requests: mpsc::UnboundedReceiver<Request>,
-    projects: HashMap<ProjectId, Known>,
+    projects: HashMap<ProjectId, Follower>,
 }
 
 /// Why a pub/sub session ended.
 enum End {
-    Lost(String),
+    /// The connection failed: logged, then reconnected.
+    Lost(Box<dyn std::error::Error + Send + Sync>),
     /// The broker is gone.
     Stopped,
 }
@@ -135,19 +132,17 @@ impl Subscriber {
     fn refuse(&mut self, request: Request) {
         match request {
             Request::Subscribe { done, .. } => {
-                let _ = done.send(Err(BrokerError::Unavailable(
-                    "redis pub/sub is reconnecting".to_owned(),
+                let _ = done.send(Err(BrokerError::unavailable(
+                    "redis pub/sub is reconnecting",
                 )));
             }
-            Request::Seed { project, epoch } => self.seed(&project, epoch),
+            Request::Seed { project, epoch } => self.seed(&project, &epoch),
         }
     }
 
-    fn seed(&mut self, project: &ProjectId, epoch: String) {
-        if let Some(known) = self.projects.get_mut(project)
-            && known.epoch.is_none()
-        {
-            known.epoch = Some(epoch);
+    fn seed(&mut self, project: &ProjectId, epoch: &str) {
+        if let Some(follower) = self.projects.get_mut(project) {
+            follower.handle_seed(epoch);
         }
     }
 
@@ -161,8 +156,8 @@ impl Subscriber {
         for chunk in channels.chunks(BATCH) {
             match timeout(command_timeout, sink.subscribe(chunk)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return End::Lost(e.to_string()),
-                Err(_) => return End::Lost("SUBSCRIBE timed out".to_owned()),
+                Ok(Err(e)) => return End::Lost(Box::new(e)),
+                Err(_) => return End::Lost("SUBSCRIBE timed out".into()),
             }
         }
         // The command connections died with Redis too: replace them before saying ready.
@@ -173,7 +168,7 @@ impl Subscriber {
         let projects: Vec<ProjectId> = self.projects.keys().cloned().collect();
         for project in projects {
             if let Err(e) = self.catch_up(&project).await {
-                return End::Lost(e.to_string());
+                return End::Lost(Box::new(e));
             }
         }
 
@@ -185,7 +180,7 @@ impl Subscriber {
             let result = tokio::select! {
                 message = stream.next() => match message {
                     Some(message) => self.on_message(&message).await,
-                    None => Err(BrokerError::Unavailable("the connection closed".to_owned())),
+                    None => Err(BrokerError::unavailable("the connection closed")),
                 },
                 request = self.requests.recv() => match request {
                     Some(request) => self.handle(request, &mut sink).await,
@@ -194,12 +189,12 @@ impl Subscriber {
                 _ = sweep.tick() => self.sweep(&mut sink).await,
                 _ = ping.tick() => match timeout(command_timeout, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
-                    Err(_) => Err(BrokerError::Unavailable("PING timed out".to_owned())),
+                    Ok(Err(e)) => Err(BrokerError::caused_by("", e)),
+                    Err(_) => Err(BrokerError::unavailable("PING timed out")),
                 },
             };
             if let Err(e) = result {
-                return End::Lost(e.to_string());
+                return End::Lost(Box::new(e));
             }
         }
     }
@@ -212,7 +207,7 @@ impl Subscriber {
         let mut next = Some(first);
         while let Some(request) = next {
             match request {
-                Request::Seed { project, epoch } => self.seed(&project, epoch),
+                Request::Seed { project, epoch } => self.seed(&project, &epoch),
                 Request::Subscribe { project, done } => {
                     if self.projects.contains_key(&project) {
                         let _ = done.send(Ok(()));
@@ -251,10 +246,8 @@ impl Subscriber {
             .collect();
         match timeout(self.inner.config.command_timeout, sink.subscribe(&channels)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
-            Err(_) => {
-                return Err(BrokerError::Unavailable("SUBSCRIBE timed out".to_owned()));
-            }
+            Ok(Err(e)) => return Err(BrokerError::caused_by("redis", e)),
+            Err(_) => return Err(BrokerError::unavailable("SUBSCRIBE timed out")),
         }
         // Where each stream stands now: later messages arrive on the channel; earlier ones are
         // in the history, which every member reads after this answer.
@@ -271,13 +264,8 @@ impl Subscriber {
             .call(true, |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         for (project, (epoch, top)) in projects.iter().zip(metas) {
-            self.projects.insert(
-                project.clone(),
-                Known {
-                    epoch,
-                    last: top.unwrap_or(0),
-                },
-            );
+            self.projects
+                .insert(project.clone(), Follower::new(epoch, top.unwrap_or(0)));
         }
         debug!(projects = projects.len(), "subscribed");
         Ok(())
@@ -306,10 +294,8 @@ impl Subscriber {
             .await
             {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(BrokerError::Unavailable(format!("redis: {e}"))),
-                Err(_) => {
-                    return Err(BrokerError::Unavailable("UNSUBSCRIBE timed out".to_owned()));
-                }
+                Ok(Err(e)) => return Err(BrokerError::caused_by("redis", e)),
+                Err(_) => return Err(BrokerError::unavailable("UNSUBSCRIBE timed out")),
             }
         }
         debug!(
@@ -331,56 +317,54 @@ impl Subscriber {
             warn!(project = %project, "unreadable message on a project channel; skipped");
             return Ok(());
         };
-        let Some(known) = self.projects.get_mut(&project) else {
+        let Some(follower) = self.projects.get_mut(&project) else {
             // Unsubscribed meanwhile: nobody here to deliver to.
             return Ok(());
         };
-        match &known.epoch {
-            Some(epoch) if *epoch != live.epoch => {
-                history_lost(&self.inner, &project);
-                known.epoch = Some(live.epoch);
-                known.last = live.offset.saturating_sub(1);
+        match follower.handle_message(&live.epoch, live.offset) {
+            Verdict::Deliver => {}
+            Verdict::Duplicate => return Ok(()),
+            Verdict::Gap { .. } => {
+                self.catch_up(&project).await?;
+                if !self.admit(&project, live.offset) {
+                    return Ok(());
+                }
             }
-            Some(_) => {}
-            None => known.epoch = Some(live.epoch),
+            Verdict::Lost(_) => {
+                history_lost(&self.inner, &project);
+                if !self.admit(&project, live.offset) {
+                    return Ok(());
+                }
+            }
         }
-        if live.offset <= known.last {
-            return Ok(());
-        }
-        if live.offset > known.last + 1 {
-            self.catch_up(&project).await?;
-        }
-        let Some(known) = self.projects.get_mut(&project) else {
-            return Ok(());
-        };
-        if live.offset > known.last {
-            self.inner
-                .hub
-                .deliver(&project, Some(live.offset), live.frame, None);
-            known.last = live.offset;
-        }
+        self.inner
+            .hub
+            .deliver(&project, Some(live.offset), live.frame, None);
         Ok(())
+    }
+
+    /// Whether the message at `offset` of `project` is to be delivered (`Follower::admit`).
+    fn admit(&mut self, project: &ProjectId, offset: u64) -> bool {
+        self.projects
+            .get_mut(project)
+            .is_some_and(|follower| follower.admit(offset))
     }
 
     /// Delivers what this node missed of `project` from the history; when the history no
     /// longer has it (or was lost), closes the project's connections so they recover.
     async fn catch_up(&mut self, project: &ProjectId) -> Result<(), BrokerError> {
-        let Some(known) = self.projects.get(project) else {
+        let Some(follower) = self.projects.get(project) else {
             return Ok(());
         };
-        let last = known.last;
-        let epoch = known.epoch.clone();
-        let stream = self.inner.read(project, Some(last)).await?;
-        let Some(known) = self.projects.get_mut(project) else {
+        let stream = self.inner.read(project, Some(follower.last())).await?;
+        let Some(follower) = self.projects.get_mut(project) else {
             return Ok(());
         };
-        let epoch = epoch.unwrap_or_else(|| stream.epoch.clone());
-        match decide_recovery(&stream.epoch, stream.top, stream.first, last, &epoch) {
-            Ok(()) => {
+        match follower.handle_fill(&stream.epoch, stream.top, stream.first) {
+            Fill::Replay => {
                 let missed = stream.messages.len();
                 for message in stream.messages {
-                    if message.offset > known.last {
-                        known.last = message.offset;
+                    if follower.admit(message.offset) {
                         self.inner
                             .hub
                             .deliver(project, Some(message.offset), message.frame, None);
@@ -390,13 +374,11 @@ impl Subscriber {
                     debug!(project = %project, missed, "caught up from the history");
                 }
             }
-            Err(reason) => {
+            Fill::Lost(reason) => {
                 debug!(project = %project, ?reason, "cannot catch up");
                 history_lost(&self.inner, project);
-                known.last = stream.top;
             }
         }
-        known.epoch = Some(stream.epoch);
         Ok(())
     }
 }

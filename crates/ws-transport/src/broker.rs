@@ -8,7 +8,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tungstenite::Utf8Bytes;
@@ -93,12 +93,71 @@ pub struct HistoryPage {
 }
 
 /// Why the broker could not do its part.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Clients never see its text (they get `broker_unavailable`); logs do, with the source's.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BrokerError {
     /// The broker cannot be reached; retry later (HTTP 503, close 1013, `error` frame).
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    ///
+    /// Displayed as `broker unavailable: <reason>: <source>` (the source's text alone when
+    /// `reason` is empty, `reason` alone when there is no source).
+    Unavailable {
+        /// What failed, e.g. `redis` or `SUBSCRIBE timed out`.
+        reason: &'static str,
+        /// The error that caused it. Shared, so that one failure can answer several
+        /// waiters.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl BrokerError {
+    /// Unavailable for `reason`, with no error behind it.
+    pub fn unavailable(reason: &'static str) -> Self {
+        Self::Unavailable {
+            reason,
+            source: None,
+        }
+    }
+
+    /// Unavailable for `reason` (may be empty), because of `source`.
+    pub fn caused_by(
+        reason: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            reason,
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable { reason, source } => {
+                f.write_str("broker unavailable: ")?;
+                f.write_str(reason)?;
+                if let Some(source) = source {
+                    if !reason.is_empty() {
+                        f.write_str(": ")?;
+                    }
+                    write!(f, "{source}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+        }
+    }
 }
 
 /// Orders, keeps and delivers a project's messages.

@@ -6,11 +6,11 @@ use ws_core::ProjectId;
 
 /// The key names of one deployment (one `key_prefix`).
 #[derive(Debug, Clone)]
-pub(crate) struct Keys {
+pub(crate) struct KeyLayout {
     prefix: String,
 }
 
-impl Keys {
+impl KeyLayout {
     /// `prefix` must not contain braces (checked by the broker's configuration).
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
@@ -59,7 +59,7 @@ impl Keys {
         format!("{}:{{*}}:stream-bytes", self.prefix)
     }
 
-    /// The sum of [`Keys::stream_bytes`].
+    /// The sum of [`KeyLayout::stream_bytes`].
     pub(crate) fn total_bytes(&self) -> String {
         format!("{}:{{*}}:bytes", self.prefix)
     }
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn keys_name_the_project_between_braces() {
-        let keys = Keys::new("wshub");
+        let keys = KeyLayout::new("wshub");
         let p = ProjectId::parse("shop:eu").unwrap();
         assert_eq!(keys.meta(&p), "wshub:{shop:eu}:meta");
         assert_eq!(keys.history(&p), "wshub:{shop:eu}:history");

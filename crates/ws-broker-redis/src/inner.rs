@@ -1,0 +1,461 @@
+//! What the broker's tasks share ([`Inner`]) and its Redis calls: the pool, readiness, the
+//! publish, read, recover, history and presence scripts.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RedisResult};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{info, warn};
+use ws_core::history::{decide_recovery, retains_after};
+use ws_core::{ProjectId, UserId};
+use ws_transport::SharedHub;
+use ws_transport::broker::{BrokerError, HistoryPage, Publication, Replay, StoredMessage};
+
+use crate::config::{ConfigError, RedisConfig};
+use crate::key_layout::KeyLayout;
+use crate::presence::Presence;
+use crate::scripts::Scripts;
+use crate::subscriber::Request;
+use crate::{budget, frame};
+
+/// What the broker's tasks share.
+pub(crate) struct Inner {
+    pub(crate) hub: SharedHub,
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: KeyLayout,
+    /// How long a project's offsets and epoch outlive its last publish or connection.
+    pub(crate) meta_ttl: Duration,
+    pub(crate) node: String,
+    pub(crate) client: redis::Client,
+    pub(crate) pool: Box<[ConnectionManager]>,
+    pub(crate) next: AtomicUsize,
+    /// The last command (or health check) reached Redis.
+    pub(crate) commands_up: AtomicBool,
+    /// The pub/sub connection is subscribed.
+    pub(crate) subscribed_up: AtomicBool,
+    pub(crate) requests: mpsc::UnboundedSender<Request>,
+    pub(crate) presence: Presence,
+    pub(crate) scripts: Scripts,
+    /// What publishes left in their projects' histories, for the deployment's budget.
+    pub(crate) reports: mpsc::UnboundedSender<budget::Report>,
+    /// The total is over the budget: sweep now rather than at the next tick.
+    pub(crate) sweep_now: Notify,
+}
+
+/// A project's stream as read from Redis.
+#[derive(Debug)]
+pub(crate) struct StreamState {
+    pub(crate) epoch: String,
+    pub(crate) top: u64,
+    /// The oldest retained offset (`top + 1` when nothing is retained).
+    pub(crate) first: u64,
+    /// The retained messages after the `since` asked for, oldest first.
+    pub(crate) messages: Vec<StoredMessage>,
+}
+
+impl Inner {
+    /// Opens the client and the (lazy) connection pool for `config`: nothing connects yet.
+    pub(crate) fn new(
+        hub: SharedHub,
+        config: RedisConfig,
+        requests: mpsc::UnboundedSender<Request>,
+        reports: mpsc::UnboundedSender<budget::Report>,
+    ) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(ConfigError::Url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let pool = (0..config.pool_size)
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Url)?;
+        let node = format!("{:016x}", rand::random::<u64>());
+        Ok(Self {
+            hub,
+            keys: KeyLayout::new(&config.key_prefix),
+            meta_ttl: config
+                .history
+                .ttl
+                .max(config.presence_ttl * 3)
+                .max(Duration::from_secs(60)),
+            config,
+            node,
+            client,
+            pool: pool.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+            commands_up: AtomicBool::new(false),
+            subscribed_up: AtomicBool::new(false),
+            requests,
+            presence: Presence::default(),
+            scripts: Scripts::new(),
+            reports,
+            sweep_now: Notify::new(),
+        })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        self.pool[i].clone()
+    }
+
+    /// Runs one Redis call under `command_timeout` on a pooled connection, keeping
+    /// readiness up to date. The manager replaces a connection found dead; an `idempotent`
+    /// call then tries once more, a publish does not (it may have gone through).
+    pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, BrokerError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.call_on(self.connection(), idempotent, f).await
+    }
+
+    async fn call_on<T, F, Fut>(
+        &self,
+        connection: ConnectionManager,
+        idempotent: bool,
+        f: F,
+    ) -> Result<T, BrokerError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut result = self.attempt(f(connection.clone())).await;
+        if idempotent && matches!(result, Err((_, true))) {
+            result = self.attempt(f(connection)).await;
+        }
+        match result {
+            Ok(value) => {
+                self.set_commands_up(true);
+                Ok(value)
+            }
+            Err((e, lost)) => {
+                if lost {
+                    self.set_commands_up(false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One try; the error says whether the connection is lost.
+    async fn attempt<T>(
+        &self,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, (BrokerError, bool)> {
+        match tokio::time::timeout(self.config.command_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let lost = is_connection_error(&e);
+                Err((BrokerError::caused_by("redis", e), lost))
+            }
+            Err(_) => Err((
+                BrokerError::unavailable("redis did not answer within broker.command_timeout"),
+                true,
+            )),
+        }
+    }
+
+    fn set_commands_up(&self, up: bool) {
+        if self.commands_up.swap(up, Ordering::SeqCst) != up {
+            if up {
+                info!("redis answers commands");
+            } else {
+                warn!("redis does not answer commands: publishes answer 503 until it does");
+            }
+        }
+    }
+
+    pub(crate) fn set_subscribed_up(&self, up: bool) {
+        if self.subscribed_up.swap(up, Ordering::SeqCst) != up && up {
+            info!("redis pub/sub subscribed");
+        }
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        project: &ProjectId,
+        publication: Publication,
+    ) -> Result<u64, BrokerError> {
+        let (head, tail) = frame::message_parts(&publication);
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(self.keys.meta(project))
+            .key(self.keys.history(project))
+            .arg(new_epoch())
+            .arg(head)
+            .arg(tail)
+            .arg(self.keys.channel(project))
+            .arg(self.config.history.size)
+            .arg(millis(self.config.history.ttl))
+            .arg(millis(self.meta_ttl))
+            .arg(self.config.history.max_bytes);
+        let invocation = &invocation;
+        let (offset, bytes, ms) = self
+            .call(false, |mut c| async move {
+                invocation.invoke_async::<(u64, u64, u64)>(&mut c).await
+            })
+            .await?;
+        // Accounted in the background: the deployment's keys are not the project's.
+        self.report(project, bytes, ms);
+        Ok(offset)
+    }
+
+    pub(crate) async fn recover(
+        &self,
+        project: &ProjectId,
+        since: Option<(u64, &str)>,
+    ) -> Result<Replay, BrokerError> {
+        // Subscribed before the history is read: nothing published in between is missed,
+        // and the connection's watermark drops what arrives twice.
+        self.subscribe(project).await?;
+        self.presence.announce(project);
+        let stream = self.read(project, since.map(|(offset, _)| offset)).await?;
+        let _ = self.requests.send(Request::Seed {
+            project: project.clone(),
+            epoch: stream.epoch.clone(),
+        });
+        let recovered = since.is_some_and(|(since, epoch)| {
+            decide_recovery(&stream.epoch, stream.top, stream.first, since, epoch).is_ok()
+        });
+        Ok(Replay {
+            epoch: stream.epoch,
+            top: stream.top,
+            recovered,
+            missed: if recovered {
+                stream.messages
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    pub(crate) async fn history(
+        &self,
+        project: &ProjectId,
+        since: u64,
+    ) -> Result<HistoryPage, BrokerError> {
+        let stream = self.read(project, Some(since)).await?;
+        Ok(HistoryPage {
+            complete: retains_after(stream.top, stream.first, since),
+            epoch: stream.epoch,
+            top: stream.top,
+            messages: stream.messages,
+        })
+    }
+
+    /// Asks the pub/sub task to subscribe to `project` and waits until Redis confirmed it.
+    async fn subscribe(&self, project: &ProjectId) -> Result<(), BrokerError> {
+        let (done, answer) = oneshot::channel();
+        let request = Request::Subscribe {
+            project: project.clone(),
+            done,
+        };
+        let gone = || BrokerError::unavailable("the redis pub/sub task has stopped");
+        self.requests.send(request).map_err(|_| gone())?;
+        let wait = self.config.connect_timeout + self.config.command_timeout * 2;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(BrokerError::unavailable(
+                "redis did not confirm the subscription in time",
+            )),
+        }
+    }
+
+    /// The project's epoch, newest offset and retained messages after `since` (none when
+    /// `since` is `None`). Creates the stream (a new epoch) when Redis has none.
+    pub(crate) async fn read(
+        &self,
+        project: &ProjectId,
+        since: Option<u64>,
+    ) -> Result<StreamState, BrokerError> {
+        let mut invocation = self.scripts.read.prepare_invoke();
+        invocation
+            .key(self.keys.meta(project))
+            .key(self.keys.history(project))
+            .arg(new_epoch())
+            .arg(since.map(|s| s.to_string()).unwrap_or_default())
+            .arg(millis(self.meta_ttl));
+        let invocation = &invocation;
+        let (epoch, top, seconds, micros, entries): (String, u64, u64, u64, Vec<Vec<u8>>) = self
+            .call(true, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        let now_ms = seconds * 1000 + micros / 1000;
+        let ttl_ms = millis(self.config.history.ttl);
+        let Some(mut entries) = entries
+            .into_iter()
+            .map(frame::parse_entry)
+            .collect::<Option<Vec<_>>>()
+        else {
+            warn!(project = %project, "unreadable history entry in redis; treating the history as lost");
+            return Ok(StreamState {
+                epoch,
+                top,
+                first: top + 1,
+                messages: Vec::new(),
+            });
+        };
+        let expired = entries
+            .iter()
+            .take_while(|e| e.at_ms.saturating_add(ttl_ms) < now_ms)
+            .count();
+        entries.drain(..expired);
+        let contiguous = entries
+            .iter()
+            .zip(entries.iter().skip(1))
+            .all(|(a, b)| b.offset == a.offset + 1)
+            && entries.last().is_none_or(|e| e.offset == top);
+        if !contiguous {
+            warn!(project = %project, "history in redis does not match its offsets; treating it as lost");
+            entries.clear();
+        }
+        Ok(StreamState {
+            first: entries.first().map_or(top + 1, |e| e.offset),
+            epoch,
+            top,
+            messages: entries
+                .into_iter()
+                .map(|e| StoredMessage {
+                    offset: e.offset,
+                    frame: e.frame,
+                })
+                .collect(),
+        })
+    }
+
+    /// Every node's members of `project`: this node's (`local`, exact), the others' from
+    /// their announcements in Redis (at most a presence tick old).
+    pub(crate) async fn cluster_presence(
+        &self,
+        project: &ProjectId,
+        local: Vec<(UserId, u32)>,
+    ) -> Result<Vec<(UserId, u32)>, BrokerError> {
+        let set = self.keys.presence(project);
+        let mut invocation = self.scripts.presence.prepare_invoke();
+        invocation.key(&set).arg(format!("{set}:")).arg(&self.node);
+        let invocation = &invocation;
+        let remote: Vec<(String, u32)> = self
+            .call(true, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        // A map, not a scan of the list per remote entry: the merge is linear in the
+        // cluster's users, whatever their spread over the nodes.
+        let mut users: std::collections::BTreeMap<UserId, u32> = local.into_iter().collect();
+        for (user, connections) in remote {
+            let n = users.entry(UserId::new(user)).or_insert(0);
+            *n = n.saturating_add(connections);
+        }
+        Ok(users.into_iter().collect())
+    }
+
+    /// Replaces this node's announcement of `project` with `users` (none: withdraws it).
+    pub(crate) async fn announce(
+        &self,
+        project: &ProjectId,
+        users: &[(UserId, u32)],
+    ) -> Result<(), BrokerError> {
+        let mut invocation = self.scripts.announce.prepare_invoke();
+        invocation
+            .key(self.keys.presence(project))
+            .key(self.keys.presence_of(project, &self.node))
+            .key(self.keys.meta(project))
+            .arg(&self.node)
+            .arg(millis(self.config.presence_ttl))
+            .arg(millis(self.meta_ttl));
+        for (user, connections) in users {
+            invocation.arg(user.as_str()).arg(*connections);
+        }
+        let invocation = &invocation;
+        self.call(true, |mut c| async move {
+            invocation.invoke_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    pub(crate) async fn withdraw_presence(&self) {
+        for project in self.presence.announced() {
+            if let Err(e) = self.announce(&project, &[]).await {
+                warn!(project = %project, error = %e, "could not withdraw this node's presence; it expires on its own");
+                return;
+            }
+        }
+    }
+
+    /// Checks that Redis answers commands, on every pooled connection.
+    pub(crate) async fn health_check(&self) {
+        for connection in &self.pool {
+            let ping = |mut c: ConnectionManager| async move {
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            };
+            if self.call_on(connection.clone(), true, ping).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whether `e` says Redis cannot be reached (rather than that a command was wrong).
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// A fresh epoch: the time and 32 random bits, so a stream recreated after Redis lost its
+/// data never gets a name a client may still hold.
+fn new_epoch() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    format!("{ms:x}-{:08x}", rand::random::<u32>())
+}
+
+/// This machine's clock in Unix milliseconds (presence scores are Redis milliseconds; nodes
+/// and Redis are expected to agree within a second, as for presence).
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_differ() {
+        assert_ne!(new_epoch(), new_epoch());
+    }
+
+    #[test]
+    fn broker_errors_keep_their_source_and_their_text() {
+        use std::error::Error as _;
+        let redis = || RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        let text = redis().to_string();
+        let e = BrokerError::caused_by("redis", redis());
+        assert_eq!(e.to_string(), format!("broker unavailable: redis: {text}"));
+        let source = e.source().expect("the redis error");
+        assert_eq!(source.to_string(), text);
+        assert!(source.downcast_ref::<RedisError>().is_some());
+        // Shared by clones, so one failure answers every waiter.
+        assert_eq!(e.clone().to_string(), e.to_string());
+        assert_eq!(
+            BrokerError::caused_by("", redis()).to_string(),
+            format!("broker unavailable: {text}")
+        );
+        let e = BrokerError::unavailable("PING timed out");
+        assert_eq!(e.to_string(), "broker unavailable: PING timed out");
+        assert!(e.source().is_none());
+    }
+}
