@@ -118,10 +118,11 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod jwt_auth;
-mod keys;
+mod key_files;
 mod origin;
 mod rate_limit;
 mod rejection;
+mod signer;
 mod token;
 mod verifier;
 
@@ -138,8 +139,9 @@ pub use rate_limit::{
     Decision, HandshakeRateLimit, HandshakeRateLimitLayer, RateLimited, RateLimiter,
 };
 pub use rejection::{error_response, json_error};
+pub use signer::JwtSigner;
 pub use token::{
     ACCESS_TOKEN_PARAM, BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, SUBPROTOCOL,
     offers_subprotocol, redact_access_token,
 };
-pub use verifier::{DEFAULT_LEEWAY, JwtSigner, JwtVerifier, SharedVerifier};
+pub use verifier::{DEFAULT_LEEWAY, JwtVerifier, SharedVerifier};

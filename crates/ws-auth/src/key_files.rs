@@ -1,5 +1,9 @@
-//! Key material: PEM public keys, JWKS documents and PEM private keys, each turned into a key
-//! that accepts exactly one algorithm.
+//! Parsing key files: PEM public keys and JWKS documents (for [`JwtVerifier`]) and PEM private
+//! keys (for [`JwtSigner`]), each turned into a key that accepts exactly one algorithm. The
+//! caller reads the files; this module only sees their bytes.
+//!
+//! [`JwtVerifier`]: crate::JwtVerifier
+//! [`JwtSigner`]: crate::JwtSigner
 //!
 //! The algorithm always follows from the key's type and nothing else: an RSA key verifies
 //! RS256, a P-256 key ES256, an Ed25519 key EdDSA, a shared secret HS256. That is what makes the
