@@ -11,8 +11,7 @@ use subtle::{Choice, ConstantTimeEq};
 use tower::{Layer, Service};
 
 use crate::error::{AuthError, ConfigError};
-use crate::jwt_auth::ResponseFuture;
-use crate::rejection::error_response;
+use crate::future::ResponseFuture;
 use crate::token::bearer_token;
 
 /// Prefix of a configured key given as the SHA-256 hash of the real key.
@@ -135,20 +134,7 @@ pub struct ApiKey<S> {
 }
 
 impl<S> ApiKey<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 
     fn check<B>(&self, req: &Request<B>) -> Result<(), AuthError> {
         let key = bearer_token(req.headers()).ok_or(AuthError::MissingApiKey)?;
@@ -193,7 +179,7 @@ where
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(err) => {
                 tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
+                ResponseFuture::rejected(&err)
             }
         }
     }

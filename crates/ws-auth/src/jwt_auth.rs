@@ -1,17 +1,14 @@
-//! The handshake middleware: [`JwtAuthLayer`], [`JwtAuth`] and their [`ResponseFuture`].
+//! The handshake middleware: [`JwtAuthLayer`] and [`JwtAuth`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::claims::ProjectScope;
 use crate::error::AuthError;
-use crate::rejection::error_response;
+use crate::future::ResponseFuture;
 use crate::token::find_token;
 use crate::verifier::SharedVerifier;
 
@@ -70,7 +67,7 @@ impl<S> Layer<S> for JwtAuthLayer {
 /// 4. inserts [`Claims`](crate::Claims) and [`TokenCarrier`](crate::TokenCarrier) into the request extensions and calls the inner
 ///    service.
 ///
-/// Rejections are answered at once with a JSON body (see [`error_response`]), without calling
+/// Rejections are answered at once with a JSON body (see [`error_response`](crate::error_response)), without calling
 /// the inner service, and logged at `debug` with the reason (never the token).
 #[derive(Debug, Clone)]
 pub struct JwtAuth<S> {
@@ -90,20 +87,7 @@ impl<S> JwtAuth<S> {
         JwtAuthLayer::new(verifier)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 
     fn authorize<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
         let (token, carrier) = find_token(req.headers(), req.uri(), self.allow_query_token)?;
@@ -143,65 +127,7 @@ where
             Err(err) => {
                 // The reason only: neither the token nor the query string is logged.
                 tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`JwtAuth`] and [`ApiKey`](crate::ApiKey): the inner service's future,
-    /// or a rejection that is ready at once.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F> {
-        Inner {
-            #[pin]
-            future: F,
-        },
-        Rejected {
-            response: Option<Response<Bytes>>,
-        },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: From<Bytes>,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => {
-                let response = response.take().expect("future polled after completion");
-                Poll::Ready(Ok(response.map(B::from)))
+                ResponseFuture::rejected(&err)
             }
         }
     }

@@ -110,10 +110,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod macros;
+
 mod api_key;
 mod claims;
 mod client_ip;
 mod error;
+mod future;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -132,8 +136,9 @@ pub use client_ip::{
     ClientIp, PeerIpFn, SetClientIp, SetClientIpLayer, TrustedProxies, X_FORWARDED_FOR, client_ip,
 };
 pub use error::{AuthError, ConfigError};
+pub use future::ResponseFuture;
 pub use jsonwebtoken::Algorithm;
-pub use jwt_auth::{JwtAuth, JwtAuthLayer, ResponseFuture};
+pub use jwt_auth::{JwtAuth, JwtAuthLayer};
 pub use origin::{CheckOrigin, CheckOriginLayer};
 pub use rate_limit::{
     Decision, HandshakeRateLimit, HandshakeRateLimitLayer, RateLimited, RateLimiter,

@@ -15,8 +15,7 @@ use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
 use crate::error::{AuthError, ConfigError};
-use crate::jwt_auth::ResponseFuture;
-use crate::rejection::error_response;
+use crate::future::ResponseFuture;
 
 /// Applies [`CheckOrigin`]: the `Origin` of each request must be allowed.
 ///
@@ -179,20 +178,7 @@ pub struct CheckOrigin<S> {
 }
 
 impl<S> CheckOrigin<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug> fmt::Debug for CheckOrigin<S> {
@@ -225,7 +211,7 @@ where
                 // The origin is not a secret, but it is the client's text: log it escaped.
                 let origin = req.headers().get(ORIGIN).map(|v| format!("{v:?}"));
                 tracing::debug!(code = err.code(), reason = %err, origin, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
+                ResponseFuture::rejected(&err)
             }
         }
     }

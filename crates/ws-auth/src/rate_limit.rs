@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT, limit_key};
 use crate::error::AuthError;
-use crate::jwt_auth::ResponseFuture;
+use crate::future::ResponseFuture;
 use crate::rejection::error_response;
 
 /// Buckets are kept in this many independently locked shards.
@@ -310,20 +310,7 @@ pub struct HandshakeRateLimit<S> {
 }
 
 impl<S> HandshakeRateLimit<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for HandshakeRateLimit<S>
@@ -353,7 +340,7 @@ where
             Decision::Limited { retry_after } | Decision::Shed { retry_after } => retry_after,
         };
         tracing::debug!(client = %ip, retry_after = ?retry_after, path = req.uri().path(), "rate limited");
-        ResponseFuture::rejected(error_response(&AuthError::RateLimited { retry_after }))
+        ResponseFuture::rejected(&AuthError::RateLimited { retry_after })
     }
 }
 
