@@ -2,16 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::admit::Admit;
 use crate::error::{AuthError, ConfigError};
-use crate::future::ResponseFuture;
 use crate::token::bearer_token;
 
 /// Prefix of a configured key given as the SHA-256 hash of the real key.
@@ -135,21 +133,6 @@ pub struct ApiKey<S> {
 
 impl<S> ApiKey<S> {
     define_inner_service_accessors!();
-
-    fn check<B>(&self, req: &Request<B>) -> Result<(), AuthError> {
-        let key = bearer_token(req.headers()).ok_or(AuthError::MissingApiKey)?;
-        let presented: KeyDigest = Sha256::digest(key.as_bytes()).into();
-        // Compare against every digest without stopping early, so timing reveals neither which
-        // key matched nor how much of a digest did.
-        let matched = self.digests.iter().fold(Choice::from(0), |acc, digest| {
-            acc | digest[..].ct_eq(&presented[..])
-        });
-        if bool::from(matched) {
-            Ok(())
-        } else {
-            Err(AuthError::InvalidApiKey)
-        }
-    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for ApiKey<S> {
@@ -161,26 +144,21 @@ impl<S: fmt::Debug> fmt::Debug for ApiKey<S> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for ApiKey<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+impl_admitting_service!(ApiKey);
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        match self.check(&req) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(&err)
-            }
+impl<S> Admit for ApiKey<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+        let key = bearer_token(req.headers()).ok_or(AuthError::MissingApiKey)?;
+        let presented: KeyDigest = Sha256::digest(key.as_bytes()).into();
+        // Compare against every digest without stopping early, so timing reveals neither which
+        // key matched nor how much of a digest did.
+        let matched = self.digests.iter().fold(Choice::from(0), |acc, digest| {
+            acc | digest[..].ct_eq(&presented[..])
+        });
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidApiKey)
         }
     }
 }
@@ -223,10 +201,11 @@ fn hex_digit(nibble: u8) -> char {
 mod tests {
     use std::convert::Infallible;
 
-    use http::StatusCode;
+    use bytes::Bytes;
     use http::header::AUTHORIZATION;
+    use http::{Response, StatusCode};
     use http_body_util::Full;
-    use tower::{ServiceBuilder, ServiceExt};
+    use tower::{Service, ServiceBuilder, ServiceExt};
 
     use super::*;
     use crate::rejection::tests::read;

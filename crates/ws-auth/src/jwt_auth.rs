@@ -1,14 +1,11 @@
 //! The handshake middleware: [`JwtAuthLayer`] and [`JwtAuth`].
 
-use std::task::{Context, Poll};
+use http::Request;
+use tower::Layer;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use tower::{Layer, Service};
-
+use crate::admit::Admit;
 use crate::claims::ProjectScope;
 use crate::error::AuthError;
-use crate::future::ResponseFuture;
 use crate::token::find_token;
 use crate::verifier::SharedVerifier;
 
@@ -88,8 +85,15 @@ impl<S> JwtAuth<S> {
     }
 
     define_inner_service_accessors!();
+}
 
-    fn authorize<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+// Verification is CPU-only, so it runs in `call`; the inner service is called (not cloned)
+// only on success, and its readiness is kept for the next request otherwise. Refusals are
+// logged with the reason only: neither the token nor the query string.
+impl_admitting_service!(JwtAuth);
+
+impl<S> Admit for JwtAuth<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
         let (token, carrier) = find_token(req.headers(), req.uri(), self.allow_query_token)?;
         let claims = self.verifier.current().verify(&token)?;
         if let Some(ProjectScope(project)) = req.extensions().get::<ProjectScope>()
@@ -106,43 +110,17 @@ impl<S> JwtAuth<S> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for JwtAuth<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        // Verification is CPU-only, so it runs here; the inner service is called (not cloned)
-        // only on success, and its readiness is kept for the next request otherwise.
-        match self.authorize(&mut req) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                // The reason only: neither the token nor the query string is logged.
-                tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(&err)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
     use std::sync::Arc;
     use std::time::Duration;
 
-    use http::StatusCode;
+    use bytes::Bytes;
     use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+    use http::{Response, StatusCode};
     use http_body_util::Full;
-    use tower::{ServiceBuilder, ServiceExt, service_fn};
+    use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
     use super::*;
     use crate::claims::{Claims, TokenCarrier};

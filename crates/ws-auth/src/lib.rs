@@ -113,6 +113,7 @@
 #[macro_use]
 mod macros;
 
+mod admit;
 mod api_key;
 mod claims;
 mod client_ip;

@@ -21,3 +21,39 @@ macro_rules! define_inner_service_accessors {
         }
     };
 }
+
+/// Implements `Service<Request<ReqB>>` for a service `$service<S>` that implements
+/// [`Admit`](crate::admit::Admit) and keeps the wrapped service in `inner`: answers with the
+/// inner service's response when [`Admit::admit`](crate::admit::Admit::admit) passes, and with
+/// the rejection of its error, at once, when it does not.
+macro_rules! impl_admitting_service {
+    ($service:ident) => {
+        impl<S, ReqB, ResB> tower::Service<http::Request<ReqB>> for $service<S>
+        where
+            S: tower::Service<http::Request<ReqB>, Response = http::Response<ResB>>,
+            ResB: From<bytes::Bytes>,
+        {
+            type Response = http::Response<ResB>;
+            type Error = S::Error;
+            type Future = $crate::future::ResponseFuture<S::Future>;
+
+            fn poll_ready(
+                &mut self,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
+                use $crate::admit::Admit as _;
+                match self.admit(&mut req) {
+                    Ok(()) => $crate::future::ResponseFuture::inner(self.inner.call(req)),
+                    Err(err) => {
+                        self.log_refusal(&err, &req);
+                        $crate::future::ResponseFuture::rejected(&err)
+                    }
+                }
+            }
+        }
+    };
+}
