@@ -1,8 +1,8 @@
 //! Macros shared by the layers' services (crate-private).
 
-/// Defines `get_ref`, `get_mut` and `into_inner` in an `impl<S> Service<S>` block whose struct
-/// keeps the wrapped service in a field named `inner`: tower-http's accessors, one definition
-/// for every service of this crate.
+/// Defines `get_ref`, `get_mut` and `into_inner` in the `impl<S> Type<S>` block of a service
+/// whose struct keeps the wrapped service in a field named `inner`: tower-http's accessors, one
+/// definition for every service of this crate.
 macro_rules! define_inner_service_accessors {
     () => {
         /// The inner service.
