@@ -2,17 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::admit::Admit;
 use crate::error::{AuthError, ConfigError};
-use crate::jwt_auth::ResponseFuture;
-use crate::rejection::error_response;
 use crate::token::bearer_token;
 
 /// Prefix of a configured key given as the SHA-256 hash of the real key.
@@ -135,35 +132,7 @@ pub struct ApiKey<S> {
 }
 
 impl<S> ApiKey<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
-    fn check<B>(&self, req: &Request<B>) -> Result<(), AuthError> {
-        let key = bearer_token(req.headers()).ok_or(AuthError::MissingApiKey)?;
-        let presented: KeyDigest = Sha256::digest(key.as_bytes()).into();
-        // Compare against every digest without stopping early, so timing reveals neither which
-        // key matched nor how much of a digest did.
-        let matched = self.digests.iter().fold(Choice::from(0), |acc, digest| {
-            acc | digest[..].ct_eq(&presented[..])
-        });
-        if bool::from(matched) {
-            Ok(())
-        } else {
-            Err(AuthError::InvalidApiKey)
-        }
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug> fmt::Debug for ApiKey<S> {
@@ -175,26 +144,21 @@ impl<S: fmt::Debug> fmt::Debug for ApiKey<S> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for ApiKey<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+impl_admitting_service!(ApiKey);
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        match self.check(&req) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
-            }
+impl<S> Admit for ApiKey<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+        let key = bearer_token(req.headers()).ok_or(AuthError::MissingApiKey)?;
+        let presented: KeyDigest = Sha256::digest(key.as_bytes()).into();
+        // Compare against every digest without stopping early, so timing reveals neither which
+        // key matched nor how much of a digest did.
+        let matched = self.digests.iter().fold(Choice::from(0), |acc, digest| {
+            acc | digest[..].ct_eq(&presented[..])
+        });
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidApiKey)
         }
     }
 }
@@ -237,10 +201,11 @@ fn hex_digit(nibble: u8) -> char {
 mod tests {
     use std::convert::Infallible;
 
-    use http::StatusCode;
+    use bytes::Bytes;
     use http::header::AUTHORIZATION;
+    use http::{Response, StatusCode};
     use http_body_util::Full;
-    use tower::{ServiceBuilder, ServiceExt};
+    use tower::{Service, ServiceBuilder, ServiceExt};
 
     use super::*;
     use crate::rejection::tests::read;

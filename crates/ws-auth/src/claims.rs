@@ -110,9 +110,12 @@ pub struct ProjectScope(pub String);
 
 /// Where the accepted token was found; inserted into the request extensions beside [`Claims`].
 ///
-/// When it is [`TokenCarrier::Subprotocol`] the upgrade handler must answer
-/// `Sec-WebSocket-Protocol: wshub.v1` (see [`SUBPROTOCOL`](crate::SUBPROTOCOL)), or browsers
-/// fail the handshake.
+/// For logs and metrics: to see, say, whether any client still sends its token in the query
+/// before turning that carrier off ([`JwtAuthLayer::allow_query_token`]). It decides nothing
+/// about the subprotocol answer: the transport answers `wshub.v1` when the client offered it,
+/// whichever carrier held the token.
+///
+/// [`JwtAuthLayer::allow_query_token`]: crate::JwtAuthLayer::allow_query_token
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TokenCarrier {
@@ -122,13 +125,6 @@ pub enum TokenCarrier {
     Subprotocol,
     /// Query parameter `access_token=<jwt>`.
     Query,
-}
-
-impl TokenCarrier {
-    /// Whether the handshake response must select the `wshub.v1` subprotocol.
-    pub fn requires_subprotocol_answer(self) -> bool {
-        self == Self::Subprotocol
-    }
 }
 
 #[cfg(test)]

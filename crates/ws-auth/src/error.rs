@@ -209,6 +209,9 @@ pub enum ConfigError {
         index: usize,
         /// What is wrong with it.
         reason: String,
+        /// The parser's error, when one said what is wrong (base64, RSA, P-256, Ed25519).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The JWKS holds no key this verifier can use (RS256, ES256 or EdDSA signing keys).
     #[error("the JWKS holds no RS256, ES256 or EdDSA signing key")]

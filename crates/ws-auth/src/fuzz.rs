@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 
 use crate::client_ip::{TrustedProxies, X_FORWARDED_FOR, client_ip};
 use crate::origin::CheckOriginLayer;
-use crate::token::{find_token, offers_subprotocol, redact_access_token};
+use crate::token::{find_token, redact_access_token};
 use crate::verifier::{DEFAULT_LEEWAY, JwtVerifier};
 
 /// A verifier with a key of every type, so every algorithm's path is reached. Only public
@@ -66,7 +66,6 @@ pub fn token(data: &[u8]) {
     {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
     }
-    let _ = offers_subprotocol(&headers);
     let uri = format!(
         "/ws/projects/p?access_token={}",
         percent_encoding::percent_encode(data, percent_encoding::NON_ALPHANUMERIC)
@@ -137,7 +136,6 @@ pub fn headers(data: &[u8]) {
         let _ = client_ip(peer, &headers, trusted);
     }
 
-    let _ = offers_subprotocol(&headers);
     let uri: Uri = "/ws/projects/p".parse().expect("a valid URI");
     if let Ok((token, _)) = find_token(&headers, &uri, true) {
         let _ = verifier().verify(&token);

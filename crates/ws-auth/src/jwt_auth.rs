@@ -1,17 +1,11 @@
-//! The handshake middleware: [`JwtAuthLayer`], [`JwtAuth`] and their [`ResponseFuture`].
+//! The handshake middleware: [`JwtAuthLayer`] and [`JwtAuth`].
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use http::Request;
+use tower::Layer;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use pin_project_lite::pin_project;
-use tower::{Layer, Service};
-
+use crate::admit::Admit;
 use crate::claims::ProjectScope;
 use crate::error::AuthError;
-use crate::rejection::error_response;
 use crate::token::find_token;
 use crate::verifier::SharedVerifier;
 
@@ -70,7 +64,7 @@ impl<S> Layer<S> for JwtAuthLayer {
 /// 4. inserts [`Claims`](crate::Claims) and [`TokenCarrier`](crate::TokenCarrier) into the request extensions and calls the inner
 ///    service.
 ///
-/// Rejections are answered at once with a JSON body (see [`error_response`]), without calling
+/// Rejections are answered at once with a JSON body (see [`error_response`](crate::error_response)), without calling
 /// the inner service, and logged at `debug` with the reason (never the token).
 #[derive(Debug, Clone)]
 pub struct JwtAuth<S> {
@@ -90,22 +84,16 @@ impl<S> JwtAuth<S> {
         JwtAuthLayer::new(verifier)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    define_inner_service_accessors!();
+}
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+// Verification is CPU-only, so it runs in `call`; the inner service is called (not cloned)
+// only on success, and its readiness is kept for the next request otherwise. Refusals are
+// logged with the reason only: neither the token nor the query string.
+impl_admitting_service!(JwtAuth);
 
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
-    fn authorize<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+impl<S> Admit for JwtAuth<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
         let (token, carrier) = find_token(req.headers(), req.uri(), self.allow_query_token)?;
         let claims = self.verifier.current().verify(&token)?;
         if let Some(ProjectScope(project)) = req.extensions().get::<ProjectScope>()
@@ -122,101 +110,17 @@ impl<S> JwtAuth<S> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for JwtAuth<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        // Verification is CPU-only, so it runs here; the inner service is called (not cloned)
-        // only on success, and its readiness is kept for the next request otherwise.
-        match self.authorize(&mut req) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                // The reason only: neither the token nor the query string is logged.
-                tracing::debug!(code = err.code(), reason = %err, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`JwtAuth`] and [`ApiKey`](crate::ApiKey): the inner service's future,
-    /// or a rejection that is ready at once.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F> {
-        Inner {
-            #[pin]
-            future: F,
-        },
-        Rejected {
-            response: Option<Response<Bytes>>,
-        },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: From<Bytes>,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => {
-                let response = response.take().expect("future polled after completion");
-                Poll::Ready(Ok(response.map(B::from)))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
     use std::sync::Arc;
     use std::time::Duration;
 
-    use http::StatusCode;
+    use bytes::Bytes;
     use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+    use http::{Response, StatusCode};
     use http_body_util::Full;
-    use tower::{ServiceBuilder, ServiceExt, service_fn};
+    use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
     use super::*;
     use crate::claims::{Claims, TokenCarrier};

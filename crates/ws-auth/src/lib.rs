@@ -15,9 +15,10 @@
 //! [`JwtAuth`] verifies with a [`JwtVerifier`] (HS256 secrets, RS256/ES256/EdDSA public keys in
 //! PEM, JWKS documents; several at once, chosen by `kid`) behind a [`SharedVerifier`], whose
 //! keys can be replaced while the server runs (a reload on SIGHUP). On success it inserts
-//! [`Claims`] and [`TokenCarrier`] into the request extensions for the upgrade handler.
+//! [`Claims`] (for the upgrade handler) and [`TokenCarrier`] (where the token was found, for
+//! logs and metrics) into the request extensions.
 //! Failures are answered with a JSON body `{"error": code, "message": text}`
-//! ([`error_response`]); [`json_error`] builds the same shape for the server's other errors.
+//! ([`error_response`]).
 //!
 //! What it never does: it performs no IO, spawns nothing and needs no runtime (every check is
 //! CPU-only and runs synchronously in `call`; key files are read by the caller and handed over
@@ -33,8 +34,8 @@
 //! 1. `Authorization: Bearer <jwt>`;
 //! 2. `Sec-WebSocket-Protocol: wshub.v1, wshub.bearer.<jwt>` (browsers cannot set headers).
 //!    The entry may come in any position and across several header lines. It is accepted even
-//!    without `wshub.v1` beside it, and the handler answers `wshub.v1` either way (check
-//!    [`TokenCarrier::requires_subprotocol_answer`] or [`offers_subprotocol`]);
+//!    without `wshub.v1` beside it; the subprotocol answer is the transport's, from what the
+//!    client offered (wshub's transport answers `wshub.v1` when it was offered);
 //! 3. the query parameter `access_token=<jwt>`, unless [`JwtAuthLayer::allow_query_token`]
 //!    turned it off.
 //!
@@ -110,18 +111,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod macros;
+
+mod admit;
 mod api_key;
 mod claims;
 mod client_ip;
 mod error;
+mod future;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
 mod jwt_auth;
-mod keys;
+mod key_files;
 mod origin;
 mod rate_limit;
 mod rejection;
+mod signer;
 mod token;
 mod verifier;
 
@@ -131,15 +138,16 @@ pub use client_ip::{
     ClientIp, PeerIpFn, SetClientIp, SetClientIpLayer, TrustedProxies, X_FORWARDED_FOR, client_ip,
 };
 pub use error::{AuthError, ConfigError};
+pub use future::ResponseFuture;
 pub use jsonwebtoken::Algorithm;
-pub use jwt_auth::{JwtAuth, JwtAuthLayer, ResponseFuture};
+pub use jwt_auth::{JwtAuth, JwtAuthLayer};
 pub use origin::{CheckOrigin, CheckOriginLayer};
 pub use rate_limit::{
     Decision, HandshakeRateLimit, HandshakeRateLimitLayer, RateLimited, RateLimiter,
 };
-pub use rejection::{error_response, json_error};
+pub use rejection::error_response;
+pub use signer::JwtSigner;
 pub use token::{
-    ACCESS_TOKEN_PARAM, BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, SUBPROTOCOL,
-    offers_subprotocol, redact_access_token,
+    ACCESS_TOKEN_PARAM, BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, redact_access_token,
 };
-pub use verifier::{DEFAULT_LEEWAY, JwtSigner, JwtVerifier, SharedVerifier};
+pub use verifier::{DEFAULT_LEEWAY, JwtVerifier, SharedVerifier};

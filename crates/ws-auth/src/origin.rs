@@ -7,16 +7,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::ORIGIN;
-use http::{HeaderMap, Request, Response};
-use tower::{Layer, Service};
+use http::{HeaderMap, Request};
+use tower::Layer;
 
+use crate::admit::Admit;
 use crate::error::{AuthError, ConfigError};
-use crate::jwt_auth::ResponseFuture;
-use crate::rejection::error_response;
 
 /// Applies [`CheckOrigin`]: the `Origin` of each request must be allowed.
 ///
@@ -179,20 +176,7 @@ pub struct CheckOrigin<S> {
 }
 
 impl<S> CheckOrigin<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug> fmt::Debug for CheckOrigin<S> {
@@ -205,29 +189,17 @@ impl<S: fmt::Debug> fmt::Debug for CheckOrigin<S> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for CheckOrigin<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+impl_admitting_service!(CheckOrigin);
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl<S> Admit for CheckOrigin<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+        self.policy.check(req.headers())
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        match self.policy.check(req.headers()) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                // The origin is not a secret, but it is the client's text: log it escaped.
-                let origin = req.headers().get(ORIGIN).map(|v| format!("{v:?}"));
-                tracing::debug!(code = err.code(), reason = %err, origin, path = req.uri().path(), "rejected request");
-                ResponseFuture::rejected(error_response(&err))
-            }
-        }
+    fn log_refusal<B>(&self, err: &AuthError, req: &Request<B>) {
+        // The origin is not a secret, but it is the client's text: log it escaped.
+        let origin = req.headers().get(ORIGIN).map(|v| format!("{v:?}"));
+        tracing::debug!(code = err.code(), reason = %err, origin, path = req.uri().path(), "rejected request");
     }
 }
 
@@ -417,7 +389,8 @@ fn default_port(scheme: &str) -> Option<u16> {
 mod tests {
     use std::convert::Infallible;
 
-    use http::{HeaderValue, StatusCode};
+    use bytes::Bytes;
+    use http::{HeaderValue, Response, StatusCode};
     use http_body_util::Full;
     use tower::{ServiceBuilder, ServiceExt};
 

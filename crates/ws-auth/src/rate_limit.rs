@@ -6,16 +6,15 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::admit::Admit;
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT, limit_key};
 use crate::error::AuthError;
-use crate::jwt_auth::ResponseFuture;
 use crate::rejection::error_response;
 
 /// Buckets are kept in this many independently locked shards.
@@ -310,51 +309,36 @@ pub struct HandshakeRateLimit<S> {
 }
 
 impl<S> HandshakeRateLimit<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for HandshakeRateLimit<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<Bytes>,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+impl_admitting_service!(HandshakeRateLimit);
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let ip = req
-            .extensions()
-            .get::<ClientIp>()
-            .map_or(UNKNOWN_CLIENT, |c| c.0);
-        let retry_after = match self.limiter.check(ip, Instant::now()) {
-            Decision::Allow => return ResponseFuture::inner(self.inner.call(req)),
+impl<S> Admit for HandshakeRateLimit<S> {
+    fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
+        let retry_after = match self.limiter.check(client_of(req), Instant::now()) {
+            Decision::Allow => return Ok(()),
             Decision::Limited { retry_after } if self.defer => {
                 req.extensions_mut().insert(RateLimited { retry_after });
-                return ResponseFuture::inner(self.inner.call(req));
+                return Ok(());
             }
             Decision::Limited { retry_after } | Decision::Shed { retry_after } => retry_after,
         };
-        tracing::debug!(client = %ip, retry_after = ?retry_after, path = req.uri().path(), "rate limited");
-        ResponseFuture::rejected(error_response(&AuthError::RateLimited { retry_after }))
+        Err(AuthError::RateLimited { retry_after })
     }
+
+    fn log_refusal<B>(&self, err: &AuthError, req: &Request<B>) {
+        if let AuthError::RateLimited { retry_after } = err {
+            tracing::debug!(client = %client_of(req), retry_after = ?retry_after, path = req.uri().path(), "rate limited");
+        }
+    }
+}
+
+/// The address a request counts against: its [`ClientIp`], or [`UNKNOWN_CLIENT`].
+fn client_of<B>(req: &Request<B>) -> IpAddr {
+    req.extensions()
+        .get::<ClientIp>()
+        .map_or(UNKNOWN_CLIENT, |c| c.0)
 }
 
 #[cfg(test)]

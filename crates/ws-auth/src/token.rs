@@ -5,8 +5,9 @@
 //! 1. `Authorization: Bearer <jwt>` (scheme case-insensitive; other schemes are ignored);
 //! 2. the subprotocol pair: a `Sec-WebSocket-Protocol` entry `wshub.bearer.<jwt>`, possibly in a
 //!    comma-separated list and across several header lines. The client should also offer
-//!    [`SUBPROTOCOL`] (`wshub.v1`), which is what the server answers; the token entry is
-//!    accepted alone too (lenient), and the handler still answers `wshub.v1`;
+//!    `wshub.v1`, the subprotocol the server answers (the transport decides that answer, from
+//!    what was offered: `ws_transport::SUBPROTOCOL`); the token entry is accepted alone too
+//!    (lenient);
 //! 3. the query parameter `access_token=<jwt>` (percent-decoded), unless disabled.
 //!
 //! A carrier present but empty (`Authorization: Bearer` with nothing after it,
@@ -24,9 +25,6 @@ use crate::error::AuthError;
 
 /// The largest token accepted, in bytes (8 KiB); longer ones are refused unparsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// The WebSocket subprotocol of wshub; the server answers it when the client offered it.
-pub const SUBPROTOCOL: &str = "wshub.v1";
 
 /// Prefix of the subprotocol entry that carries a token: `wshub.bearer.<jwt>`.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "wshub.bearer.";
@@ -105,14 +103,11 @@ fn query_token(uri: &Uri) -> Option<Cow<'_, str>> {
     Some(percent_decode_str(raw).decode_utf8_lossy())
 }
 
-/// Whether the client offered the wshub subprotocol: `wshub.v1`, or a `wshub.bearer.<jwt>` entry.
-///
-/// The upgrade handler answers `Sec-WebSocket-Protocol: wshub.v1` exactly when this is true.
-pub fn offers_subprotocol(headers: &HeaderMap) -> bool {
-    offered_protocols(headers).any(|p| p == SUBPROTOCOL || p.starts_with(BEARER_SUBPROTOCOL_PREFIX))
-}
-
 /// The path and query of `uri` with every `access_token` value replaced by `REDACTED`, for logs.
+///
+/// For embedders whose request logs include the query (tower-http's `TraceLayer` logs the whole
+/// URI by default). Nothing in wshub calls it because wshub logs paths only, never queries: this
+/// crate's rejections and the server's routes log `uri().path()`.
 ///
 /// ```
 /// let uri: http::Uri = "/ws/projects/chat?since=4&access_token=eyJ.abc.def".parse().unwrap();
@@ -193,7 +188,6 @@ mod tests {
             find(&one, true).unwrap(),
             ("a.b.c".to_owned(), TokenCarrier::Subprotocol)
         );
-        assert!(offers_subprotocol(one.headers()));
 
         let mut several = Request::get("/").body(()).unwrap();
         let headers = several.headers_mut();
@@ -204,19 +198,17 @@ mod tests {
         );
         assert_eq!(find(&several, true).unwrap().0, "x.y.z");
 
-        // Lenient: the token entry alone is accepted; the handler still answers `wshub.v1`.
+        // Lenient: the token entry alone is accepted.
         let alone = Request::get("/")
             .header("sec-websocket-protocol", "wshub.bearer.x.y.z")
             .body(())
             .unwrap();
         assert_eq!(find(&alone, true).unwrap().1, TokenCarrier::Subprotocol);
-        assert!(offers_subprotocol(alone.headers()));
 
         let other = Request::get("/")
             .header("sec-websocket-protocol", "chat")
             .body(())
             .unwrap();
-        assert!(!offers_subprotocol(other.headers()));
         assert!(matches!(find(&other, true), Err(AuthError::MissingToken)));
     }
 

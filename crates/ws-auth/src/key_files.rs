@@ -1,5 +1,9 @@
-//! Key material: PEM public keys, JWKS documents and PEM private keys, each turned into a key
-//! that accepts exactly one algorithm.
+//! Parsing key files: PEM public keys and JWKS documents (for [`JwtVerifier`]) and PEM private
+//! keys (for [`JwtSigner`]), each turned into a key that accepts exactly one algorithm. The
+//! caller reads the files; this module only sees their bytes.
+//!
+//! [`JwtVerifier`]: crate::JwtVerifier
+//! [`JwtSigner`]: crate::JwtSigner
 //!
 //! The algorithm always follows from the key's type and nothing else: an RSA key verifies
 //! RS256, a P-256 key ES256, an Ed25519 key EdDSA, a shared secret HS256. That is what makes the
@@ -171,7 +175,13 @@ pub(crate) fn jwks(json: &[u8]) -> Result<JwksKeys, ConfigError> {
                 key,
             }),
             Ok(None) => out.skipped.push((index, skip_reason(&jwk))),
-            Err(reason) => return Err(ConfigError::JwksKey { index, reason }),
+            Err(BrokenJwk { reason, source }) => {
+                return Err(ConfigError::JwksKey {
+                    index,
+                    reason,
+                    source,
+                });
+            }
         }
     }
     if out.keys.is_empty() {
@@ -194,7 +204,7 @@ fn skip_reason(jwk: &Jwk) -> String {
 }
 
 /// The algorithm and key of one JWK; `Ok(None)` for a key to skip, `Err` for a broken one.
-fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, String> {
+fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, BrokenJwk> {
     if matches!(
         jwk.common.public_key_use,
         Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
@@ -210,17 +220,19 @@ fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, String> {
     };
     let (alg, key) = match &jwk.algorithm {
         AlgorithmParameters::RSA(params) => {
-            let n = base64url(&params.n).map_err(|()| "n is not base64url".to_owned())?;
-            let e = base64url(&params.e).map_err(|()| "e is not base64url".to_owned())?;
+            let n =
+                base64url(&params.n).map_err(|e| BrokenJwk::because("n is not base64url", e))?;
+            let e =
+                base64url(&params.e).map_err(|e| BrokenJwk::because("e is not base64url", e))?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < MIN_RSA_BITS {
-                return Err("RSA keys must have 2048 bits or more".to_owned());
+                return Err(BrokenJwk::new("RSA keys must have 2048 bits or more"));
             }
             rsa::RsaPublicKey::new(
                 rsa::BigUint::from_bytes_be(&n),
                 rsa::BigUint::from_bytes_be(&e),
             )
-            .map_err(|_| "not a valid RSA public key".to_owned())?;
+            .map_err(|e| BrokenJwk::because("not a valid RSA public key", e))?;
             (
                 Algorithm::RS256,
                 DecodingKey::from_rsa_raw_components(&n, &e),
@@ -229,54 +241,78 @@ fn jwk_key(jwk: &Jwk) -> Result<Option<(Algorithm, DecodingKey)>, String> {
         AlgorithmParameters::EllipticCurve(params) => {
             if params.curve != EllipticCurve::P256 {
                 return match declared {
-                    Some(_) => Err(format!(
+                    Some(_) => Err(BrokenJwk::new(format!(
                         "curve {:?} does not fit its alg; ES256 needs P-256",
                         params.curve
-                    )),
+                    ))),
                     None => Ok(None),
                 };
             }
-            let x = base64url(&params.x).map_err(|()| "x is not base64url".to_owned())?;
-            let y = base64url(&params.y).map_err(|()| "y is not base64url".to_owned())?;
+            let x =
+                base64url(&params.x).map_err(|e| BrokenJwk::because("x is not base64url", e))?;
+            let y =
+                base64url(&params.y).map_err(|e| BrokenJwk::because("y is not base64url", e))?;
             let mut point = Vec::with_capacity(65);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             p256::PublicKey::from_sec1_bytes(&point)
-                .map_err(|_| "x and y are not a point of P-256".to_owned())?;
+                .map_err(|e| BrokenJwk::because("x and y are not a point of P-256", e))?;
             (Algorithm::ES256, DecodingKey::from_ec_der(&point))
         }
         AlgorithmParameters::OctetKeyPair(params) => {
             if params.curve != EllipticCurve::Ed25519 {
                 return Ok(None);
             }
-            let x = base64url(&params.x).map_err(|()| "x is not base64url".to_owned())?;
+            let x =
+                base64url(&params.x).map_err(|e| BrokenJwk::because("x is not base64url", e))?;
             let bytes: [u8; 32] = x
                 .as_slice()
                 .try_into()
-                .map_err(|_| "an Ed25519 key has 32 bytes".to_owned())?;
+                .map_err(|e| BrokenJwk::because("an Ed25519 key has 32 bytes", e))?;
             ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| "not a valid Ed25519 public key".to_owned())?;
+                .map_err(|e| BrokenJwk::because("not a valid Ed25519 public key", e))?;
             (Algorithm::EdDSA, DecodingKey::from_ed_der(&bytes))
         }
         // Symmetric keys, unknown key types.
         _ => return Ok(None),
     };
     match declared {
-        Some(declared) if declared != alg => Err(format!(
+        Some(declared) if declared != alg => Err(BrokenJwk::new(format!(
             "alg {declared:?} does not fit a {} key",
             key_kind(alg)
-        )),
+        ))),
         _ => Ok(Some((alg, key))),
     }
 }
 
-fn base64url(s: &str) -> Result<Vec<u8>, ()> {
+/// Why one JWK cannot be used: what is wrong with it, for the message, and the parser's error
+/// when one said so, kept as the source of [`ConfigError::JwksKey`].
+struct BrokenJwk {
+    reason: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl BrokenJwk {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    fn because(reason: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+fn base64url(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| ())
+    URL_SAFE_NO_PAD.decode(s.trim_end_matches('='))
 }
 
 #[cfg(test)]
@@ -487,5 +523,30 @@ pub(crate) mod tests {
         ));
         assert!(matches!(jwks(b"[]"), Err(ConfigError::Jwks(_))));
         assert!(matches!(jwks(b"{\"keys\": 5}"), Err(ConfigError::Jwks(_))));
+    }
+
+    #[test]
+    fn a_broken_jwk_keeps_the_parsers_error_as_its_source() {
+        use std::error::Error as _;
+        let off_curve = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])}]});
+        let err = jwks(off_curve.to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::JwksKey { index: 0, .. }),
+            "{err}"
+        );
+        assert!(err.source().is_some(), "{err:?}");
+        let bad_base64 = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "!!"}]});
+        let err = jwks(bad_base64.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "JWKS key #0: x is not base64url");
+        assert!(err.source().is_some(), "{err:?}");
+        // Our own findings have no parser error behind them.
+        let keys = test_keys();
+        let mismatch = serde_json::json!({"keys": [jwk(&keys.rsa.1, "r", Some("ES256"))]});
+        assert!(
+            jwks(mismatch.to_string().as_bytes())
+                .unwrap_err()
+                .source()
+                .is_none()
+        );
     }
 }
