@@ -145,7 +145,7 @@ pub use origin::{CheckOrigin, CheckOriginLayer};
 pub use rate_limit::{
     Decision, HandshakeRateLimit, HandshakeRateLimitLayer, RateLimited, RateLimiter,
 };
-pub use rejection::error_response;
+pub use rejection::{error_response, json_error};
 pub use signer::JwtSigner;
 pub use token::{
     ACCESS_TOKEN_PARAM, BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, redact_access_token,

@@ -8,13 +8,21 @@ use crate::error::AuthError;
 
 /// A response with `status` and the JSON body `{"error": code, "message": message}`.
 ///
-/// The body type only needs `From<Bytes>` (`http_body_util::Full<Bytes>`, `String`, …). The
-/// server's other errors (404, 426, …) are built in the same shape by `ws_transport::json_error`.
-pub(crate) fn json_error<B: From<Bytes>>(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<B> {
+/// The body type only needs `From<Bytes>` (`http_body_util::Full<Bytes>`, `String`, …).
+/// The one builder of this shape: `ws_transport::json_error` is this function, so the
+/// server's other errors (404, 426, 503, …) and the layers' rejections cannot drift apart.
+///
+/// ```
+/// use http::StatusCode;
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+///
+/// let res: http::Response<Full<Bytes>> =
+///     ws_auth::json_error(StatusCode::NOT_FOUND, "not_found", "no such project");
+/// assert_eq!(res.status(), StatusCode::NOT_FOUND);
+/// assert_eq!(res.headers()["content-type"], "application/json");
+/// ```
+pub fn json_error<B: From<Bytes>>(status: StatusCode, code: &str, message: &str) -> Response<B> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut res = Response::new(B::from(Bytes::from(body)));
     *res.status_mut() = status;
