@@ -22,7 +22,7 @@ use ws_transport::{
 use crate::config::{BrokerKind, Settings};
 use crate::routes::{self, CountHandshakes, Router};
 use crate::websocket::guard::HandshakeGuardLayer;
-use crate::websocket::keys;
+use crate::websocket::token_keys as keys;
 
 /// Extra time after the drain window for the last close handshakes; the process exits
 /// within `drain + 2 s` (SPEC §5).

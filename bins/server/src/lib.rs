@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod dev;
+#[path = "config/reference.rs"]
 pub mod reference;
 pub mod rlimit;
 pub mod routes;

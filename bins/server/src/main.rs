@@ -13,7 +13,7 @@ use server::config::Settings;
 /// a wave of connections ends; glibc's per-thread arenas keep it.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use server::websocket::keys;
+use server::websocket::token_keys as keys;
 use server::{app, dev, signal, telemetry};
 
 #[derive(Parser)]

@@ -1,11 +1,11 @@
 //! `GET /ws/projects/{project}`: the checks of SPEC §3 in order, then the upgrade.
 //!
 //! The Origin check and the rate limit run in front of the router ([`guard`]); the token is
-//! checked by the router's `JwtAuth`, with the keys of [`keys`]; a request the rate limit only
+//! checked by the router's `JwtAuth`, with the keys of [`token_keys`]; a request the rate limit only
 //! marked is refused here, after authentication.
 
 pub mod guard;
-pub mod keys;
+pub mod token_keys;
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
