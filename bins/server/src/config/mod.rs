@@ -9,6 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
 
+mod mapping;
+pub mod reference;
+
 /// Everything `wshub` reads at start-up.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,22 +442,6 @@ impl Settings {
             );
         }
         Ok(())
-    }
-
-    /// The Redis broker's configuration, from `[broker]` and `[history]`.
-    pub fn redis_config(&self) -> ws_broker_redis::RedisConfig {
-        let mut config = ws_broker_redis::RedisConfig::default();
-        config.url = self.broker.redis_url.0.clone();
-        config.key_prefix = self.broker.key_prefix.clone();
-        config.pool_size = self.broker.pool_size;
-        config.connect_timeout = self.broker.connect_timeout;
-        config.command_timeout = self.broker.command_timeout;
-        config.presence_ttl = self.broker.presence_ttl;
-        config.history.size = self.history.size;
-        config.history.ttl = self.history.ttl;
-        config.history.max_bytes = self.history.max_bytes;
-        config.max_total_bytes = self.history.max_total_bytes;
-        config
     }
 
     /// Whether no token key is configured: nothing to verify tokens with. Start-up then
