@@ -158,7 +158,10 @@ fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result
 
 /// Frees idle streams of the memory broker now and then.
 async fn sweep(broker: Arc<MemoryBroker>, ttl: Duration) {
-    let mut every = tokio::time::interval((ttl / 4).max(Duration::from_secs(1)));
+    let period = (ttl / 4).max(Duration::from_secs(1));
+    // The first sweep comes one period after start-up, not at once: there is nothing to free
+    // yet, and a late first tick could free a stream a client had just read (a new epoch).
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         every.tick().await;
         broker.sweep(Instant::now());
