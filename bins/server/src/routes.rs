@@ -1,4 +1,4 @@
-//! The routes of SPEC §2, as one tower `Service`: the path is parsed once into a [`Route`],
+//! The routes of SPEC §2, as one tower `Service`: the path is parsed once into a `Route`,
 //! and each route has its own stack.
 //!
 //! ```text

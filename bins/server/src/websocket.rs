@@ -1,7 +1,7 @@
 //! `GET /ws/projects/{project}`: the checks of SPEC §3 in order, then the upgrade.
 //!
 //! The router parses the path and the project once and hands the request to
-//! [`WebSocketRoute::handshake`], which runs the route's own layer stack. For a request that
+//! `WebSocketRoute::handshake`, which runs the route's own layer stack. For a request that
 //! fails several checks, the public contract is the first failure (docs/security.md):
 //!
 //! 1. not a WebSocket upgrade, bad version or key → `426`/`400` ([`Upgrader::check`]);
@@ -15,8 +15,8 @@
 //!    once — a flood never reaches the signature check (docs/decisions.md);
 //! 6. no token, bad token, wrong project → `401`/`401`/`403` ([`JwtAuth`], with the keys of
 //!    [`token_keys`]);
-//! 7. marked over the limit → `429` with `Retry-After` ([`UpgradeHandler`]);
-//! 8. a bad `since`/`epoch` query → `400 invalid_query`, then the `101` ([`UpgradeHandler`]).
+//! 7. marked over the limit → `429` with `Retry-After` (`UpgradeHandler`);
+//! 8. a bad `since`/`epoch` query → `400 invalid_query`, then the `101` (`UpgradeHandler`).
 //!
 //! [`SetClientIp`]: ws_auth::SetClientIp
 //! [`CheckOrigin`]: ws_auth::CheckOrigin

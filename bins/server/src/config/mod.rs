@@ -1,7 +1,7 @@
 //! The configuration of SPEC §7: a TOML file, every key overridable from the environment as
 //! `WSHUB__SECTION__KEY`, every default of the spec, unknown keys refused.
 //!
-//! This module holds [`Settings`], loading and validation; [`reference`] documents every key
+//! This module holds [`Settings`], loading and validation; [`reference`](mod@reference) documents every key
 //! (docs/configuration.md is generated from it), and `mapping` turns the settings into the
 //! configurations and layers of the libraries.
 
