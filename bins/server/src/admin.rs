@@ -1,23 +1,17 @@
 //! `/api/admin/...`: operator actions on live connections, behind API keys.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tower::Service;
 use ws_core::{Close, CloseCode, ConnId, ProjectId, UserId};
 use ws_transport::SharedHub;
 use ws_transport::json_error;
 
-use crate::routes::{Body, json, not_found};
+use crate::http::{Body, Handle, json, not_found};
 
 /// `/api/admin/...`: operator actions on live connections.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct AdminHandler {
     hub: SharedHub,
 }
@@ -28,29 +22,18 @@ impl AdminHandler {
     }
 }
 
-impl Service<Request<Incoming>> for AdminHandler {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        // The one route with a body: read it asynchronously; the others answer at once.
+impl Handle for AdminHandler {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        // The one route with a body.
         if req.method() == Method::POST && req.uri().path() == "/api/admin/users/disconnect" {
-            let hub = self.hub.clone();
-            return Box::pin(async move {
-                Ok(match user_from_body(req.into_body()).await {
-                    Ok(user) => revoke(&hub, &user),
-                    Err(refusal) => refusal,
-                })
-            });
+            return match user_from_body(req.into_body()).await {
+                Ok(user) => revoke(&self.hub, &user),
+                Err(refusal) => refusal,
+            };
         }
         let path = req.uri().path();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let response = match (req.method(), &segments[..]) {
+        match (req.method(), &segments[..]) {
             (&Method::POST, ["api", "admin", "projects", project, "close"]) => {
                 match ProjectId::parse(project) {
                     Ok(project) => {
@@ -113,8 +96,7 @@ impl Service<Request<Incoming>> for AdminHandler {
                 }
             }
             _ => not_found(),
-        };
-        Box::pin(std::future::ready(Ok(response)))
+        }
     }
 }
 

@@ -1,36 +1,53 @@
 //! The HTTP API of SPEC §2, behind API keys: publish, history, presence.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tower::Service;
 use ws_core::ProjectId;
 use ws_core::envelope::Payload;
 use ws_transport::broker::{BrokerError, StoredMessage};
 use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use ws_transport::{Broker, SharedHub, json_error};
 
-use crate::routes::{Body, json, not_found};
+use crate::http::{Body, Handle, json, method_not_allowed, not_found};
 
 /// Bytes a publish body may hold beyond `data` itself: `from` and the JSON around them.
 const ENVELOPE_SLACK: usize = 1024;
 
-/// `/api/projects/{project}/...`.
+/// What the router parsed of `/api/projects/{project}/{resource}`: a valid project and a
+/// resource of the API, passed on as a request extension through the `ApiKey` layer.
 #[derive(Clone, Debug)]
-pub(crate) struct ApiHandler {
-    inner: Arc<Inner>,
+pub(crate) struct ApiPath {
+    project: ProjectId,
+    resource: Resource,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resource {
+    Messages,
+    Presence,
+}
+
+impl ApiPath {
+    /// The route of `project` and the segments after it, if the API has one; the method is
+    /// the handler's to check.
+    pub(crate) fn new(project: ProjectId, rest: &[&str]) -> Option<Self> {
+        let resource = match rest {
+            ["messages"] => Resource::Messages,
+            ["presence"] => Resource::Presence,
+            _ => return None,
+        };
+        Some(Self { project, resource })
+    }
+}
+
+/// `/api/projects/{project}/...`.
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct ApiHandler {
     hub: SharedHub,
     broker: Arc<dyn Broker>,
     max_message_bytes: usize,
@@ -39,64 +56,35 @@ struct Inner {
 impl ApiHandler {
     pub(crate) fn new(hub: SharedHub, broker: Arc<dyn Broker>, max_message_bytes: usize) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                hub,
-                broker,
-                max_message_bytes,
-            }),
+            hub,
+            broker,
+            max_message_bytes,
         }
     }
 }
 
-impl Service<Request<Incoming>> for ApiHandler {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let inner = Arc::clone(&self.inner);
-        Box::pin(async move { Ok(inner.route(req).await) })
-    }
-}
-
-impl Inner {
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let ["api", "projects", project, resource] = segments[..] else {
-            return not_found();
-        };
-        let Ok(project) = ProjectId::parse(project) else {
+impl Handle for ApiHandler {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let Some(ApiPath { project, resource }) = req.extensions().get::<ApiPath>().cloned() else {
             return not_found();
         };
         match (req.method(), resource) {
-            (&Method::POST, "messages") => self.publish(&project, req).await,
-            (&Method::GET, "messages") => self.history(&project, req.uri().query()).await,
-            (&Method::GET, "presence") => self.presence(&project).await,
-            (_, "messages" | "presence") => {
-                let mut response = json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "messages takes GET and POST, presence takes GET",
-                );
-                let allow = if resource == "messages" {
+            (&Method::POST, Resource::Messages) => self.publish(&project, req).await,
+            (&Method::GET, Resource::Messages) => self.history(&project, req.uri().query()).await,
+            (&Method::GET, Resource::Presence) => self.presence(&project).await,
+            (_, resource) => method_not_allowed(
+                if resource == Resource::Messages {
                     "GET, POST"
                 } else {
                     "GET"
-                };
-                response
-                    .headers_mut()
-                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
-                response
-            }
-            _ => not_found(),
+                },
+                "messages takes GET and POST, presence takes GET",
+            ),
         }
     }
+}
 
+impl ApiHandler {
     async fn publish(&self, project: &ProjectId, req: Request<Incoming>) -> Response<Body> {
         let limit = self.max_message_bytes + ENVELOPE_SLACK;
         let body = match Limited::new(req.into_body(), limit).collect().await {

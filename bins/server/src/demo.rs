@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use http_body_util::Full;
 
-use crate::routes::Body;
+use crate::http::Body;
 
 /// The demo page: pick a project, paste a token, watch state, messages and presence.
 pub const INDEX_HTML: &str = include_str!("../../../clients/js/demo/index.html");

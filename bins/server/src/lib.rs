@@ -5,12 +5,17 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dev;
-pub mod reference;
+pub mod http;
 pub mod rlimit;
 pub mod routes;
+pub mod runtime;
 pub mod signal;
 pub mod telemetry;
 pub mod websocket;
+
+/// The configuration reference, at its former path.
+pub use config::reference;

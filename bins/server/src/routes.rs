@@ -1,156 +1,201 @@
-//! The routes of SPEC §2, as one tower `Service`: a match on method and path, nothing more.
+//! The routes of SPEC §2, as one tower `Service`: the path is parsed once into a `Route`,
+//! and each route has its own stack.
+//!
+//! ```text
+//! Router (counts every answer under /ws/ by status: wshub_handshakes_total)
+//! ├─ GET /metrics            (unless server.metrics_listen)   metrics
+//! ├─ GET / , GET /client.js  (server.demo)                    demo
+//! ├─ GET /healthz, GET /readyz
+//! ├─ GET /ws/projects/{id}   WebSocketRoute: Upgrader::check → draining
+//! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
+//! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
+//! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
+//! ├─ /api/projects/{id}/...  ApiKey → ApiHandler (the ApiPath the router parsed)
+//! └─ anything else, or a bad {id}: 404; another method on /ws/projects/{id}: 405
+//! ```
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use tower::{Layer, Service, ServiceExt};
-use ws_auth::{ApiKey, ApiKeyLayer, JwtAuth, JwtAuthLayer};
+use tower::Layer;
+use ws_auth::{ApiKey, SharedVerifier};
 use ws_core::ProjectId;
 use ws_transport::{Broker, SharedHub, Upgrader, json_error};
 
 use crate::admin::AdminHandler;
-use crate::api::ApiHandler;
-use crate::websocket::{self, UpgradeHandler};
-
-pub(crate) type Body = Full<Bytes>;
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+use crate::api::{ApiHandler, ApiPath};
+use crate::config::Settings;
+use crate::http::{Body, Endpoint, Handle, call, json, method_not_allowed, not_found};
+use crate::websocket::WebSocketRoute;
 
 /// Every route of the server.
-#[derive(Clone, Debug)]
-pub struct Router {
-    inner: Arc<Routes>,
+pub(crate) type Router = Endpoint<Routes>;
+
+/// What a request asks for, from its method and path alone.
+#[derive(Debug)]
+enum Route {
+    Metrics,
+    DemoIndex,
+    DemoClient,
+    Healthz,
+    Readyz,
+    /// `GET /ws/projects/{project}`.
+    WebSocket(ProjectId),
+    /// Another method on `/ws/projects/{project}`.
+    WebSocketMethod,
+    Admin,
+    /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
+    /// handler answers with 404 once the key has been checked.
+    Api(Option<ApiPath>),
+    NotFound,
 }
 
+impl Route {
+    fn parse(method: &Method, path: &str) -> Self {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let get = method == Method::GET;
+        match segments.as_slice() {
+            ["metrics"] if get => Self::Metrics,
+            [""] if get => Self::DemoIndex,
+            ["client.js"] if get => Self::DemoClient,
+            ["healthz"] if get => Self::Healthz,
+            ["readyz"] if get => Self::Readyz,
+            // A bad project id is a 404 before the method, the upgrade or the token are looked
+            // at, on /ws and on /api alike.
+            ["ws", "projects", project] => match ProjectId::parse(project) {
+                Ok(project) if get => Self::WebSocket(project),
+                Ok(_) => Self::WebSocketMethod,
+                Err(_) => Self::NotFound,
+            },
+            ["api", "admin", ..] => Self::Admin,
+            ["api", "projects", project, rest @ ..] => match ProjectId::parse(project) {
+                Ok(project) => Self::Api(ApiPath::new(project, rest)),
+                Err(_) => Self::NotFound,
+            },
+            ["api", "projects"] => Self::Api(None),
+            _ => Self::NotFound,
+        }
+    }
+}
+
+/// The state behind [`Router`].
 #[derive(Debug)]
-struct Routes {
+pub(crate) struct Routes {
     hub: SharedHub,
     /// Whether `/metrics` is served here (no `server.metrics_listen` of its own).
     serve_metrics: bool,
-    broker: Arc<dyn Broker>,
-    websocket: JwtAuth<UpgradeHandler>,
-    admin: ApiKey<AdminHandler>,
-    api: ApiKey<ApiHandler>,
     /// Whether the demo page (`/`, `/client.js`) is served (`server.demo`).
     demo: bool,
+    broker: Arc<dyn Broker>,
+    websocket: WebSocketRoute,
+    admin: ApiKey<Endpoint<AdminHandler>>,
+    api: ApiKey<Endpoint<ApiHandler>>,
 }
 
-impl Router {
-    pub fn new(
-        upgrader: Upgrader,
-        jwt: JwtAuthLayer,
-        api_keys: ApiKeyLayer,
-        admin_keys: ApiKeyLayer,
-        expiry_leeway: Option<Duration>,
-        max_message_bytes: usize,
-        serve_metrics: bool,
-    ) -> Self {
-        let hub = upgrader.hub().clone();
-        let broker = Arc::clone(upgrader.broker());
-        Self {
-            inner: Arc::new(Routes {
-                websocket: jwt.layer(UpgradeHandler::new(upgrader, expiry_leeway)),
-                admin: admin_keys.layer(AdminHandler::new(hub.clone())),
-                api: api_keys.layer(ApiHandler::new(
-                    hub.clone(),
-                    Arc::clone(&broker),
-                    max_message_bytes,
-                )),
-                broker,
-                hub,
-                serve_metrics,
-                demo: false,
-            }),
-        }
-    }
-
-    /// Serves the demo page at `/` and the JS client at `/client.js` when `on`
-    /// (`server.demo`). Call before the router is cloned.
-    #[must_use]
-    pub fn with_demo(mut self, on: bool) -> Self {
-        if let Some(routes) = Arc::get_mut(&mut self.inner) {
-            routes.demo = on;
-        }
-        self
-    }
+/// The router `settings` describe, upgrading with `upgrader` and verifying tokens with
+/// `verifier`.
+///
+/// # Errors
+///
+/// A key, an allowed origin or a trusted proxy that cannot be parsed (configuration
+/// validation reports those first).
+pub(crate) fn router(
+    settings: &Settings,
+    upgrader: Upgrader,
+    verifier: SharedVerifier,
+) -> anyhow::Result<Router> {
+    let hub = upgrader.hub().clone();
+    let broker = Arc::clone(upgrader.broker());
+    let (api_keys, admin_keys) = settings.api_key_layers()?;
+    Ok(Endpoint::new(Routes {
+        admin: admin_keys.layer(Endpoint::new(AdminHandler::new(hub.clone()))),
+        api: api_keys.layer(Endpoint::new(ApiHandler::new(
+            hub.clone(),
+            Arc::clone(&broker),
+            settings.limits.max_message_bytes,
+        ))),
+        websocket: WebSocketRoute::new(settings, upgrader, verifier)?,
+        serve_metrics: settings.server.metrics_listen.is_none(),
+        demo: settings.server.demo,
+        broker,
+        hub,
+    }))
 }
 
-impl Service<Request<Incoming>> for Router {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
-        let routes = Arc::clone(&self.inner);
-        Box::pin(async move { Ok(routes.route(req).await) })
+impl Handle for Routes {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        // Every answer on the WebSocket route counts, whichever check gave it.
+        let handshake = req.uri().path().starts_with("/ws/");
+        let response = match Route::parse(req.method(), req.uri().path()) {
+            Route::Metrics if self.serve_metrics => metrics(&self.hub),
+            Route::DemoIndex if self.demo => crate::demo::index(),
+            Route::DemoClient if self.demo => crate::demo::client_js(),
+            Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
+            Route::Readyz => self.readyz(),
+            Route::WebSocket(project) => self.websocket.handshake(project, req).await,
+            Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
+            Route::Admin => call(self.admin.clone(), req).await,
+            Route::Api(path) => {
+                if let Some(path) = path {
+                    req.extensions_mut().insert(path);
+                }
+                call(self.api.clone(), req).await
+            }
+            Route::Metrics | Route::DemoIndex | Route::DemoClient | Route::NotFound => not_found(),
+        };
+        if handshake {
+            self.hub.metrics().handshake(response.status().as_u16());
+        }
+        response
     }
 }
 
 impl Routes {
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match (req.method(), segments.as_slice()) {
-            (&Method::GET, ["metrics"]) if self.serve_metrics => metrics(&self.hub),
-            (&Method::GET, [""]) if self.demo => crate::demo::index(),
-            (&Method::GET, ["client.js"]) if self.demo => crate::demo::client_js(),
-            (&Method::GET, ["healthz"]) => json(StatusCode::OK, r#"{"status":"ok"}"#),
-            (&Method::GET, ["readyz"]) => {
-                if self.hub.is_draining() {
-                    json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
-                } else if !self.broker.is_ready() {
-                    json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        r#"{"status":"broker_unavailable"}"#,
-                    )
-                } else {
-                    json(StatusCode::OK, r#"{"status":"ready"}"#)
-                }
-            }
-            (_, ["ws", "projects", project]) => {
-                let Ok(project) = ProjectId::parse(project) else {
-                    return not_found();
-                };
-                if req.method() != Method::GET {
-                    return method_not_allowed("GET");
-                }
-                websocket::handshake(&self.websocket, &self.hub, project, req).await
-            }
-            (_, ["api", "admin", ..]) => call(self.admin.clone(), req).await,
-            // A bad project id is a 404 before the key is even looked at, as on /ws.
-            (_, ["api", "projects", project, ..]) if ProjectId::parse(project).is_err() => {
-                not_found()
-            }
-            (_, ["api", "projects", ..]) => call(self.api.clone(), req).await,
-            _ => not_found(),
+    /// `GET /readyz`: 503 while draining or while the broker is not ready.
+    fn readyz(&self) -> Response<Body> {
+        if self.hub.is_draining() {
+            json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        } else if !self.broker.is_ready() {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"broker_unavailable"}"#,
+            )
+        } else {
+            json(StatusCode::OK, r#"{"status":"ready"}"#)
         }
     }
 }
 
-/// Calls a service that cannot fail.
-pub(crate) async fn call<S>(service: S, req: Request<Incoming>) -> Response<Body>
-where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-{
-    match service.oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+/// The service of `server.metrics_listen`: `/metrics`, and 404 for anything else.
+pub(crate) fn metrics_only(
+    hub: SharedHub,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |req: Request<Incoming>| {
+        let response = if req.uri().path() == "/metrics" {
+            metrics(&hub)
+        } else {
+            json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "only /metrics is served here",
+            )
+        };
+        std::future::ready(Ok(response))
+    })
 }
 
 /// `GET /metrics` in the Prometheus text format.
-pub fn metrics(hub: &SharedHub) -> Response<Body> {
+pub(crate) fn metrics(hub: &SharedHub) -> Response<Body> {
     let mut text = hub.encode_metrics(env!("CARGO_PKG_VERSION"));
     // Tasks of the runtime that are still alive: a leak of per-connection tasks shows here
     // (`cargo xtask soak` compares it before and after thousands of connections came and went).
@@ -162,7 +207,7 @@ pub fn metrics(hub: &SharedHub) -> Response<Body> {
         );
         text.push_str(&format!("wshub_runtime_tasks_alive {tasks}\n"));
     }
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(Body::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -170,72 +215,68 @@ pub fn metrics(hub: &SharedHub) -> Response<Body> {
     response
 }
 
-pub(crate) fn json(status: StatusCode, body: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn not_found() -> Response<Body> {
-    json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed",
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// Counts every answer on the WebSocket route by HTTP status, whichever layer gave it
-/// (origin, rate limit, auth, upgrade): the outermost layer of the stack.
-#[derive(Clone, Debug)]
-pub struct CountHandshakes<S> {
-    inner: S,
-    hub: SharedHub,
-}
-
-impl<S> CountHandshakes<S> {
-    pub fn new(inner: S, hub: SharedHub) -> Self {
-        Self { inner, hub }
-    }
-}
-
-impl<S, B> Service<Request<B>> for CountHandshakes<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    /// Whether the router sends `req` through the WebSocket stack past SPEC §3 step 1:
+    /// `GET /ws/projects/{valid id}` with a usable upgrade.
+    fn is_handshake<B>(req: &Request<B>) -> bool {
+        matches!(
+            Route::parse(req.method(), req.uri().path()),
+            Route::WebSocket(_)
+        ) && Upgrader::check(req).is_ok()
     }
 
-    fn call(&mut self, req: Request<B>) -> BoxFuture {
-        let counted = req
-            .uri()
-            .path()
-            .starts_with("/ws/")
-            .then(|| self.hub.clone());
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await?;
-            if let Some(hub) = counted {
-                hub.metrics().handshake(response.status().as_u16());
-            }
-            Ok(response)
-        })
+    fn request(method: Method, path: &str, upgrade: bool) -> Request<()> {
+        let mut builder = Request::builder().method(method).uri(path);
+        if upgrade {
+            builder = builder
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_valid_handshakes_are_guarded() {
+        assert!(is_handshake(&request(
+            Method::GET,
+            "/ws/projects/chat",
+            true
+        )));
+        assert!(is_handshake(&request(
+            Method::GET,
+            "/ws/projects/chat?since=1",
+            true
+        )));
+        assert!(!is_handshake(&request(
+            Method::GET,
+            "/ws/projects/chat",
+            false
+        )));
+        assert!(!is_handshake(&request(
+            Method::POST,
+            "/ws/projects/chat",
+            true
+        )));
+        assert!(!is_handshake(&request(
+            Method::GET,
+            "/ws/projects/bad%20id",
+            true
+        )));
+        assert!(!is_handshake(&request(
+            Method::GET,
+            "/ws/projects/a/b",
+            true
+        )));
+        assert!(!is_handshake(&request(
+            Method::GET,
+            "/api/projects/chat/messages",
+            true
+        )));
+        assert!(!is_handshake(&request(Method::GET, "/healthz", false)));
     }
 }

@@ -1,11 +1,29 @@
 //! `GET /ws/projects/{project}`: the checks of SPEC §3 in order, then the upgrade.
 //!
-//! The Origin check and the rate limit run in front of the router ([`guard`]); the token is
-//! checked by the router's `JwtAuth`, with the keys of [`keys`]; a request the rate limit only
-//! marked is refused here, after authentication.
+//! The router parses the path and the project once and hands the request to
+//! `WebSocketRoute::handshake`, which runs the route's own layer stack. For a request that
+//! fails several checks, the public contract is the first failure (docs/security.md):
+//!
+//! 1. not a WebSocket upgrade, bad version or key → `426`/`400` ([`Upgrader::check`]);
+//! 2. the server is draining → `503 draining` with `Retry-After` (the one draining check
+//!    of a handshake in this crate);
+//! 3. the client's address is set, from `X-Forwarded-For` behind a trusted proxy
+//!    ([`SetClientIp`]);
+//! 4. `Origin` not allowed → `403 origin_not_allowed` ([`CheckOrigin`]);
+//! 5. the request counts against its client's bucket ([`HandshakeRateLimit`], deferred):
+//!    over the limit it is only marked, unless it is a whole burst beyond, then `429` at
+//!    once — a flood never reaches the signature check (docs/decisions.md);
+//! 6. no token, bad token, wrong project → `401`/`401`/`403` ([`JwtAuth`], with the keys of
+//!    [`token_keys`]);
+//! 7. marked over the limit → `429` with `Retry-After` (`UpgradeHandler`);
+//! 8. a bad `since`/`epoch` query → `400 invalid_query`, then the `101` (`UpgradeHandler`).
+//!
+//! [`SetClientIp`]: ws_auth::SetClientIp
+//! [`CheckOrigin`]: ws_auth::CheckOrigin
+//! [`HandshakeRateLimit`]: ws_auth::HandshakeRateLimit
+//! [`JwtAuth`]: ws_auth::JwtAuth
 
-pub mod guard;
-pub mod keys;
+pub mod token_keys;
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -13,38 +31,82 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use tower::Service;
-use ws_auth::{Claims, JwtAuth, ProjectScope, RateLimited};
+use tower::util::Either;
+use tower::{Service, ServiceBuilder};
+use ws_auth::{
+    CheckOrigin, Claims, HandshakeRateLimit, JwtAuth, JwtAuthLayer, ProjectScope, RateLimited,
+    SetClientIp, SharedVerifier,
+};
 use ws_core::{ProjectId, UserId};
 use ws_transport::{Admitted, RemoteAddr, SharedHub, Upgrader, json_error};
 
-use crate::routes::{Body, call};
+use crate::config::Settings;
+use crate::http::{Body, call};
 
-/// Runs the handshake of one WebSocket request for `project` (already validated).
-pub(crate) async fn handshake(
-    auth: &JwtAuth<UpgradeHandler>,
-    hub: &SharedHub,
-    project: ProjectId,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    if let Err(refusal) = Upgrader::check(&req) {
-        return refusal;
+/// Steps 3 to 8 of the handshake, outermost first.
+type Stack = SetClientIp<
+    CheckOrigin<Either<HandshakeRateLimit<JwtAuth<UpgradeHandler>>, JwtAuth<UpgradeHandler>>>,
+>;
+
+/// The WebSocket route: the checks before any layer, then the layer stack.
+#[derive(Clone, Debug)]
+pub(crate) struct WebSocketRoute {
+    hub: SharedHub,
+    stack: Stack,
+}
+
+impl WebSocketRoute {
+    /// The route `[auth]` and `limits.handshake_rate_per_ip` describe, verifying tokens with
+    /// `verifier`.
+    ///
+    /// # Errors
+    ///
+    /// An allowed origin or a trusted proxy that cannot be parsed (configuration validation
+    /// reports those first).
+    pub(crate) fn new(
+        settings: &Settings,
+        upgrader: Upgrader,
+        verifier: SharedVerifier,
+    ) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        let jwt = JwtAuthLayer::new(verifier).allow_query_token(auth.allow_query_token);
+        let leeway = auth.enforce_expiry.then_some(auth.leeway);
+        let hub = upgrader.hub().clone();
+        let stack = ServiceBuilder::new()
+            .layer(settings.client_ip_layer()?)
+            .layer(settings.origin_layer()?)
+            .option_layer(settings.handshake_rate_limit_layer())
+            .layer(jwt)
+            .service(UpgradeHandler::new(upgrader, leeway));
+        Ok(Self { hub, stack })
     }
-    if hub.is_draining() {
-        let mut response = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "the server is shutting down; reconnect to another node",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+
+    /// Runs the handshake of one request for `project`, which the router parsed from the path
+    /// of a `GET`.
+    pub(crate) async fn handshake(
+        &self,
+        project: ProjectId,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        if let Err(refusal) = Upgrader::check(&req) {
+            return refusal;
+        }
+        if self.hub.is_draining() {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "the server is shutting down; reconnect to another node",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        req.extensions_mut()
+            .insert(ProjectScope(project.to_string()));
+        req.extensions_mut().insert(project);
+        call(self.stack.clone(), req).await
     }
-    req.extensions_mut()
-        .insert(ProjectScope(project.to_string()));
-    req.extensions_mut().insert(project);
-    call(auth.clone(), req).await
 }
 
 /// The end of the WebSocket route: the request is authenticated and scoped.

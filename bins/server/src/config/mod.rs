@@ -1,5 +1,9 @@
 //! The configuration of SPEC §7: a TOML file, every key overridable from the environment as
 //! `WSHUB__SECTION__KEY`, every default of the spec, unknown keys refused.
+//!
+//! This module holds [`Settings`], loading and validation; [`reference`](mod@reference) documents every key
+//! (docs/configuration.md is generated from it), and `mapping` turns the settings into the
+//! configurations and layers of the libraries.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
+
+mod mapping;
+pub mod reference;
 
 /// Everything `wshub` reads at start-up.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -437,22 +444,6 @@ impl Settings {
             );
         }
         Ok(())
-    }
-
-    /// The Redis broker's configuration, from `[broker]` and `[history]`.
-    pub fn redis_config(&self) -> ws_broker_redis::RedisConfig {
-        let mut config = ws_broker_redis::RedisConfig::default();
-        config.url = self.broker.redis_url.0.clone();
-        config.key_prefix = self.broker.key_prefix.clone();
-        config.pool_size = self.broker.pool_size;
-        config.connect_timeout = self.broker.connect_timeout;
-        config.command_timeout = self.broker.command_timeout;
-        config.presence_ttl = self.broker.presence_ttl;
-        config.history.size = self.history.size;
-        config.history.ttl = self.history.ttl;
-        config.history.max_bytes = self.history.max_bytes;
-        config.max_total_bytes = self.history.max_total_bytes;
-        config
     }
 
     /// Whether no token key is configured: nothing to verify tokens with. Start-up then
