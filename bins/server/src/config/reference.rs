@@ -119,7 +119,7 @@ pub fn keys() -> Vec<KeyDoc> {
         key!(
             "auth.allow_query_token",
             |s| s.auth.allow_query_token.to_string(),
-            "Accept the token in the `access_token` query parameter (always redacted in logs)."
+            "Accept the token in the `access_token` query parameter (the query is never logged)."
         ),
         key!(
             "auth.api_keys",
@@ -299,7 +299,7 @@ pub fn markdown() -> String {
     let defaults = Settings::default();
     let mut out = String::from(
         "# Configuration reference\n\n\
-         Generated from `bins/server/src/reference.rs`: `cargo test -p server` regenerates this file when it is stale (and fails, so that the update gets committed).\n\
+         Generated from `bins/server/src/config/reference.rs`: `cargo test -p server` regenerates this file when it is stale (and fails, so that the update gets committed).\n\
          Every key goes in the TOML file given with `wshub --config FILE` (see `wshub.example.toml`), \
          and every key can be overridden from the environment as `WSHUB__SECTION__KEY` (lists comma-separated).\n\
          Durations are strings like `\"25s\"` or `\"10m\"`; unknown keys are errors; `wshub check-config FILE` validates a file without starting.\n\n",
