@@ -21,8 +21,9 @@
 //! - [`hub`]: one shard of projects → members; fan-out and verdicts.
 //! - [`Admission`]: connection limits across shards.
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
+//! - [`follower`]: following a stream kept elsewhere (Redis): deliver, duplicate, gap, lost.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
-//! - [`envelope`]: the JSON frames of the v1 protocol.
+//! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
