@@ -1,5 +1,8 @@
 //! SPEC §8 end to end: several `wshub` processes on one real `redis-server`, started by the
 //! tests on a free loopback port (`cargo xtask test` installs `redis-server` when missing).
+//!
+//! Over 800 lines on purpose: the redis-server and multi-node harness at the top is what
+//! every scenario below needs; the scenarios are short.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
