@@ -23,6 +23,7 @@
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
 //! - [`follower`]: following a stream kept elsewhere (Redis): deliver, duplicate, gap, lost.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
+//! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
 //! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod client;
 pub mod close_code;
 pub mod envelope;
 pub mod follower;
+pub mod grants;
 pub mod history;
 pub mod hub;
 pub mod ids;
@@ -42,5 +44,6 @@ pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};
 pub use close_code::{Close, CloseCode};
 pub use follower::Follower;
+pub use grants::{Grants, GrantsError, Operation, Ops};
 pub use hub::{Hub, HubConfig};
 pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
