@@ -24,6 +24,7 @@
 //! - [`follower`]: following a stream kept elsewhere (Redis): deliver, duplicate, gap, lost.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
+//! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
 //! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod grants;
 pub mod history;
 pub mod hub;
 pub mod ids;
+pub mod namespace;
 pub mod retention;
 
 pub use admission::{Admission, AdmissionConfig};
@@ -47,3 +49,4 @@ pub use follower::Follower;
 pub use grants::{Grants, GrantsError, Operation, Ops};
 pub use hub::{Hub, HubConfig};
 pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
+pub use namespace::{NamespaceOverrides, NamespacePolicy, Namespaces};
