@@ -22,6 +22,7 @@
 //! - [`Admission`]: connection limits across shards.
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
 //! - [`follower`]: following a stream kept elsewhere (Redis): deliver, duplicate, gap, lost.
+//! - [`dedupe`]: exact publishing: the idempotency keys a stream remembers.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
 //! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
@@ -33,6 +34,7 @@
 pub mod admission;
 pub mod client;
 pub mod close_code;
+pub mod dedupe;
 pub mod envelope;
 pub mod follower;
 pub mod grants;
@@ -45,6 +47,7 @@ pub mod retention;
 pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};
 pub use close_code::{Close, CloseCode};
+pub use dedupe::{DedupeWindow, IdempotencyKey, InvalidKey};
 pub use follower::Follower;
 pub use grants::{Grants, GrantsError, Operation, Ops};
 pub use hub::{Hub, HubConfig};
