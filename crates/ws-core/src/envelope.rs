@@ -42,6 +42,12 @@ pub enum ClientFrame {
     },
     /// `{"type":"presence"}`: ask for the project's presence list.
     Presence,
+    /// `{"type":"ping","id"?:str}`: an application-level ping, answered at once with
+    /// `{"type":"pong","id"?:str}` ([`ServerFrame::Pong`]).
+    Ping {
+        /// The client's id for the ping, echoed in the `pong`.
+        id: Option<String>,
+    },
 }
 
 /// Why a client frame was refused. Each is answered with an `error` frame
@@ -165,13 +171,8 @@ impl ClientFrame {
     /// );
     /// ```
     pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
-        // serde would also accept a struct as a JSON array; the protocol does not.
-        match text.trim_start().as_bytes().first() {
-            Some(b'{') => {}
-            Some(_) if serde_json::from_str::<&RawValue>(text).is_ok() => {
-                return Err(EnvelopeError::NotAnObject);
-            }
-            _ => {}
+        if is_json_but_not_an_object(text) {
+            return Err(EnvelopeError::NotAnObject);
         }
         let raw: RawClientFrame<'_> = serde_json::from_str(text).map_err(EnvelopeError::json)?;
         match raw.kind.as_deref() {
@@ -189,11 +190,23 @@ impl ClientFrame {
                 }),
             },
             Some("presence") => Ok(Self::Presence),
+            Some("ping") => Ok(Self::Ping { id: raw.id }),
             Some(other) => Err(EnvelopeError::UnknownType(truncate(other, 64))),
         }
     }
 }
 
+/// Whether `text` is valid JSON that is not an object. serde would accept a struct
+/// written as a JSON array; the protocols do not. Anything else is left to serde, which
+/// says precisely what is wrong.
+fn is_json_but_not_an_object(text: &str) -> bool {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') | None => false,
+        Some(_) => serde_json::from_str::<&RawValue>(text).is_ok(),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, for quoting client input.
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
@@ -256,6 +269,12 @@ pub enum ServerFrame<'a> {
         /// The message's offset.
         offset: u64,
     },
+    /// The answer to a `ping`, sent at once.
+    Pong {
+        /// The ping's id, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
     /// A recoverable fault in what the client sent.
     Error {
         /// A stable machine-readable code.
@@ -295,6 +314,7 @@ mod tests {
                 assert_eq!(format!("publish {:?} {}", id, data.get()), want)
             }
             (Ok(ClientFrame::Presence), Ok(want)) => assert_eq!("presence", want),
+            (Ok(ClientFrame::Ping { id }), Ok(want)) => assert_eq!(format!("ping {id:?}"), want),
             (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{input}"),
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
@@ -312,6 +332,9 @@ mod tests {
             r#"{"data":1,"type":"presence","extra":true}"#,
             Ok("presence"),
         );
+        check(r#"{"type":"ping"}"#, Ok("ping None"));
+        check(r#"{"type":"ping","id":"p1"}"#, Ok(r#"ping Some("p1")"#));
+        check(r#"{"type":"ping","id":null,"data":1}"#, Ok("ping None"));
     }
 
     #[test]
@@ -335,6 +358,10 @@ mod tests {
         check(
             r#"{"type":"publish","id":7,"data":1}"#,
             Err("invalid JSON: invalid type: integer `7`, expected a string at line 1 column 24"),
+        );
+        check(
+            r#"{"type":"ping","id":1}"#,
+            Err("invalid JSON: invalid type: integer `1`, expected a string at line 1 column 21"),
         );
         check(
             r#"{"type":5}"#,
@@ -374,6 +401,14 @@ mod tests {
             offset: 9,
         };
         assert_eq!(ack.to_json(), r#"{"type":"ack","id":"x","offset":9}"#);
+        assert_eq!(
+            ServerFrame::Pong { id: None }.to_json(),
+            r#"{"type":"pong"}"#
+        );
+        assert_eq!(
+            ServerFrame::Pong { id: Some("x") }.to_json(),
+            r#"{"type":"pong","id":"x"}"#
+        );
     }
 
     proptest::proptest! {
