@@ -3,6 +3,9 @@
 //! Client frames are parsed without panicking, whatever the input, into [`ClientFrame`]
 //! or an [`EnvelopeError`] that says precisely what is wrong. Server frames are
 //! serialised once per event and shared by every recipient.
+//!
+//! The v2 protocol (SPEC §10–§11: many projects per connection, requests with ids) is
+//! in [`v2`]; both share [`Payload`] and the error [`code`]s.
 
 use std::sync::Arc;
 
@@ -12,8 +15,13 @@ use serde_json::value::RawValue;
 /// The WebSocket subprotocol of the v1 protocol, answered when the client offers it.
 pub const SUBPROTOCOL: &str = "wshub.v1";
 
-/// The `code`s of `error` frames: stable, machine-readable, documented in
-/// `docs/protocol.md`. `message` is for developers and may change; these do not.
+/// The WebSocket subprotocol of the v2 protocol ([`v2`]).
+pub const SUBPROTOCOL_V2: &str = "wshub.v2";
+
+pub mod v2;
+
+/// The `code`s of `error` frames of both protocols: stable, machine-readable, documented
+/// in `docs/protocol.md`. `message` is for developers and may change; these do not.
 pub mod code {
     /// Not JSON, or a field of the wrong JSON type.
     pub const INVALID_JSON: &str = "invalid_json";
@@ -27,6 +35,18 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// The broker could not serve the request; retry later.
     pub const BROKER_UNAVAILABLE: &str = "broker_unavailable";
+    /// v2: the token grants no access to the project (or no longer does).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// v2: a request about a project the connection is not subscribed to.
+    pub const NOT_SUBSCRIBED: &str = "not_subscribed";
+    /// v2: a subscribe over the connection's subscription limit.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    /// v2: a `project` that is neither a project id nor `~user`.
+    pub const INVALID_PROJECT: &str = "invalid_project";
+    /// v2: a publish `key` that is empty or over 128 bytes.
+    pub const INVALID_KEY: &str = "invalid_key";
+    /// v2: a `refresh` whose token does not verify.
+    pub const INVALID_TOKEN: &str = "invalid_token";
 }
 
 /// A frame a client sends.

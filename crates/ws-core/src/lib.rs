@@ -23,7 +23,8 @@
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
 //! - [`follower`]: following a stream kept elsewhere (Redis): deliver, duplicate, gap, lost.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
-//! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes.
+//! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes;
+//!   [`envelope::v2`]: the requests and frames of the v2 protocol.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
