@@ -59,10 +59,11 @@ pub struct ClientConfig {
     /// Publishes per second one connection may make, with bursts of twice as many;
     /// 0 means no limit. Over it, publishes are refused with `rate_limited` errors.
     pub publish_rate: u32,
-    /// Requests per second one connection may make (presence requests), with bursts of
-    /// twice as many; 0 means no limit (SPEC §10, `limits.client_request_rate`). Over it,
-    /// requests are refused with `rate_limited` errors. Each answer costs the server work
-    /// that grows with the project (a presence list), so it needs a budget of its own.
+    /// Requests per second one connection may make (presence requests and `ping`s), with
+    /// bursts of twice as many; 0 means no limit (SPEC §10, `limits.client_request_rate`).
+    /// Over it, requests are refused with `rate_limited` errors. Each answer costs the
+    /// server work that grows with the project (a presence list), so it needs a budget of
+    /// its own.
     pub request_rate: u32,
 }
 
@@ -88,7 +89,7 @@ impl Default for ClientConfig {
 pub enum Transmit {
     /// A ping control frame (empty payload).
     Ping,
-    /// A text frame (an `error` frame of the protocol).
+    /// A text frame of the protocol: an `error`, or the `pong` that answers a `ping`.
     Text(String),
     /// A close frame; nothing may be written after it.
     Close(Close),
@@ -267,6 +268,16 @@ impl Client {
                     // that one answer: answers never pile up in the send queue.
                     self.presence_pending = true;
                     self.events.push_back(Event::PresenceRequest);
+                }
+            }
+            Ok(ClientFrame::Ping { id }) => {
+                // Answered here and now: the cheapest request, but still one a flood of
+                // which must not fill the send queue, so it is paid from the request budget.
+                if self.request_tokens.take(now) {
+                    let pong = ServerFrame::Pong { id: id.as_deref() }.to_json();
+                    self.transmits.push_back(Transmit::Text(pong));
+                } else {
+                    self.protocol_error(now, Refusal::RequestRate);
                 }
             }
             Err(e) => self.protocol_error(now, Refusal::Envelope(&e)),

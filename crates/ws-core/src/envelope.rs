@@ -3,6 +3,9 @@
 //! Client frames are parsed without panicking, whatever the input, into [`ClientFrame`]
 //! or an [`EnvelopeError`] that says precisely what is wrong. Server frames are
 //! serialised once per event and shared by every recipient.
+//!
+//! The v2 protocol (SPEC §10–§11: many projects per connection, requests with ids) is
+//! in [`v2`]; both share [`Payload`] and the error [`code`]s.
 
 use std::sync::Arc;
 
@@ -12,8 +15,13 @@ use serde_json::value::RawValue;
 /// The WebSocket subprotocol of the v1 protocol, answered when the client offers it.
 pub const SUBPROTOCOL: &str = "wshub.v1";
 
-/// The `code`s of `error` frames: stable, machine-readable, documented in
-/// `docs/protocol.md`. `message` is for developers and may change; these do not.
+/// The WebSocket subprotocol of the v2 protocol ([`v2`]).
+pub const SUBPROTOCOL_V2: &str = "wshub.v2";
+
+pub mod v2;
+
+/// The `code`s of `error` frames of both protocols: stable, machine-readable, documented
+/// in `docs/protocol.md`. `message` is for developers and may change; these do not.
 pub mod code {
     /// Not JSON, or a field of the wrong JSON type.
     pub const INVALID_JSON: &str = "invalid_json";
@@ -27,6 +35,18 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// The broker could not serve the request; retry later.
     pub const BROKER_UNAVAILABLE: &str = "broker_unavailable";
+    /// v2: the token grants no access to the project (or no longer does).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// v2: a request about a project the connection is not subscribed to.
+    pub const NOT_SUBSCRIBED: &str = "not_subscribed";
+    /// v2: a subscribe over the connection's subscription limit.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    /// v2: a `project` that is neither a project id nor `~user`.
+    pub const INVALID_PROJECT: &str = "invalid_project";
+    /// v2: a publish `key` that is empty or over 128 bytes.
+    pub const INVALID_KEY: &str = "invalid_key";
+    /// v2: a `refresh` whose token does not verify.
+    pub const INVALID_TOKEN: &str = "invalid_token";
 }
 
 /// A frame a client sends.
@@ -42,6 +62,12 @@ pub enum ClientFrame {
     },
     /// `{"type":"presence"}`: ask for the project's presence list.
     Presence,
+    /// `{"type":"ping","id"?:str}`: an application-level ping, answered at once with
+    /// `{"type":"pong","id"?:str}` ([`ServerFrame::Pong`]).
+    Ping {
+        /// The client's id for the ping, echoed in the `pong`.
+        id: Option<String>,
+    },
 }
 
 /// Why a client frame was refused. Each is answered with an `error` frame
@@ -165,13 +191,8 @@ impl ClientFrame {
     /// );
     /// ```
     pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
-        // serde would also accept a struct as a JSON array; the protocol does not.
-        match text.trim_start().as_bytes().first() {
-            Some(b'{') => {}
-            Some(_) if serde_json::from_str::<&RawValue>(text).is_ok() => {
-                return Err(EnvelopeError::NotAnObject);
-            }
-            _ => {}
+        if is_json_but_not_an_object(text) {
+            return Err(EnvelopeError::NotAnObject);
         }
         let raw: RawClientFrame<'_> = serde_json::from_str(text).map_err(EnvelopeError::json)?;
         match raw.kind.as_deref() {
@@ -189,11 +210,23 @@ impl ClientFrame {
                 }),
             },
             Some("presence") => Ok(Self::Presence),
+            Some("ping") => Ok(Self::Ping { id: raw.id }),
             Some(other) => Err(EnvelopeError::UnknownType(truncate(other, 64))),
         }
     }
 }
 
+/// Whether `text` is valid JSON that is not an object. serde would accept a struct
+/// written as a JSON array; the protocols do not. Anything else is left to serde, which
+/// says precisely what is wrong.
+fn is_json_but_not_an_object(text: &str) -> bool {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') | None => false,
+        Some(_) => serde_json::from_str::<&RawValue>(text).is_ok(),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, for quoting client input.
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
@@ -256,6 +289,12 @@ pub enum ServerFrame<'a> {
         /// The message's offset.
         offset: u64,
     },
+    /// The answer to a `ping`, sent at once.
+    Pong {
+        /// The ping's id, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
     /// A recoverable fault in what the client sent.
     Error {
         /// A stable machine-readable code.
@@ -295,6 +334,7 @@ mod tests {
                 assert_eq!(format!("publish {:?} {}", id, data.get()), want)
             }
             (Ok(ClientFrame::Presence), Ok(want)) => assert_eq!("presence", want),
+            (Ok(ClientFrame::Ping { id }), Ok(want)) => assert_eq!(format!("ping {id:?}"), want),
             (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{input}"),
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
@@ -312,6 +352,9 @@ mod tests {
             r#"{"data":1,"type":"presence","extra":true}"#,
             Ok("presence"),
         );
+        check(r#"{"type":"ping"}"#, Ok("ping None"));
+        check(r#"{"type":"ping","id":"p1"}"#, Ok(r#"ping Some("p1")"#));
+        check(r#"{"type":"ping","id":null,"data":1}"#, Ok("ping None"));
     }
 
     #[test]
@@ -335,6 +378,10 @@ mod tests {
         check(
             r#"{"type":"publish","id":7,"data":1}"#,
             Err("invalid JSON: invalid type: integer `7`, expected a string at line 1 column 24"),
+        );
+        check(
+            r#"{"type":"ping","id":1}"#,
+            Err("invalid JSON: invalid type: integer `1`, expected a string at line 1 column 21"),
         );
         check(
             r#"{"type":5}"#,
@@ -374,6 +421,14 @@ mod tests {
             offset: 9,
         };
         assert_eq!(ack.to_json(), r#"{"type":"ack","id":"x","offset":9}"#);
+        assert_eq!(
+            ServerFrame::Pong { id: None }.to_json(),
+            r#"{"type":"pong"}"#
+        );
+        assert_eq!(
+            ServerFrame::Pong { id: Some("x") }.to_json(),
+            r#"{"type":"pong","id":"x"}"#
+        );
     }
 
     proptest::proptest! {

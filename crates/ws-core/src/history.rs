@@ -85,8 +85,10 @@ pub enum Recovery<P> {
     Lost(LostReason),
 }
 
-/// Why a recovery failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a recovery failed. Serialises as the v2 `subscribed` frame's `lost_reason`:
+/// `"epoch_changed"`, `"out_of_range"`, `"from_the_future"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LostReason {
     /// The client's epoch names another stream (a restart, or a stream recreated).
     EpochChanged,

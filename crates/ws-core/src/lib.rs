@@ -26,7 +26,8 @@
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
 //! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
-//! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes.
+//! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes;
+//!   [`envelope::v2`]: the requests and frames of the v2 protocol.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

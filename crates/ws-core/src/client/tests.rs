@@ -659,3 +659,66 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn pings_are_answered_at_once_with_pongs() {
+    let mut sim = Sim::new(config());
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping"}"#));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping","id":"p7"}"#));
+    assert_eq!(
+        sim.transmits,
+        [
+            Transmit::Text(r#"{"type":"pong"}"#.to_owned()),
+            Transmit::Text(r#"{"type":"pong","id":"p7"}"#.to_owned()),
+        ]
+    );
+    assert!(sim.events.is_empty(), "the application is not involved");
+    // Never a fault: far more pings than the fault budget leave the connection open.
+    for _ in 0..10 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"ping"}"#));
+    }
+    assert_eq!(sim.transmits.len(), 12);
+    assert!(sim.client.is_open());
+}
+
+#[test]
+fn pings_over_the_request_rate_are_refused_then_closed_with_1008() {
+    let mut sim = Sim::new(ClientConfig {
+        request_rate: 5,
+        max_protocol_errors: 3,
+        ..config()
+    });
+    let ping = r#"{"type":"ping","id":"x"}"#;
+    // A burst of twice the rate passes, paid from the same budget as presence requests.
+    for _ in 0..9 {
+        sim.with(|c, now| c.handle_text(now, ping));
+    }
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"presence"}"#));
+    assert_eq!(sim.transmits.len(), 9);
+    assert_eq!(sim.events, [Event::PresenceRequest]);
+    sim.with(|c, now| c.handle_text(now, ping));
+    assert_eq!(
+        sim.transmits.last(),
+        Some(&Transmit::Text(
+            r#"{"type":"error","code":"rate_limited","message":"request rate exceeded; slow down"}"#
+                .to_owned()
+        ))
+    );
+    // A fifth of a second later one token is back.
+    sim.advance(Duration::from_millis(200));
+    sim.with(|c, now| c.handle_text(now, ping));
+    assert_eq!(
+        sim.transmits.last(),
+        Some(&Transmit::Text(r#"{"type":"pong","id":"x"}"#.to_owned()))
+    );
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, ping));
+    }
+    assert_eq!(
+        sim.close_sent(),
+        Some(&Close::new(
+            CloseCode::POLICY_VIOLATION,
+            "request rate exceeded repeatedly"
+        ))
+    );
+}
