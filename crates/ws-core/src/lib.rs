@@ -18,6 +18,7 @@
 //! ```
 //!
 //! - [`client`]: one connection: open → closing → closed.
+//! - [`subscriptions`]: one v2 connection's projects: recovering → live, no gap, no duplicate.
 //! - [`hub`]: one shard of projects → members; fan-out and verdicts.
 //! - [`Admission`]: connection limits across shards.
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
@@ -37,6 +38,7 @@ pub mod history;
 pub mod hub;
 pub mod ids;
 pub mod retention;
+pub mod subscriptions;
 
 pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};
@@ -44,3 +46,4 @@ pub use close_code::{Close, CloseCode};
 pub use follower::Follower;
 pub use hub::{Hub, HubConfig};
 pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
+pub use subscriptions::{Subscriptions, SubscriptionsConfig};
