@@ -59,6 +59,45 @@ impl ProjectId {
         Ok(Self(s.into()))
     }
 
+    /// The prefix of every personal stream's id.
+    const PERSONAL_PREFIX: &'static str = "~u:";
+
+    /// The internal id of `user`'s personal stream, which clients address as `~user`
+    /// (SPEC §11): `~u:` followed by the user id with every byte outside `[A-Za-z0-9._-]`
+    /// percent-encoded as `%XX` (upper-case hex), so it is safe inside Redis keys and hash
+    /// tags (`{…}`) whatever the `sub` claim holds (`auth0|5f7c`, `alice@example.com`).
+    ///
+    /// The encoding is injective (`%` itself is encoded), so distinct users never share a
+    /// stream. [`ProjectId::parse`] refuses `~`, so a personal id is never produced by it and
+    /// cannot clash with a real project. It is not bounded by [`ProjectId::MAX_LEN`].
+    ///
+    /// ```
+    /// use ws_core::{ProjectId, UserId};
+    /// let id = ProjectId::personal(&UserId::new("auth0|5f7c"));
+    /// assert_eq!(id.as_str(), "~u:auth0%7C5f7c");
+    /// assert!(id.is_personal());
+    /// assert!(ProjectId::parse(id.as_str()).is_err());
+    /// ```
+    pub fn personal(user: &UserId) -> Self {
+        use fmt::Write as _;
+        let sub = user.as_str();
+        let mut id = String::with_capacity(Self::PERSONAL_PREFIX.len() + sub.len());
+        id.push_str(Self::PERSONAL_PREFIX);
+        for b in sub.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                id.push(char::from(b));
+            } else {
+                let _ = write!(id, "%{b:02X}");
+            }
+        }
+        Self(id.into())
+    }
+
+    /// Whether this is a user's personal stream ([`ProjectId::personal`]).
+    pub fn is_personal(&self) -> bool {
+        self.0.starts_with(Self::PERSONAL_PREFIX)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -107,6 +146,8 @@ impl fmt::Display for UserId {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -122,6 +163,45 @@ mod tests {
         );
         for s in ["a b", "a/b", "é", "a%20", "a?b", "a#b"] {
             assert_eq!(ProjectId::parse(s), Err(InvalidProjectId::Character), "{s}");
+        }
+    }
+
+    #[test]
+    fn personal_ids_encode_every_byte_outside_the_safe_set() {
+        let cases = [
+            ("alice", "~u:alice"),
+            ("a.b_c-9", "~u:a.b_c-9"),
+            ("auth0|5f7c", "~u:auth0%7C5f7c"),
+            ("alice@example.com", "~u:alice%40example.com"),
+            ("a:b{c}%", "~u:a%3Ab%7Bc%7D%25"),
+            ("é", "~u:%C3%A9"),
+            ("", "~u:"),
+        ];
+        for (user, id) in cases {
+            let personal = ProjectId::personal(&UserId::new(user));
+            assert_eq!(personal.as_str(), id, "{user}");
+            assert!(personal.is_personal());
+            assert!(ProjectId::parse(personal.as_str()).is_err(), "{user}");
+        }
+        assert!(!ProjectId::parse("u:alice").unwrap().is_personal());
+    }
+
+    proptest! {
+        /// Distinct users get distinct personal ids, which `parse` always refuses.
+        #[test]
+        fn personal_ids_are_injective_and_never_parse(a in ".{0,12}", b in ".{0,12}") {
+            let (pa, pb) = (ProjectId::personal(&UserId::new(a.as_str())), ProjectId::personal(&UserId::new(b.as_str())));
+            prop_assert_eq!(a == b, pa == pb, "{:?} {:?}", pa, pb);
+            prop_assert!(ProjectId::parse(pa.as_str()).is_err());
+            prop_assert!(pa.is_personal());
+        }
+
+        /// Same, with user ids drawn from a small alphabet (with `%` and hex digits), where
+        /// a careless encoding would collide (`%41` next to `A`).
+        #[test]
+        fn personal_ids_are_injective_on_tricky_alphabets(a in "[%A4a1|@]{0,6}", b in "[%A4a1|@]{0,6}") {
+            let (pa, pb) = (ProjectId::personal(&UserId::new(a.as_str())), ProjectId::personal(&UserId::new(b.as_str())));
+            prop_assert_eq!(a == b, pa == pb, "{:?} {:?}", pa, pb);
         }
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 //!
 //! - [`client`]: one connection: open → closing → closed.
+//! - [`subscriptions`]: one v2 connection's projects: recovering → live, no gap, no duplicate.
 //! - [`hub`]: one shard of projects → members; fan-out and verdicts.
 //! - [`Admission`]: connection limits across shards.
 //! - [`history`]: a project's stream: offsets, epoch, retained messages, recovery.
@@ -44,6 +45,7 @@ pub mod hub;
 pub mod ids;
 pub mod namespace;
 pub mod retention;
+pub mod subscriptions;
 
 pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};
@@ -54,3 +56,4 @@ pub use grants::{Grants, GrantsError, Operation, Ops};
 pub use hub::{Hub, HubConfig};
 pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
 pub use namespace::{NamespaceOverrides, NamespacePolicy, Namespaces};
+pub use subscriptions::{Subscriptions, SubscriptionsConfig};

@@ -1,0 +1,413 @@
+//! The project subscriptions of one protocol v2 connection (SPEC §10): many projects over
+//! one socket, each recovered from the broker while the connection's live frames already
+//! flow, with no gap and no duplicate.
+//!
+//! v1 registers a connection in the hub, then reads its recovery, then writes the replay
+//! before any live frame. In v2 the pumps already run when a `subscribe` arrives, so the
+//! live frames of a project can reach the outbox before its recovery is read. A
+//! [`Subscriptions`] holds them back until the recovery is in, then merges them with it by
+//! offset:
+//!
+//! ```text
+//!   subscribe p ─► handle_subscribe(p) ─► Ok(ticket): register p in the hub, then read the
+//!                                         broker; Err: answer `error` (SubscribeError::code)
+//!
+//!                 handle_recovered(ticket, {top, missed})
+//!   (none) ──► Recovering ───────────────────────────────────► Live { watermark }
+//!    ▲  ▲       │ handle_frame: Held, in order                   │ handle_frame:
+//!    │  │       │ (over max_held_*: Overflow, close 4008)         │  offset ≤ watermark: Drop
+//!    │  │       │                                                 │  otherwise: Deliver
+//!    │  └───────┘ handle_recovery_failed(ticket), unsubscribe     │
+//!    └────────────────────────────────────────────────────────────┘ handle_unsubscribe, remove
+//!
+//!   handle_recovered queues: Recovered { p } (write `subscribed`), then the missed frames,
+//!   then the held frames above max(top, last missed), in order.
+//! ```
+//!
+//! Registering before reading is what makes it exact: every message published after the
+//! registration is in the outbox, and every one published before it has an offset ≤ `top`
+//! (the newest offset when the broker was read), so it is either in `missed` or was already
+//! seen by the client. The held frames at or below the watermark are those overlaps. Frames
+//! without an offset (presence, ephemeral messages) are never duplicates: held ones follow
+//! the replay, live ones pass. Nothing of a project is delivered before its `Recovered`
+//! marker, and nothing once it is unsubscribed, even frames already in the outbox.
+//!
+//! A `subscribe` to a project the connection already subscribed to (or is recovering) is
+//! refused with [`SubscribeError::AlreadySubscribed`] (`already_subscribed`), not treated as
+//! a new recovery: a second replay would repeat messages already delivered, and the client
+//! could not tell which `subscribed` its messages follow. To recover again, unsubscribe
+//! first. A [`Ticket`] names one subscription's lifetime: a recovery read for a lifetime
+//! that has since been unsubscribed is ignored, never applied to a later re-subscription
+//! (which registered after that read and would miss what was published in between).
+//!
+//! An idle (live) subscription costs one map entry: the project id (shared with the hub)
+//! and a 16-byte state holding the watermark, whatever `F` is; the held frames are boxed
+//! and exist only while recovering.
+//!
+//! # Driving it
+//!
+//! Make every call from the task that writes the socket (or under one lock), so that the
+//! writes follow the calls:
+//!
+//! 1. `subscribe`: [`Subscriptions::handle_subscribe`]; on `Ok(ticket)` register the
+//!    connection in the hub for the project FIRST, THEN read the recovery from the broker.
+//! 2. The read is in: [`Subscriptions::handle_recovered`], then drain
+//!    [`Subscriptions::poll_output`] until `None`, writing in order: [`Output::Recovered`]
+//!    is the `subscribed` frame, each [`Output::Frame`] the frame. A stale ticket queues
+//!    nothing (and nothing is written). The read failed:
+//!    [`Subscriptions::handle_recovery_failed`]; if it returns `true`, unregister the
+//!    project from the hub and answer `error`.
+//! 3. Every frame taken from the outbox goes through [`Subscriptions::handle_frame`]: write
+//!    it on [`Verdict::Deliver`] only; [`Verdict::Overflow`] closes the connection (4008).
+//!    `handle_frame` queues no output; the outputs must have been drained before it.
+//! 4. `unsubscribe`: [`Subscriptions::handle_unsubscribe`], unregister the project from the
+//!    hub, answer `unsubscribed`. A token refresh that revokes a project does the same with
+//!    [`Subscriptions::remove`] (checking every project of [`Subscriptions::iter`]).
+//! 5. The connection ends: unregister every project of [`Subscriptions::iter`].
+//!
+//! ```
+//! use ws_core::ProjectId;
+//! use ws_core::subscriptions::{Output, RecoveredRange, Subscriptions, Verdict};
+//!
+//! let mut subs = Subscriptions::new(Default::default());
+//! let p = ProjectId::parse("p").unwrap();
+//! let ticket = subs.handle_subscribe(p.clone()).unwrap();
+//! // Registered in the hub; message 5 is published before the broker is read: held.
+//! assert_eq!(subs.handle_frame(&p, Some(5), "m5", 2), Verdict::Held);
+//! // The client last saw 3; the broker's newest offset was 5.
+//! let range = RecoveredRange { top: 5, missed: vec![(4, "m4"), (5, "m5")] };
+//! subs.handle_recovered(ticket, range);
+//! assert_eq!(subs.poll_output(), Some(Output::Recovered { project: p.clone() }));
+//! assert_eq!(subs.poll_output(), Some(Output::Frame("m4")));
+//! assert_eq!(subs.poll_output(), Some(Output::Frame("m5")));
+//! assert_eq!(subs.poll_output(), None); // the held 5 was a duplicate of the replay
+//! assert_eq!(subs.handle_frame(&p, Some(6), "m6", 2), Verdict::Deliver("m6"));
+//! subs.handle_unsubscribe(&p).unwrap();
+//! assert_eq!(subs.handle_frame(&p, Some(7), "m7", 2), Verdict::Drop);
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::history::Watermark;
+use crate::ids::ProjectId;
+
+/// Limits of one connection's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionsConfig {
+    /// Subscriptions per connection (`limits.max_subscriptions`, default 128); over it a
+    /// subscribe is refused with `too_many_subscriptions`.
+    pub max_subscriptions: usize,
+    /// Live frames held for one subscription while its recovery is read (default 1024,
+    /// the send queue's frames); over it the connection is a slow consumer (4008).
+    pub max_held_frames: usize,
+    /// Bytes of live frames held for one subscription while its recovery is read (default
+    /// 4 MiB, the send queue's bytes); over it the connection is a slow consumer (4008).
+    pub max_held_bytes: usize,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 128,
+            max_held_frames: 1024,
+            max_held_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One subscription's lifetime, from [`Subscriptions::handle_subscribe`]: hand it back with
+/// its recovery ([`Subscriptions::handle_recovered`]) or its failure
+/// ([`Subscriptions::handle_recovery_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Ticket {
+    project: ProjectId,
+    serial: u64,
+}
+
+impl Ticket {
+    /// The project subscribed to: register it in the hub, then read its recovery.
+    pub fn project(&self) -> &ProjectId {
+        &self.project
+    }
+}
+
+/// What the broker read for a subscription, after the connection was registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredRange<F> {
+    /// The stream's newest offset when it was read (`offset` of the `subscribed` frame).
+    pub top: u64,
+    /// The messages the client missed, oldest first, each with its offset (all ≤ `top`);
+    /// empty when nothing is replayed (no `since`, or the recovery was lost).
+    pub missed: Vec<(u64, F)>,
+}
+
+/// What to do with a live frame, from [`Subscriptions::handle_frame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict<F> {
+    /// Write it now.
+    Deliver(F),
+    /// Kept until the subscription's recovery is in; it comes out of
+    /// [`Subscriptions::poll_output`] then, if it is not a duplicate.
+    Held,
+    /// Not for the client: its project is not subscribed (any more), or the frame is at or
+    /// below what was already delivered (a duplicate of the replay, or older than the
+    /// client's position).
+    Drop,
+    /// Holding it would exceed `max_held_frames` or `max_held_bytes`: the frame is not
+    /// held and the subscription can no longer be exact. Close the connection as a slow
+    /// consumer (4008).
+    Overflow,
+}
+
+/// What [`Subscriptions::handle_recovered`] asks the caller to write, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Output<F> {
+    /// The recovery of `project` is in: write its `subscribed` frame now, before the frames
+    /// that follow.
+    Recovered {
+        /// The project now live.
+        project: ProjectId,
+    },
+    /// A frame of the project last [`Output::Recovered`]: write it.
+    Frame(F),
+}
+
+/// Why a subscribe is refused; answered with an `error` frame carrying
+/// [`SubscribeError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The connection has `max` subscriptions already.
+    #[error("at most {max} subscriptions per connection")]
+    TooMany {
+        /// `max_subscriptions`.
+        max: usize,
+    },
+    /// The project is subscribed already (or being recovered): unsubscribe first.
+    #[error("already subscribed to this project")]
+    AlreadySubscribed,
+}
+
+impl SubscribeError {
+    /// The `code` of the `error` frame.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooMany { .. } => "too_many_subscriptions",
+            Self::AlreadySubscribed => "already_subscribed",
+        }
+    }
+}
+
+/// The project of an unsubscribe is not subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not subscribed to this project")]
+pub struct NotSubscribed;
+
+/// One subscription: 16 bytes whatever `F` is. The held frames live behind a box that only
+/// exists while recovering.
+#[derive(Debug)]
+enum Sub<F> {
+    Recovering(Box<Recovering<F>>),
+    Live(Watermark),
+}
+
+#[derive(Debug)]
+struct Recovering<F> {
+    /// The lifetime of [`Ticket::serial`].
+    serial: u64,
+    /// Live frames that arrived meanwhile, in order, with their offsets.
+    held: VecDeque<(Option<u64>, F)>,
+    /// What `held` weighs, as the caller said.
+    bytes: usize,
+}
+
+/// The subscriptions of one connection. See the [module docs](self).
+#[derive(Debug)]
+pub struct Subscriptions<F> {
+    config: SubscriptionsConfig,
+    subs: HashMap<ProjectId, Sub<F>>,
+    next_serial: u64,
+    outputs: VecDeque<Output<F>>,
+}
+
+impl<F> Subscriptions<F> {
+    /// A connection with no subscription.
+    pub fn new(config: SubscriptionsConfig) -> Self {
+        Self {
+            config,
+            subs: HashMap::new(),
+            next_serial: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // === getters ===
+
+    /// The limits.
+    pub fn config(&self) -> &SubscriptionsConfig {
+        &self.config
+    }
+
+    /// How many projects are subscribed, recovering or live.
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Whether no project is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Whether `project` is subscribed, recovering or live.
+    pub fn is_subscribed(&self, project: &ProjectId) -> bool {
+        self.subs.contains_key(project)
+    }
+
+    /// Whether `project`'s recovery is in and its frames are delivered.
+    pub fn is_live(&self, project: &ProjectId) -> bool {
+        matches!(self.subs.get(project), Some(Sub::Live(_)))
+    }
+
+    /// Every subscribed project, recovering or live, in no particular order: all of them are
+    /// registered in the hub (unregister them when the connection ends; check their grants
+    /// on a token refresh).
+    pub fn iter(&self) -> impl Iterator<Item = &ProjectId> + '_ {
+        self.subs.keys()
+    }
+
+    // === inputs ===
+
+    /// The client subscribes to `project`. On `Ok`, register the connection in the hub for
+    /// it, then read its recovery and hand the ticket back with it.
+    pub fn handle_subscribe(&mut self, project: ProjectId) -> Result<Ticket, SubscribeError> {
+        if self.subs.contains_key(&project) {
+            return Err(SubscribeError::AlreadySubscribed);
+        }
+        if self.subs.len() >= self.config.max_subscriptions {
+            return Err(SubscribeError::TooMany {
+                max: self.config.max_subscriptions,
+            });
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let recovering = Recovering {
+            serial,
+            held: VecDeque::new(),
+            bytes: 0,
+        };
+        self.subs
+            .insert(project.clone(), Sub::Recovering(Box::new(recovering)));
+        Ok(Ticket { project, serial })
+    }
+
+    /// A live frame of `project` taken from the outbox, weighing `bytes`, at `offset` in the
+    /// project's stream (`None`: presence and ephemeral frames, which are never duplicates).
+    /// See [`Verdict`].
+    pub fn handle_frame(
+        &mut self,
+        project: &ProjectId,
+        offset: Option<u64>,
+        frame: F,
+        bytes: usize,
+    ) -> Verdict<F> {
+        debug_assert!(
+            self.outputs.is_empty(),
+            "drain poll_output before handle_frame"
+        );
+        match self.subs.get_mut(project) {
+            None => Verdict::Drop,
+            Some(Sub::Live(watermark)) => match offset {
+                Some(offset) if !watermark.admit(offset) => Verdict::Drop,
+                _ => Verdict::Deliver(frame),
+            },
+            Some(Sub::Recovering(r)) => {
+                if r.held.len() >= self.config.max_held_frames
+                    || r.bytes.saturating_add(bytes) > self.config.max_held_bytes
+                {
+                    Verdict::Overflow
+                } else {
+                    r.held.push_back((offset, frame));
+                    r.bytes += bytes;
+                    Verdict::Held
+                }
+            }
+        }
+    }
+
+    /// The recovery of `ticket`'s subscription was read: queues [`Output::Recovered`], the
+    /// missed frames, then the held frames above `max(top, last missed)`, and the
+    /// subscription goes live with that watermark. Drain [`Subscriptions::poll_output`]
+    /// next. A stale ticket (its subscription was unsubscribed meanwhile) queues nothing.
+    pub fn handle_recovered(&mut self, ticket: Ticket, range: RecoveredRange<F>) {
+        let Some(sub) = self.subs.get_mut(&ticket.project) else {
+            return;
+        };
+        let Sub::Recovering(recovering) = sub else {
+            return;
+        };
+        if recovering.serial != ticket.serial {
+            return;
+        }
+        let held = std::mem::take(&mut recovering.held);
+        let RecoveredRange { top, missed } = range;
+        let mut watermark = Watermark::new(top);
+        self.outputs.push_back(Output::Recovered {
+            project: ticket.project,
+        });
+        for (offset, frame) in missed {
+            debug_assert!(offset <= top, "missed offset {offset} above top {top}");
+            watermark.admit(offset);
+            self.outputs.push_back(Output::Frame(frame));
+        }
+        for (offset, frame) in held {
+            if offset.is_none_or(|offset| watermark.admit(offset)) {
+                self.outputs.push_back(Output::Frame(frame));
+            }
+        }
+        *sub = Sub::Live(watermark);
+    }
+
+    /// The recovery of `ticket`'s subscription could not be read: the subscription is
+    /// removed with its held frames. Returns whether it was (`false`: a stale ticket); if
+    /// so, unregister the project from the hub and answer `error`.
+    #[must_use]
+    pub fn handle_recovery_failed(&mut self, ticket: Ticket) -> bool {
+        let current = matches!(
+            self.subs.get(&ticket.project),
+            Some(Sub::Recovering(r)) if r.serial == ticket.serial
+        );
+        if current {
+            self.subs.remove(&ticket.project);
+        }
+        current
+    }
+
+    /// The client unsubscribes from `project`: from now on every frame of it is dropped,
+    /// including those already in the outbox. Unregister it from the hub and answer
+    /// `unsubscribed`.
+    pub fn handle_unsubscribe(&mut self, project: &ProjectId) -> Result<(), NotSubscribed> {
+        self.subs.remove(project).map(drop).ok_or(NotSubscribed)
+    }
+
+    /// Ends the subscription to `project` as [`Subscriptions::handle_unsubscribe`] does (a
+    /// token refresh revoked it); returns whether it was subscribed.
+    pub fn remove(&mut self, project: &ProjectId) -> bool {
+        self.subs.remove(project).is_some()
+    }
+
+    // === outputs ===
+
+    /// The next thing to write, after [`Subscriptions::handle_recovered`].
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output<F>> {
+        self.outputs.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;
