@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::close_code::{Close, CloseCode};
+use crate::envelope::v2::{self, Request, RequestError};
 use crate::envelope::{ClientFrame, Payload, ServerFrame, code};
 
 /// Limits and timers of one connection.
@@ -65,6 +66,22 @@ pub struct ClientConfig {
     /// server work that grows with the project (a presence list), so it needs a budget of
     /// its own.
     pub request_rate: u32,
+    /// Which protocol the connection speaks: it decides how text frames are parsed and
+    /// how refusals are answered.
+    pub protocol: Protocol,
+}
+
+/// The wire protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// One project per connection (`/ws/projects/{p}`, SPEC §4): [`ClientFrame`]s.
+    #[default]
+    V1,
+    /// Many subscriptions per connection (`/ws`, SPEC §10): [`v2::Request`]s, raised as
+    /// [`Event::Request`]; refusals answer v2 `error` frames carrying the request's `id`
+    /// and `project`.
+    V2,
 }
 
 impl Default for ClientConfig {
@@ -79,6 +96,7 @@ impl Default for ClientConfig {
             allow_publish: true,
             publish_rate: 50,
             request_rate: 20,
+            protocol: Protocol::V1,
         }
     }
 }
@@ -111,6 +129,10 @@ pub enum Event {
     /// the transport reports it sent with [`Client::handle_presence_sent`], further
     /// requests are answered by that one and raise no event.
     PresenceRequest,
+    /// A v2 request that passed the connection's budgets (the publish rate for a
+    /// `publish`, the request budget for `presence` and `history`); `ping` never gets here
+    /// (the core answers it). Grants and subscriptions are the application's to check.
+    Request(Request),
     /// The connection is over: unregister it and drop the socket. Always the last event.
     Closed(Closed),
 }
@@ -250,19 +272,23 @@ impl Client {
             );
             return;
         }
+        if self.config.protocol == Protocol::V2 {
+            self.handle_request(now, text);
+            return;
+        }
         match ClientFrame::parse(text) {
             Ok(ClientFrame::Publish { id, data }) => {
                 if !self.config.allow_publish {
-                    self.protocol_error(now, Refusal::PublishNotAllowed);
+                    self.protocol_error(now, Refusal::PublishNotAllowed, ReplyTo::NONE);
                 } else if self.publish_tokens.take(now) {
                     self.events.push_back(Event::Publish { id, data });
                 } else {
-                    self.protocol_error(now, Refusal::PublishRate);
+                    self.protocol_error(now, Refusal::PublishRate, ReplyTo::NONE);
                 }
             }
             Ok(ClientFrame::Presence) => {
                 if !self.request_tokens.take(now) {
-                    self.protocol_error(now, Refusal::RequestRate);
+                    self.protocol_error(now, Refusal::RequestRate, ReplyTo::NONE);
                 } else if !self.presence_pending {
                     // A flood of requests while the answer waits behind a slow socket gets
                     // that one answer: answers never pile up in the send queue.
@@ -277,11 +303,66 @@ impl Client {
                     let pong = ServerFrame::Pong { id: id.as_deref() }.to_json();
                     self.transmits.push_back(Transmit::Text(pong));
                 } else {
-                    self.protocol_error(now, Refusal::RequestRate);
+                    self.protocol_error(now, Refusal::RequestRate, ReplyTo::NONE);
                 }
             }
-            Err(e) => self.protocol_error(now, Refusal::Envelope(&e)),
+            Err(e) => self.protocol_error(now, Refusal::Envelope(&e), ReplyTo::NONE),
         }
+    }
+
+    /// A v2 text frame (SPEC §10): the budgets apply per connection as on v1 (the fault
+    /// budget, the publish rate, the request budget shared by presence, history and ping);
+    /// a well-formed request with a value out of range is refused with an `error` frame
+    /// that costs no fault.
+    fn handle_request(&mut self, now: Instant, text: &str) {
+        let request = match Request::parse(text) {
+            Ok(request) => request,
+            Err(e) if e.is_fault() => {
+                let reply = ReplyTo::of_error(&e);
+                self.protocol_error(now, Refusal::Request(&e), reply);
+                return;
+            }
+            Err(e) => {
+                self.transmits
+                    .push_back(Transmit::Text(e.to_frame().to_json()));
+                return;
+            }
+        };
+        let reply = ReplyTo {
+            id: request.id(),
+            project: request.target().map(v2::Target::as_str),
+        };
+        let refusal = match &request {
+            Request::Ping { id } => {
+                if self.request_tokens.take(now) {
+                    let pong = v2::ServerFrame::Pong { id: id.as_deref() }.to_json();
+                    self.transmits.push_back(Transmit::Text(pong));
+                    return;
+                }
+                Refusal::RequestRate
+            }
+            Request::Publish { .. } if !self.config.allow_publish => Refusal::PublishNotAllowed,
+            Request::Publish { .. } if !self.publish_tokens.take(now) => Refusal::PublishRate,
+            Request::Presence { .. } | Request::History { .. }
+                if !self.request_tokens.take(now) =>
+            {
+                Refusal::RequestRate
+            }
+            _ => {
+                self.events.push_back(Event::Request(request));
+                return;
+            }
+        };
+        // The reply borrows the request; copy what the error frame repeats.
+        let (id, project) = (
+            reply.id.map(str::to_owned),
+            reply.project.map(str::to_owned),
+        );
+        let reply = ReplyTo {
+            id: id.as_deref(),
+            project: project.as_deref(),
+        };
+        self.protocol_error(now, refusal, reply);
     }
 
     /// A binary message of `len` bytes arrived: the protocol is JSON text only.
@@ -546,13 +627,15 @@ impl Client {
     }
 
     /// A recoverable fault: an `error` frame, and 1008 once they pile up.
-    fn protocol_error(&mut self, now: Instant, refusal: Refusal<'_>) {
+    fn protocol_error(&mut self, now: Instant, refusal: Refusal<'_>, reply: ReplyTo<'_>) {
         self.protocol_errors += 1;
         if self.protocol_errors > self.config.max_protocol_errors {
             let reason = match refusal {
                 Refusal::PublishRate => "publish rate exceeded repeatedly",
                 Refusal::RequestRate => "request rate exceeded repeatedly",
-                Refusal::PublishNotAllowed | Refusal::Envelope(_) => "too many malformed frames",
+                Refusal::PublishNotAllowed | Refusal::Envelope(_) | Refusal::Request(_) => {
+                    "too many malformed frames"
+                }
             };
             self.close(now, Close::new(CloseCode::POLICY_VIOLATION, reason));
         } else {
@@ -570,9 +653,19 @@ impl Client {
                     "request rate exceeded; slow down".to_owned(),
                 ),
                 Refusal::Envelope(e) => (e.code(), e.to_string()),
+                Refusal::Request(e) => (e.code(), e.message().to_owned()),
             };
-            self.transmits
-                .push_back(Transmit::Text(ServerFrame::error(code, &message).to_json()));
+            let frame = match self.config.protocol {
+                Protocol::V1 => ServerFrame::error(code, &message).to_json(),
+                Protocol::V2 => v2::ServerFrame::Error {
+                    id: reply.id,
+                    project: reply.project,
+                    code,
+                    message: &message,
+                }
+                .to_json(),
+            };
+            self.transmits.push_back(Transmit::Text(frame));
         }
     }
 
@@ -590,6 +683,28 @@ enum Refusal<'a> {
     PublishRate,
     RequestRate,
     Envelope(&'a crate::envelope::EnvelopeError),
+    Request(&'a RequestError),
+}
+
+/// What a v2 `error` frame repeats of the request it answers.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo<'a> {
+    id: Option<&'a str>,
+    project: Option<&'a str>,
+}
+
+impl<'a> ReplyTo<'a> {
+    const NONE: Self = Self {
+        id: None,
+        project: None,
+    };
+
+    fn of_error(e: &'a RequestError) -> Self {
+        Self {
+            id: e.id(),
+            project: e.target().map(v2::Target::as_str),
+        }
+    }
 }
 
 /// A token bucket refilled at `rate` per second, holding at most `2 × rate`.

@@ -26,6 +26,7 @@
 //! - [`dedupe`]: exact publishing: the idempotency keys a stream remembers.
 //! - [`retention`]: the budget of all streams' history: which to free or trim.
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
+//! - [`session`]: what one v2 connection may do: grants, namespaces, the personal stream.
 //! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
 //! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes;
 //!   [`envelope::v2`]: the requests and frames of the v2 protocol.
@@ -45,6 +46,7 @@ pub mod hub;
 pub mod ids;
 pub mod namespace;
 pub mod retention;
+pub mod session;
 pub mod subscriptions;
 
 pub use admission::{Admission, AdmissionConfig};
@@ -56,4 +58,5 @@ pub use grants::{Grants, GrantsError, Operation, Ops};
 pub use hub::{Hub, HubConfig};
 pub use ids::{ConnId, InvalidProjectId, ProjectId, UserId};
 pub use namespace::{NamespaceOverrides, NamespacePolicy, Namespaces};
+pub use session::Session;
 pub use subscriptions::{Subscriptions, SubscriptionsConfig};

@@ -99,6 +99,14 @@ fn config() -> ClientConfig {
         allow_publish: true,
         publish_rate: 0,
         request_rate: 0,
+        protocol: Protocol::V1,
+    }
+}
+
+fn config_v2() -> ClientConfig {
+    ClientConfig {
+        protocol: Protocol::V2,
+        ..config()
     }
 }
 
@@ -721,4 +729,118 @@ fn pings_over_the_request_rate_are_refused_then_closed_with_1008() {
             "request rate exceeded repeatedly"
         ))
     );
+}
+
+// === protocol v2 ===
+
+fn texts(sim: &Sim) -> Vec<&str> {
+    sim.transmits
+        .iter()
+        .filter_map(|t| match t {
+            Transmit::Text(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn v2_requests_become_events_and_pings_are_answered_here() {
+    let mut sim = Sim::new(config_v2());
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"subscribe","id":"1","project":"a"}"#));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping","id":"2"}"#));
+    sim.with(|c, now| {
+        c.handle_text(
+            now,
+            r#"{"type":"publish","id":"3","project":"~user","data":1}"#,
+        )
+    });
+    let kinds: Vec<_> = sim
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Request(Request::Subscribe { .. }) => "subscribe",
+            Event::Request(Request::Publish { .. }) => "publish",
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["subscribe", "publish"]);
+    assert_eq!(texts(&sim), [r#"{"type":"pong","id":"2"}"#]);
+}
+
+#[test]
+fn v2_refusals_repeat_the_request_and_cost_no_fault() {
+    let mut sim = Sim::new(config_v2());
+    // Well-formed but out of range: refused, never closing, whatever their number.
+    for _ in 0..10 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"subscribe","id":"s","project":"a b"}"#));
+    }
+    assert!(sim.client.is_open());
+    assert_eq!(texts(&sim).len(), 10);
+    let error: serde_json::Value = serde_json::from_str(texts(&sim)[0]).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["id"], "s");
+    assert_eq!(error["code"], "invalid_project");
+    assert!(sim.events.is_empty());
+}
+
+#[test]
+fn v2_faults_answer_v2_errors_then_close_with_1008() {
+    let mut sim = Sim::new(config_v2());
+    for _ in 0..2 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"dance","id":"d"}"#));
+    }
+    let error: serde_json::Value = serde_json::from_str(texts(&sim)[0]).unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_str()),
+        (Some("unknown_type"), Some("d"))
+    );
+    assert!(sim.client.is_open());
+    sim.with(|c, now| c.handle_text(now, "not json"));
+    assert_eq!(
+        sim.close_sent().map(Close::code),
+        Some(CloseCode::POLICY_VIOLATION)
+    );
+}
+
+#[test]
+fn v2_budgets_apply_per_connection_with_the_request_named() {
+    let mut sim = Sim::new(ClientConfig {
+        publish_rate: 1,
+        request_rate: 1,
+        max_protocol_errors: 10,
+        ..config_v2()
+    });
+    let publish = r#"{"type":"publish","id":"p","project":"a","data":1}"#;
+    let history = r#"{"type":"history","id":"h","project":"b"}"#;
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, publish));
+        sim.with(|c, now| c.handle_text(now, history));
+    }
+    // A burst of twice the rate of each passes; the third of each is refused.
+    assert_eq!(sim.events.len(), 4);
+    let errors: Vec<serde_json::Value> = texts(&sim)
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+    let refused: Vec<_> = errors
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap(),
+                e["id"].as_str().unwrap(),
+                e["project"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [("rate_limited", "p", "a"), ("rate_limited", "h", "b")]
+    );
+    let mut closed = Sim::new(ClientConfig {
+        allow_publish: false,
+        ..config_v2()
+    });
+    closed.with(|c, now| c.handle_text(now, publish));
+    let error: serde_json::Value = serde_json::from_str(texts(&closed)[0]).unwrap();
+    assert_eq!(error["code"], "publish_not_allowed");
 }

@@ -36,7 +36,9 @@ use crate::ids::{InvalidProjectId, ProjectId};
 mod frame;
 mod request;
 
-pub use frame::{PresenceEvent, ServerFrame, UnsubscribeReason, message_frame_from_v1};
+pub use frame::{
+    PresenceEvent, ServerFrame, UnsubscribeReason, message_frame_from_v1, with_project,
+};
 pub use request::{Recover, Request, RequestError};
 
 /// The `project` that addresses the user's personal stream.

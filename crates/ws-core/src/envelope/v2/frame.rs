@@ -254,3 +254,41 @@ pub fn message_frame_from_v1(project: &str, v1_frame: &str) -> String {
     frame.push_str(rest);
     frame
 }
+
+/// The v2 form of any v1 frame the server fans out (`message`, presence `join`/`leave`):
+/// `"project":p,` inserted right after its `"type"`, which every server frame has first.
+/// One concatenation per fan-out, whatever the number of v2 recipients.
+///
+/// ```
+/// use ws_core::envelope::v2::with_project;
+/// let v1 = r#"{"type":"presence","event":"join","user":"u"}"#;
+/// assert_eq!(
+///     with_project("~user", v1),
+///     r#"{"type":"presence","project":"~user","event":"join","user":"u"}"#
+/// );
+/// ```
+pub fn with_project(project: &str, v1_frame: &str) -> String {
+    const TYPE: &str = r#"{"type":""#;
+    debug_assert!(
+        project == PERSONAL || ProjectId::parse(project).is_ok(),
+        "{project:?} would need escaping"
+    );
+    // The type's value is one of ours (no quote, no escape): its closing quote and comma
+    // end the head.
+    let head_len = v1_frame
+        .strip_prefix(TYPE)
+        .and_then(|rest| rest.find("\","))
+        .map(|at| TYPE.len() + at + 2);
+    debug_assert!(head_len.is_some(), "not a server frame: {v1_frame}");
+    let (head, rest) = match head_len {
+        Some(n) => v1_frame.split_at(n),
+        None => ("{", v1_frame.strip_prefix('{').unwrap_or(v1_frame)),
+    };
+    let mut frame = String::with_capacity(v1_frame.len() + project.len() + 13);
+    frame.push_str(head);
+    frame.push_str(r#""project":""#);
+    frame.push_str(project);
+    frame.push_str("\",");
+    frame.push_str(rest);
+    frame
+}
