@@ -9,32 +9,16 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::harness::{
-    API_KEY, SECRET, STEP, Server, TempDir, http, recv_close, recv_json, token, try_connect,
+    API_KEY, SECRET, STEP, Server, TempDir, b64url, http, recv_close, recv_json, token, try_connect,
 };
-
-/// Base64url without padding, as JWTs use it.
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
-}
 
 /// Signs `payload`, a claims object written by hand (an `exp` of `-1` or `1e400`, which
 /// `ws_auth::Claims` cannot hold), with the test secret.
 fn sign_raw(payload: &str) -> String {
     let message = format!(
         "{}.{}",
-        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(payload.as_bytes())
+        b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64url(payload.as_bytes())
     );
     let sig = jsonwebtoken::crypto::sign(
         message.as_bytes(),

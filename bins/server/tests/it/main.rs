@@ -15,6 +15,7 @@ mod limits;
 mod messaging;
 mod ops;
 mod redis;
+mod redis_server;
 mod retention;
 mod scale;
 mod security;

@@ -1,12 +1,12 @@
 //! Retained history has a budget: `history.max_bytes` per project and
 //! `history.max_total_bytes` across projects, on the memory broker and on Redis.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use crate::redis_server::Redis;
 
 async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
     let key = format!("Bearer {API_KEY}");
@@ -220,89 +220,13 @@ async fn the_node_budget_frees_the_oldest_idle_projects_first() {
     .await;
 }
 
-/// A `redis-server` of this test's own on a free loopback port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Redis {
-    fn start(args: &[&str]) -> Self {
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let dir = TempDir::new();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-                .arg("--dir")
-                .arg(&dir.0)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed (`cargo xtask test` installs it)");
-            let mut redis = None;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile
-                }
-                if cli(port, &["PING"]) == "PONG" {
-                    redis = Some(port);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            match redis {
-                Some(port) => {
-                    return Self {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-        }
-        panic!("redis-server did not start on any free port");
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
-    }
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli comes with redis-server");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Redis with `maxmemory 24mb` and `noeviction`; 100 projects × 64 messages of 4 KB each
 /// (26 MB, each project within its `max_bytes` of 300 KB) would not fit: with a budget of
 /// 2 MiB every publish succeeds, the deployment's total comes back within the budget, the
 /// oldest idle project is freed (new epoch) and the project with a member keeps its stream.
 #[tokio::test]
 async fn on_redis_the_budget_frees_idle_streams_and_publishes_keep_succeeding() {
-    let redis = Redis::start(&["--maxmemory", "24mb", "--maxmemory-policy", "noeviction"]);
+    let redis = Redis::start_with(&["--maxmemory", "24mb", "--maxmemory-policy", "noeviction"]);
     let budget: u64 = 2 << 20;
     let server = Server::start(&format!(
         "[broker]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n\n[history]\nmax_bytes = 300000\nmax_total_bytes = {budget}\n",
