@@ -8,7 +8,7 @@ use ws_core::{Close, CloseCode, ConnId, ProjectId, UserId};
 use ws_transport::SharedHub;
 use ws_transport::json_error;
 
-use crate::http::{Body, Handle, json, not_found};
+use crate::http::{Body, Handle, json, not_found, percent_decode};
 
 /// `/api/admin/...`: operator actions on live connections.
 #[derive(Debug)]
@@ -141,34 +141,9 @@ async fn user_from_body(body: Incoming) -> Result<String, Response<Body>> {
         })
 }
 
-/// Strict percent-decoding of a path segment: every `%` must start two hex digits, and the
-/// bytes must be UTF-8. Anything else is refused rather than guessed at: revoking a user
-/// whose name was half-decoded would silently close nothing.
-fn percent_decode(segment: &str) -> Result<String, &'static str> {
-    let mut bytes = Vec::with_capacity(segment.len());
-    let mut rest = segment.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'%' {
-            let hex = |i: usize| tail.get(i).and_then(|d| char::from(*d).to_digit(16));
-            let (Some(hi), Some(lo)) = (hex(0), hex(1)) else {
-                return Err("the user segment has a % not followed by two hex digits; \
-                            percent-encode it (a literal % is %25)");
-            };
-            bytes.push((hi * 16 + lo) as u8);
-            rest = &tail[2..];
-        } else {
-            bytes.push(b);
-            rest = tail;
-        }
-    }
-    String::from_utf8(bytes).map_err(
-        |_| "the user segment does not decode to UTF-8; percent-encode the user id's UTF-8 bytes",
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use crate::http::percent_decode;
 
     #[test]
     fn percent_decoding_is_strict() {

@@ -7,8 +7,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use ws_core::ProjectId;
 use ws_core::envelope::Payload;
+use ws_core::{ProjectId, UserId};
 use ws_transport::broker::{BrokerError, StoredMessage};
 use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use ws_transport::{Broker, SharedHub, json_error};
@@ -30,6 +30,8 @@ pub(crate) struct ApiPath {
 enum Resource {
     Messages,
     Presence,
+    /// `POST /api/users/{sub}/messages`: the user's personal stream (SPEC §11).
+    UserMessages,
 }
 
 impl ApiPath {
@@ -42,6 +44,15 @@ impl ApiPath {
             _ => return None,
         };
         Some(Self { project, resource })
+    }
+
+    /// `/api/users/{sub}/messages`: the personal stream of `user` (SPEC §11), which only the
+    /// backend writes to.
+    pub(crate) fn personal(user: &UserId) -> Self {
+        Self {
+            project: ProjectId::personal(user),
+            resource: Resource::UserMessages,
+        }
     }
 }
 
@@ -69,9 +80,14 @@ impl Handle for ApiHandler {
             return not_found();
         };
         match (req.method(), resource) {
-            (&Method::POST, Resource::Messages) => self.publish(&project, req).await,
+            (&Method::POST, Resource::Messages | Resource::UserMessages) => {
+                self.publish(&project, req).await
+            }
             (&Method::GET, Resource::Messages) => self.history(&project, req.uri().query()).await,
             (&Method::GET, Resource::Presence) => self.presence(&project).await,
+            (_, Resource::UserMessages) => {
+                method_not_allowed("POST", "a user's messages take POST")
+            }
             (_, resource) => method_not_allowed(
                 if resource == Resource::Messages {
                     "GET, POST"
@@ -109,7 +125,7 @@ impl ApiHandler {
         }
         let from = request.from.unwrap_or_else(|| "api".to_owned());
         let data = Payload::new(request.data);
-        match publish(&self.hub, &*self.broker, project, from, data).await {
+        match publish(&self.hub, &*self.broker, project, from, data, None).await {
             Ok(offset) => json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#)),
             Err(e) => unavailable(&e),
         }

@@ -17,7 +17,7 @@ use ws_transport::{Broker, MemoryBroker, SharedHub, TlsConfig, Upgrader, serve, 
 
 use crate::config::{BrokerKind, Settings};
 use crate::routes;
-use crate::websocket::token_keys;
+use crate::websocket::{TokenRenewal, token_keys};
 
 /// Extra time after the drain window for the last close handshakes; the process exits
 /// within `drain + 2 s` (SPEC §5).
@@ -33,12 +33,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let shards = settings.shard_count();
     let hub = SharedHub::new(settings.hub_config(), settings.admission_config(), shards);
     let broker = broker(&settings, &hub, shards)?;
+    let verifier = SharedVerifier::new(token_keys::verifier(&settings)?);
+    let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
     let upgrader = Upgrader::new(
         hub.clone(),
         Arc::clone(&broker),
         settings.transport_config(),
-    );
-    let verifier = SharedVerifier::new(token_keys::verifier(&settings)?);
+    )
+    .with_reauthorize(Arc::new(TokenRenewal::new(verifier.clone(), leeway)));
     info!(keys = %token_keys::describe(&verifier.current()), "user token keys loaded");
     token_keys::reload_on_hangup(settings.source.clone(), verifier.clone())?;
     let router = routes::router(&settings, upgrader.clone(), verifier)?;

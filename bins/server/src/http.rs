@@ -97,3 +97,27 @@ pub(crate) fn method_not_allowed(allow: &'static str, message: &str) -> Response
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
+
+/// Strict percent-decoding of a path segment: every `%` must start two hex digits, and the
+/// bytes must be UTF-8. Anything else is refused rather than guessed at: revoking a user
+/// whose name was half-decoded would silently close nothing.
+pub(crate) fn percent_decode(segment: &str) -> Result<String, &'static str> {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = |i: usize| tail.get(i).and_then(|d| char::from(*d).to_digit(16));
+            let (Some(hi), Some(lo)) = (hex(0), hex(1)) else {
+                return Err("the segment has a % not followed by two hex digits; \
+                            percent-encode it (a literal % is %25)");
+            };
+            bytes.push((hi * 16 + lo) as u8);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| "the segment does not decode to UTF-8; percent-encode its UTF-8 bytes")
+}

@@ -6,11 +6,13 @@
 //! ├─ GET /metrics            (unless server.metrics_listen)   metrics
 //! ├─ GET / , GET /client.js  (server.demo)                    demo
 //! ├─ GET /healthz, GET /readyz
-//! ├─ GET /ws/projects/{id}   WebSocketRoute: Upgrader::check → draining
+//! ├─ GET /ws/projects/{id}, GET /ws (v2), GET /ws/check[/projects/{id}] (no upgrade: 204)
+//! │                          WebSocketRoute: Upgrader::check (not for checks) → draining
 //! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
 //! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
 //! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
-//! ├─ /api/projects/{id}/...  ApiKey → ApiHandler (the ApiPath the router parsed)
+//! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages
+//! │                          ApiKey → ApiHandler (the ApiPath the router parsed)
 //! └─ anything else, or a bad {id}: 404; another method on /ws/projects/{id}: 405
 //! ```
 
@@ -22,14 +24,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tower::Layer;
 use ws_auth::{ApiKey, SharedVerifier};
-use ws_core::ProjectId;
+use ws_core::{ProjectId, UserId};
 use ws_transport::{Broker, SharedHub, Upgrader, json_error};
 
 use crate::admin::AdminHandler;
 use crate::api::{ApiHandler, ApiPath};
 use crate::config::Settings;
-use crate::http::{Body, Endpoint, Handle, call, json, method_not_allowed, not_found};
-use crate::websocket::WebSocketRoute;
+use crate::http::{
+    Body, Endpoint, Handle, call, json, method_not_allowed, not_found, percent_decode,
+};
+use crate::websocket::{Handshake, WebSocketRoute};
 
 /// Every route of the server.
 pub(crate) type Router = Endpoint<Routes>;
@@ -42,8 +46,8 @@ enum Route {
     DemoClient,
     Healthz,
     Readyz,
-    /// `GET /ws/projects/{project}`.
-    WebSocket(ProjectId),
+    /// `GET /ws/projects/{project}`, `GET /ws`, `GET /ws/check[/projects/{project}]`.
+    WebSocket(Handshake),
     /// Another method on `/ws/projects/{project}`.
     WebSocketMethod,
     Admin,
@@ -66,7 +70,15 @@ impl Route {
             // A bad project id is a 404 before the method, the upgrade or the token are looked
             // at, on /ws and on /api alike.
             ["ws", "projects", project] => match ProjectId::parse(project) {
-                Ok(project) if get => Self::WebSocket(project),
+                Ok(project) if get => Self::WebSocket(Handshake::V1(project)),
+                Ok(_) => Self::WebSocketMethod,
+                Err(_) => Self::NotFound,
+            },
+            ["ws"] if get => Self::WebSocket(Handshake::V2),
+            ["ws"] => Self::WebSocketMethod,
+            ["ws", "check"] if get => Self::WebSocket(Handshake::CheckV2),
+            ["ws", "check", "projects", project] => match ProjectId::parse(project) {
+                Ok(project) if get => Self::WebSocket(Handshake::CheckV1(project)),
                 Ok(_) => Self::WebSocketMethod,
                 Err(_) => Self::NotFound,
             },
@@ -76,6 +88,13 @@ impl Route {
                 Err(_) => Self::NotFound,
             },
             ["api", "projects"] => Self::Api(None),
+            // Any `sub`, percent-encoded (SPEC §11): `auth0%7C5f7c`, `alice%40example.com`.
+            ["api", "users", user, "messages"] => match percent_decode(user) {
+                Ok(user) if !user.is_empty() => {
+                    Self::Api(Some(ApiPath::personal(&UserId::new(user))))
+                }
+                _ => Self::Api(None),
+            },
             _ => Self::NotFound,
         }
     }
@@ -127,15 +146,18 @@ pub(crate) fn router(
 
 impl Handle for Routes {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
-        // Every answer on the WebSocket route counts, whichever check gave it.
-        let handshake = req.uri().path().starts_with("/ws/");
+        // Every answer on the WebSocket routes counts, whichever check gave it (a check is
+        // not a handshake).
+        let path = req.uri().path();
+        let handshake =
+            (path == "/ws" || path.starts_with("/ws/")) && !path.starts_with("/ws/check");
         let response = match Route::parse(req.method(), req.uri().path()) {
             Route::Metrics if self.serve_metrics => metrics(&self.hub),
             Route::DemoIndex if self.demo => crate::demo::index(),
             Route::DemoClient if self.demo => crate::demo::client_js(),
             Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
             Route::Readyz => self.readyz(),
-            Route::WebSocket(project) => self.websocket.handshake(project, req).await,
+            Route::WebSocket(target) => self.websocket.handshake(target, req).await,
             Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
             Route::Admin => call(self.admin.clone(), req).await,
             Route::Api(path) => {

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use ws_core::{Grants, GrantsError, Operation, ProjectId};
 
 /// The claims of a wshub user token.
 ///
@@ -35,6 +36,14 @@ pub struct Claims {
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// v2 grants (SPEC §12): a map from a project pattern to the operations it grants,
+    /// kept as the token said it; when present it decides alone. Read it with
+    /// [`Claims::grants`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<serde_json::Value>,
+    /// `false` turns the user's personal stream (`~user`, SPEC §11) off for this token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<bool>,
 }
 
 impl Claims {
@@ -65,12 +74,48 @@ impl Claims {
             iat: Some(now),
             iss: None,
             aud: None,
+            caps: None,
+            personal: None,
         }
     }
 
-    /// Whether these claims grant access to `project`: it is listed in `projects`, or `"*"` is.
+    /// Whether these claims let the holder join `project` (the `subscribe` operation): it is
+    /// listed in `projects`, or `"*"` is; with a `caps` claim, a pattern of it grants
+    /// `subscribe` on `project`. A `caps` claim of the wrong shape grants nothing
+    /// ([`JwtAuth`](crate::JwtAuth) refuses such a token with `401 invalid_token` first).
     pub fn allows(&self, project: &str) -> bool {
-        self.projects.iter().any(|p| p == "*" || p == project)
+        if self.caps.is_none() {
+            // The v1 rule, without building the grants: the hot path of every handshake.
+            return self.projects.iter().any(|p| p == "*" || p == project);
+        }
+        match (ProjectId::parse(project), self.grants()) {
+            (Ok(project), Ok(grants)) => grants.allows(&project, Operation::Subscribe),
+            _ => false,
+        }
+    }
+
+    /// What the token allows, per operation and project (SPEC §12): its `projects`, its
+    /// `caps` when present, and its personal stream unless `personal` is `false`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ws_auth::Claims;
+    /// use ws_core::{Operation, ProjectId};
+    ///
+    /// let mut claims = Claims::new("alice", ["ignored"], Duration::from_secs(60));
+    /// claims.caps = Some(serde_json::json!({"feed:*": ["subscribe"]}));
+    /// let grants = claims.grants().unwrap();
+    /// let feed = ProjectId::parse("feed:news").unwrap();
+    /// assert!(grants.allows(&feed, Operation::Subscribe));
+    /// assert!(!grants.allows(&feed, Operation::Publish));
+    /// assert!(!claims.allows("ignored"));
+    /// ```
+    pub fn grants(&self) -> Result<Grants, GrantsError> {
+        Grants::from_claims(
+            &self.projects,
+            self.caps.as_ref(),
+            self.personal.unwrap_or(true),
+        )
     }
 
     /// The instant `exp` names, or `None` when it lies beyond what [`SystemTime`] can hold.

@@ -62,6 +62,10 @@ pub enum AuthError {
     /// A registered claim the verifier needs (such as `exp`) is absent; the issuer must include it.
     #[error("missing claim {0}")]
     MissingClaim(&'static str),
+    /// The `caps` claim is not of the documented shape (an object from project patterns to
+    /// lists of operations, SPEC §12); the issuer must fix the grants it mints.
+    #[error("invalid caps claim: {0}")]
+    InvalidGrants(#[source] ws_core::GrantsError),
     /// The token is valid but its `projects` claim does not include the requested project; the
     /// client should not retry with the same token.
     #[error("token does not grant access to project {project}")]
@@ -134,7 +138,8 @@ impl AuthError {
             | Self::NotYetValid
             | Self::WrongIssuer
             | Self::WrongAudience
-            | Self::MissingClaim(_) => "invalid_token",
+            | Self::MissingClaim(_)
+            | Self::InvalidGrants(_) => "invalid_token",
         }
     }
 

@@ -96,6 +96,9 @@ impl<S> Admit for JwtAuth<S> {
     fn admit<B>(&self, req: &mut Request<B>) -> Result<(), AuthError> {
         let (token, carrier) = find_token(req.headers(), req.uri(), self.allow_query_token)?;
         let claims = self.verifier.current().verify(&token)?;
+        if claims.caps.is_some() {
+            claims.grants().map_err(AuthError::InvalidGrants)?;
+        }
         if let Some(ProjectScope(project)) = req.extensions().get::<ProjectScope>()
             && !claims.allows(project)
         {

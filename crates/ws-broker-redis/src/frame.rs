@@ -94,6 +94,7 @@ mod tests {
             from: "u\"1".to_owned(),
             data: Payload::from_json(data.to_owned()).unwrap(),
             ts: 1_700_000_000_123,
+            except: None,
         }
     }
 

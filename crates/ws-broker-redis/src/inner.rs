@@ -9,10 +9,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
-use ws_core::history::{decide_recovery, retains_after};
+use ws_core::history::retains_after;
 use ws_core::{ProjectId, UserId};
 use ws_transport::SharedHub;
-use ws_transport::broker::{BrokerError, HistoryPage, Publication, Replay, StoredMessage};
+use ws_transport::broker::{
+    BrokerError, HistoryPage, Position, Publication, Replay, StoredMessage,
+};
 
 use crate::config::{ConfigError, RedisConfig};
 use crate::key_layout::KeyLayout;
@@ -209,30 +211,29 @@ impl Inner {
     pub(crate) async fn recover(
         &self,
         project: &ProjectId,
-        since: Option<(u64, &str)>,
+        position: Position<'_>,
     ) -> Result<Replay, BrokerError> {
         // Subscribed before the history is read: nothing published in between is missed,
         // and the connection's watermark drops what arrives twice.
         self.subscribe(project).await?;
         self.presence.announce(project);
-        let stream = self.read(project, since.map(|(offset, _)| offset)).await?;
+        let after = match position {
+            Position::Latest => None,
+            Position::Since { offset, .. } => Some(offset),
+            // The newest n: the whole (bounded) history, cut by the decision.
+            Position::Last(_) => Some(0),
+        };
+        let stream = self.read(project, after).await?;
         let _ = self.requests.send(Request::Seed {
             project: project.clone(),
             epoch: stream.epoch.clone(),
         });
-        let recovered = since.is_some_and(|(since, epoch)| {
-            decide_recovery(&stream.epoch, stream.top, stream.first, since, epoch).is_ok()
-        });
-        Ok(Replay {
-            epoch: stream.epoch,
-            top: stream.top,
-            recovered,
-            missed: if recovered {
-                stream.messages
-            } else {
-                Vec::new()
-            },
-        })
+        Ok(Replay::decide(
+            position,
+            stream.epoch,
+            stream.top,
+            stream.messages,
+        ))
     }
 
     pub(crate) async fn history(

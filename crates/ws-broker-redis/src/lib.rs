@@ -59,7 +59,9 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use ws_core::{ProjectId, UserId};
 use ws_transport::SharedHub;
-use ws_transport::broker::{BoxFuture, Broker, BrokerError, HistoryPage, Publication, Replay};
+use ws_transport::broker::{
+    BoxFuture, Broker, BrokerError, HistoryPage, Position, Publication, Replay,
+};
 
 pub use crate::config::{ConfigError, Field, RedisConfig, redact};
 use crate::inner::Inner;
@@ -130,9 +132,9 @@ impl Broker for RedisBroker {
     fn recover<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: Option<(u64, &'a str)>,
+        position: Position<'a>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
-        Box::pin(self.inner.recover(project, since))
+        Box::pin(self.inner.recover(project, position))
     }
 
     fn history<'a>(

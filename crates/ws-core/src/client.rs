@@ -504,6 +504,12 @@ impl Client {
         self.expires_at = Some(at);
     }
 
+    /// A v2 `refresh` verified a new token, which expires at `at` (`None`: never, or expiry
+    /// not enforced): the 4001 deadline moves there, and nothing reconnects.
+    pub fn handle_refresh(&mut self, at: Option<Instant>) {
+        self.expires_at = at;
+    }
+
     /// The server is draining: close with 1001 at `at` (spread so clients do not all
     /// reconnect at once).
     pub fn handle_drain(&mut self, now: Instant, at: Instant) {

@@ -47,10 +47,14 @@ async fn main() -> std::io::Result<()> {
         let project = project.expect("inserted by the router");
         let who = Admitted {
             user,
-            project,
+            project: project.clone(),
             expires_at: None,
             since: None,
             remote: req.extensions().get::<RemoteAddr>().map(|r| r.0),
+            // JwtAuth checked `subscribe`; the token's other operations on the project.
+            ops: claims
+                .grants()
+                .map_or(ws_core::Ops::NONE, |g| g.ops(&project)),
         };
         std::future::ready(Ok::<_, Infallible>(upgrader.upgrade(req, who)))
     });

@@ -13,9 +13,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tungstenite::Utf8Bytes;
 use ws_core::envelope::{Payload, ServerFrame};
-use ws_core::history::{History, HistoryConfig, Recovery, Stored};
+use ws_core::history::{History, HistoryConfig, LostReason, Stored, decide_recovery};
 use ws_core::retention::{Budget, Cut, Usage};
-use ws_core::{ProjectId, UserId};
+use ws_core::{ConnId, ProjectId, UserId};
 
 use crate::hub::SharedHub;
 use crate::tungstenite;
@@ -32,6 +32,9 @@ pub struct Publication {
     pub data: Payload,
     /// Milliseconds since the Unix epoch when the server accepted it.
     pub ts: u64,
+    /// A connection of this node that must not receive it (v2's `echo: false`): it still
+    /// gets its ack.
+    pub except: Option<ConnId>,
 }
 
 impl Publication {
@@ -44,6 +47,7 @@ impl Publication {
             ts: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            except: None,
         }
     }
 }
@@ -66,6 +70,33 @@ impl From<Stored<Utf8Bytes>> for StoredMessage {
     }
 }
 
+/// Where a subscriber starts reading a project's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position<'a> {
+    /// From now on: nothing is replayed.
+    Latest,
+    /// After `offset` of `epoch`, the last message the client saw: every retained message
+    /// after it is replayed when the stream is still `epoch` and retains them all.
+    Since {
+        /// The last offset the client saw.
+        offset: u64,
+        /// The epoch it belongs to.
+        epoch: &'a str,
+    },
+    /// The newest `n` retained messages first (v2's `last: n`).
+    Last(u32),
+}
+
+impl<'a> Position<'a> {
+    /// The position of a v1 query's `since`/`epoch`, or of none.
+    pub fn from_since(since: Option<(u64, &'a str)>) -> Self {
+        match since {
+            Some((offset, epoch)) => Self::Since { offset, epoch },
+            None => Self::Latest,
+        }
+    }
+}
+
 /// What a connecting client gets from the broker.
 #[derive(Debug, Clone)]
 pub struct Replay {
@@ -73,10 +104,54 @@ pub struct Replay {
     pub epoch: String,
     /// The newest offset when the history was read.
     pub top: u64,
-    /// Whether the requested recovery succeeded.
+    /// Whether a [`Position::Since`] recovery succeeded (false for the other positions).
     pub recovered: bool,
-    /// The missed messages, oldest first (empty unless recovered).
+    /// Why a [`Position::Since`] recovery failed.
+    pub lost: Option<LostReason>,
+    /// The messages to replay, oldest first: the missed ones of a successful recovery, the
+    /// newest of [`Position::Last`], none otherwise.
     pub missed: Vec<StoredMessage>,
+}
+
+impl Replay {
+    /// The answer for `position` on a stream named `epoch` whose newest offset is `top`.
+    /// `retained` holds the stream's retained messages (oldest first, contiguous up to
+    /// `top`), all of them or only those after the position's offset: a gap right after the
+    /// client's offset is what makes a recovery [`LostReason::OutOfRange`], so nothing older
+    /// is needed. The one decision both brokers take, whatever keeps their streams.
+    pub fn decide(
+        position: Position<'_>,
+        epoch: String,
+        top: u64,
+        retained: Vec<StoredMessage>,
+    ) -> Self {
+        let first = retained.first().map_or(top + 1, |m| m.offset);
+        let (recovered, lost, missed) = match position {
+            Position::Latest => (false, None, Vec::new()),
+            Position::Last(n) => {
+                let skip = retained.len().saturating_sub(n as usize);
+                (false, None, retained.into_iter().skip(skip).collect())
+            }
+            Position::Since {
+                offset,
+                epoch: seen,
+            } => match decide_recovery(&epoch, top, first, offset, seen) {
+                Ok(()) => (
+                    true,
+                    None,
+                    retained.into_iter().filter(|m| m.offset > offset).collect(),
+                ),
+                Err(reason) => (false, Some(reason), Vec::new()),
+            },
+        };
+        Self {
+            epoch,
+            top,
+            recovered,
+            lost,
+            missed,
+        }
+    }
 }
 
 /// A page of retained history for the HTTP API.
@@ -173,12 +248,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         publication: Publication,
     ) -> BoxFuture<'a, Result<u64, BrokerError>>;
 
-    /// The recovery of a client that last saw `since` (offset and epoch), or the current
-    /// position for a client that asks for none.
+    /// What a client starting at `position` gets: the stream's epoch and newest offset, and
+    /// the messages to replay ([`Replay::decide`]).
     fn recover<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: Option<(u64, &'a str)>,
+        position: Position<'a>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
 
     /// The retained messages after `since`.
@@ -413,7 +488,8 @@ impl MemoryBroker {
             debug_assert_eq!(appended, offset);
             let total = self.count_bytes(before, stream.bytes());
             // Delivered under the stream's lock: members see publishes in offset order.
-            self.hub.deliver(project, Some(offset), frame, None);
+            self.hub
+                .deliver(project, Some(offset), frame, publication.except);
             (offset, total)
         };
         // The publish that crosses the budget pays for bringing it back, outside its
@@ -424,23 +500,27 @@ impl MemoryBroker {
         offset
     }
 
-    fn recover_now(&self, project: &ProjectId, since: Option<(u64, &str)>) -> Replay {
+    fn recover_now(&self, project: &ProjectId, position: Position<'_>) -> Replay {
         let now = Instant::now();
         let mut streams = self.shard(project);
         let stream = self.stream(&mut streams, project);
-        let (recovered, missed) = match since {
-            None => (false, Vec::new()),
-            Some((since, epoch)) => match self.weighed(stream, |s| s.recover(now, since, epoch)) {
-                Recovery::Recovered { missed } => (true, missed),
-                Recovery::Lost(_) => (false, Vec::new()),
-            },
+        // Only what a replay can use is copied out: everything after the client's offset,
+        // the newest `n`, or nothing.
+        let after = match position {
+            Position::Latest => None,
+            Position::Since { offset, .. } => Some(offset),
+            Position::Last(n) => Some(stream.top().saturating_sub(u64::from(n))),
         };
-        Replay {
-            epoch: stream.epoch().to_owned(),
-            top: stream.top(),
-            recovered,
-            missed: missed.into_iter().map(StoredMessage::from).collect(),
-        }
+        let retained = match after {
+            None => Vec::new(),
+            Some(after) => self.weighed(stream, |s| s.since(now, after)).0,
+        };
+        Replay::decide(
+            position,
+            stream.epoch().to_owned(),
+            stream.top(),
+            retained.into_iter().map(StoredMessage::from).collect(),
+        )
     }
 
     fn history_now(&self, project: &ProjectId, since: u64) -> HistoryPage {
@@ -470,9 +550,9 @@ impl Broker for MemoryBroker {
     fn recover<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: Option<(u64, &'a str)>,
+        position: Position<'a>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
-        let replay = self.recover_now(project, since);
+        let replay = self.recover_now(project, position);
         Box::pin(std::future::ready(Ok(replay)))
     }
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ws_core::ClientConfig;
+use ws_core::namespace::{NamespacePolicy, Namespaces};
+use ws_core::{ClientConfig, SubscriptionsConfig};
 
 use crate::tungstenite::protocol::WebSocketConfig;
 
@@ -27,6 +28,10 @@ pub struct TransportConfig {
     pub batch_frames: usize,
     /// How long a closing connection waits for the peer to read our close frame and hang up.
     pub linger: Duration,
+    /// A v2 connection's subscription limits (`limits.max_subscriptions`).
+    pub subscriptions: SubscriptionsConfig,
+    /// The policy of each namespace (`[namespaces.<name>]`), for v2 requests.
+    pub namespaces: Namespaces,
 }
 
 impl Default for TransportConfig {
@@ -37,6 +42,8 @@ impl Default for TransportConfig {
             write_buffer_bytes: 8 * 1024,
             batch_frames: 64,
             linger: Duration::from_secs(1),
+            subscriptions: SubscriptionsConfig::default(),
+            namespaces: Namespaces::defaults_only(NamespacePolicy::default()),
         }
     }
 }

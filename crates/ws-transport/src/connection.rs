@@ -22,9 +22,9 @@ use tungstenite::{Message, Utf8Bytes};
 use ws_core::client::{Closed, Event, Initiator};
 use ws_core::envelope::{ServerFrame, code};
 use ws_core::history::Watermark;
-use ws_core::{Client, Close, CloseCode, ConnId, ProjectId, UserId};
+use ws_core::{Client, ClientConfig, Close, CloseCode, ConnId, Operation, Ops, ProjectId, UserId};
 
-use crate::broker::{Broker, Replay};
+use crate::broker::{Broker, Position, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
 use crate::metrics::CloseSide;
@@ -48,6 +48,9 @@ pub struct Admitted {
     pub since: Option<(u64, String)>,
     /// The peer's address, for operators.
     pub remote: Option<SocketAddr>,
+    /// What the token allows on the project (SPEC §12): `subscribe` got it here;
+    /// `publish` and `presence` are checked per request, refused with `forbidden`.
+    pub ops: Ops,
 }
 
 /// The hub application of one connection: what its pumps do with publishes and where
@@ -266,6 +269,8 @@ async fn open(
         outbox: Arc::clone(&outbox),
         connected_at: opened_at,
         remote: who.remote,
+        conn,
+        v2: false,
     };
     // Registered first, so every publish from now on is queued; the replay read next
     // overlaps it, and the watermark removes the overlap.
@@ -287,7 +292,10 @@ async fn open(
         .since
         .as_ref()
         .map(|(offset, epoch)| (*offset, epoch.as_str()));
-    let opened = match broker.recover(&who.project, since).await {
+    let opened = match broker
+        .recover(&who.project, Position::from_since(since))
+        .await
+    {
         Ok(replay) => {
             let missed = replay.missed.len() as u64;
             let welcome = welcome(conn, who, config, &replay);
@@ -369,7 +377,7 @@ async fn write_opening(
 ///
 /// Boxed: rare, and inline its state would count towards the size of every connection's
 /// task (see [`pump::linger`]).
-fn refuse<'a>(
+pub(crate) fn refuse<'a>(
     mut ws: WsStream,
     close: &'a Close,
     config: &'a TransportConfig,
@@ -396,7 +404,7 @@ fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted) {
     }
 }
 
-fn presence_frame(event: &str, user: &UserId) -> Utf8Bytes {
+pub(crate) fn presence_frame(event: &str, user: &UserId) -> Utf8Bytes {
     ServerFrame::Presence {
         event,
         user: Some(user.as_str()),
@@ -407,19 +415,28 @@ fn presence_frame(event: &str, user: &UserId) -> Utf8Bytes {
 }
 
 fn new_client(config: &TransportConfig, who: &Admitted) -> Client {
+    new_client_until(config.client.clone(), who.expires_at)
+}
+
+/// A core for a connection whose token expires at `expires_at`.
+pub(crate) fn new_client_until(config: ClientConfig, expires_at: Option<SystemTime>) -> Client {
     let now = Instant::now();
-    let mut client = Client::new(config.client.clone(), now);
-    if let Some(expires_at) = who.expires_at {
-        let left = expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        // `expires_at` may be centuries away (a token's `exp` is any u64), and `Instant + Duration`
-        // panics past the monotonic clock's range: a deadline that far off is no deadline.
-        if let Some(at) = now.checked_add(left) {
-            client.set_expiry(at);
-        }
+    let mut client = Client::new(config, now);
+    if let Some(at) = deadline(now, expires_at) {
+        client.set_expiry(at);
     }
     client
+}
+
+/// The monotonic deadline of a token that expires at `expires_at`, if it has one the clock
+/// can hold.
+pub(crate) fn deadline(now: Instant, expires_at: Option<SystemTime>) -> Option<Instant> {
+    let left = expires_at?
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    // `expires_at` may be centuries away (a token's `exp` is any u64), and `Instant + Duration`
+    // panics past the monotonic clock's range: a deadline that far off is no deadline.
+    now.checked_add(left)
 }
 
 fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig, replay: &Replay) -> Utf8Bytes {
@@ -440,12 +457,23 @@ fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig, replay: &Repl
 /// Core → application: a client's publish goes to its project through the broker.
 async fn handle_event(app: &HubApp<'_>, event: Event) {
     match event {
+        Event::Publish { .. } | Event::PresenceRequest
+            if !app.who.ops.contains(operation_of(&event)) =>
+        {
+            let presence = matches!(event, Event::PresenceRequest);
+            let frame = ServerFrame::error(
+                code::FORBIDDEN,
+                "the token does not grant this operation on this project",
+            );
+            app.answer(frame.to_json(), presence);
+        }
         Event::Publish { id, data } => {
             let from = app.who.user.as_str().to_owned();
-            let answer = match publish(app.hub, app.broker, &app.who.project, from, data).await {
-                Ok(offset) => ServerFrame::ack(id.as_deref(), offset).to_json(),
-                Err(_) => broker_unavailable(),
-            };
+            let answer =
+                match publish(app.hub, app.broker, &app.who.project, from, data, None).await {
+                    Ok(offset) => ServerFrame::ack(id.as_deref(), offset).to_json(),
+                    Err(_) => broker_unavailable(),
+                };
             app.answer(answer, false);
         }
         Event::PresenceRequest => {
@@ -472,6 +500,14 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
     }
 }
 
+/// The operation a v1 request needs.
+fn operation_of(event: &Event) -> Operation {
+    match event {
+        Event::PresenceRequest => Operation::Presence,
+        _ => Operation::Publish,
+    }
+}
+
 /// The `error` frame for a failed broker call (the cause is logged where it failed).
 fn broker_unavailable() -> String {
     ServerFrame::error(code::BROKER_UNAVAILABLE, BROKER_UNAVAILABLE_MESSAGE).to_json()
@@ -489,7 +525,7 @@ impl HubApp<'_> {
 }
 
 /// The one line every connection ends with.
-fn log_closed(closed: &Closed, duration: Duration, messages_in: u64, messages_out: u64) {
+pub(crate) fn log_closed(closed: &Closed, duration: Duration, messages_in: u64, messages_out: u64) {
     let who = match closed.initiator {
         Initiator::Local => "server",
         Initiator::Remote => "client",

@@ -5,6 +5,7 @@
 //! serialised once by the caller and shared by every recipient (`Utf8Bytes` is a
 //! reference-counted buffer), never re-encoded per client.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,19 +14,38 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use tungstenite::Utf8Bytes;
+use ws_core::envelope::v2::with_project;
 use ws_core::hub::{Action, QueueDepth, Registered, Unregistered};
-use ws_core::{Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, UserId};
+use ws_core::{
+    Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, Session, UserId,
+};
 
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Outbox, Outgoing};
 use crate::tungstenite;
 
 /// What the hub keeps per member: the handle to its send queue and what operators see.
+///
+/// A member is a v1 connection (its id is the member's), or one subscription of a v2
+/// connection (a member id of its own, drawn from the same counter, so the hub's
+/// per-member decisions apply to subscriptions unchanged).
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) connected_at: Instant,
     pub(crate) remote: Option<SocketAddr>,
+    /// The connection the member belongs to: its own id for v1.
+    pub(crate) conn: ConnId,
+    /// A v2 subscription: its frames name their project.
+    pub(crate) v2: bool,
+}
+
+/// A v2 connection, known to the hub by itself: its subscriptions come and go, and it must
+/// still be drained, listed and closed with none.
+#[derive(Debug)]
+struct SessionEntry {
+    user: UserId,
+    outbox: Arc<Outbox>,
 }
 
 /// One live connection, as the admin API lists it.
@@ -64,6 +84,8 @@ struct Inner {
     hasher: RandomState,
     hub_config: HubConfig,
     admission: Mutex<Admission>,
+    /// The open v2 connections.
+    sessions: Mutex<HashMap<ConnId, SessionEntry>>,
     /// Gauges kept up to date as connections come and go, so a `/metrics` scrape reads
     /// atomics and takes no lock the connections need.
     gauges: LiveGauges,
@@ -89,6 +111,7 @@ impl SharedHub {
                 hasher: RandomState::new(),
                 hub_config: hub,
                 admission: Mutex::new(Admission::new(admission)),
+                sessions: Mutex::new(HashMap::new()),
                 gauges: LiveGauges::default(),
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
@@ -97,9 +120,13 @@ impl SharedHub {
         }
     }
 
-    /// Queues a serialised frame for every open member of `project` but `except`; returns
-    /// how many got it. `offset` tags project messages, so a replay can be merged with
-    /// live delivery. Members whose queue overflows are closed with 4008 here.
+    /// Queues a serialised frame for every open member of `project` but those of the
+    /// connection `except`; returns how many got it. `offset` tags project messages, so a
+    /// replay can be merged with live delivery. Members whose queue overflows are closed
+    /// with 4008 here.
+    ///
+    /// `frame` is the v1 frame; v2 members get it with the project named
+    /// ([`with_project`]), made once for all of them, and only when one is there.
     pub fn deliver(
         &self,
         project: &ProjectId,
@@ -112,16 +139,24 @@ impl SharedHub {
         let mut shard = self.shard(project);
         let mut delivered = 0;
         let mut slow = Vec::new();
-        for (conn, member) in shard.recipients(project) {
-            if Some(conn) == except {
+        let mut v2_frame: Option<Utf8Bytes> = None;
+        for (key, member) in shard.recipients(project) {
+            if Some(member.conn) == except {
                 continue;
             }
+            let frame = if member.v2 {
+                v2_frame
+                    .get_or_insert_with(|| with_project(Session::wire_name(project), &frame).into())
+                    .clone()
+            } else {
+                frame.clone()
+            };
             let depth = member
                 .outbox
-                .push(Outgoing::message(offset, accepted, frame.clone()));
+                .push(Outgoing::message(offset, accepted, frame).to(key));
             delivered += 1;
             if self.inner.hub_config.is_over(depth) {
-                slow.push((conn, depth));
+                slow.push((key, depth));
             }
         }
         for (conn, depth) in slow {
@@ -155,7 +190,28 @@ impl SharedHub {
 
     /// Closes every connection of `user` in every project with `close`; returns how many.
     pub fn close_user(&self, user: &UserId, close: &Close) -> usize {
-        self.each_shard(|shard| shard.close_user(user, close))
+        // Members first: v1 connections, and the subscriptions of v2 ones, which close
+        // their whole connection; then the v2 connections themselves, counted here (a
+        // connection's subscriptions in other shards would count it again).
+        let mut n = 0;
+        for shard in &self.inner.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.close_user(user, close);
+            while let Some(action) = shard.poll_action() {
+                if let Action::Close { conn, close } = action
+                    && let Some(member) = shard.member(conn)
+                {
+                    member.outbox.close(close);
+                    n += usize::from(!member.v2);
+                }
+            }
+        }
+        let sessions = self.sessions();
+        for session in sessions.values().filter(|s| s.user == *user) {
+            session.outbox.close(close.clone());
+            n += 1;
+        }
+        n
     }
 
     /// Starts the shutdown: refuses new registrations and drains every member with 1001,
@@ -163,6 +219,13 @@ impl SharedHub {
     pub fn shutdown(&self, now: Instant, window: Duration) {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.each_shard(|shard| shard.handle_shutdown(now, window));
+        // v2 connections, spread over the window like the members (a subscription's own
+        // drain may come first: the earliest wins).
+        let sessions = self.sessions();
+        let n = sessions.len().max(1) as u32;
+        for (i, session) in sessions.values().enumerate() {
+            session.outbox.drain(now + window * i as u32 / n);
+        }
     }
 
     /// Whether [`SharedHub::shutdown`] was called.
@@ -177,6 +240,10 @@ impl SharedHub {
 
     /// Closes one connection with `close`; false when it is not open here.
     pub fn close_conn(&self, conn: ConnId, close: &Close) -> bool {
+        if let Some(session) = self.sessions().get(&conn) {
+            session.outbox.close(close.clone());
+            return true;
+        }
         let mut found = false;
         self.each_shard(|shard| found |= shard.close_member(conn, close.clone()));
         found
@@ -188,8 +255,8 @@ impl SharedHub {
         let shard = self.shard(project);
         let mut list: Vec<ConnectionInfo> = shard
             .members(project)
-            .map(|(conn, user, member)| ConnectionInfo {
-                conn,
+            .map(|(_, user, member)| ConnectionInfo {
+                conn: member.conn,
                 user: user.clone(),
                 age: now.saturating_duration_since(member.connected_at),
                 queue: member.outbox.depth(),
@@ -304,6 +371,93 @@ impl SharedHub {
         Some(gone)
     }
 
+    /// Opens a v2 connection: admitted like any connection (it counts towards every
+    /// connection limit), but a member of no project until it subscribes.
+    pub(crate) fn open_session(
+        &self,
+        conn: ConnId,
+        user: &UserId,
+        outbox: Arc<Outbox>,
+    ) -> Result<(), Refused> {
+        if self.is_draining() {
+            return Err(Refused(Close::shutting_down()));
+        }
+        self.admission().admit(user).map_err(Refused)?;
+        let mut sessions = self.sessions();
+        // Re-checked under the lock `shutdown` drains the sessions with.
+        if self.is_draining() {
+            drop(sessions);
+            self.admission().release(user);
+            return Err(Refused(Close::shutting_down()));
+        }
+        sessions.insert(
+            conn,
+            SessionEntry {
+                user: user.clone(),
+                outbox,
+            },
+        );
+        self.inner
+            .gauges
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the books on a v2 connection [`SharedHub::open_session`] accepted (its
+    /// subscriptions are unsubscribed first).
+    pub(crate) fn close_session(&self, conn: ConnId) {
+        let Some(session) = self.sessions().remove(&conn) else {
+            return;
+        };
+        self.admission().release(&session.user);
+        self.inner
+            .gauges
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Registers one subscription of a v2 connection as a member of `project`, under the
+    /// member id `key`.
+    pub(crate) fn subscribe(
+        &self,
+        key: ConnId,
+        project: &ProjectId,
+        user: &UserId,
+        member: Member,
+    ) -> Registered {
+        let mut shard = self.shard(project);
+        let registered = shard.register(key, project.clone(), user.clone(), member);
+        self.inner
+            .gauges
+            .resized(registered.members - 1, registered.members);
+        registered
+    }
+
+    /// Removes the subscription [`SharedHub::subscribe`] registered as `key`.
+    pub(crate) fn unsubscribe(
+        &self,
+        key: ConnId,
+        project: &ProjectId,
+    ) -> Option<Unregistered<Member>> {
+        let mut shard = self.shard(project);
+        let gone = shard.unregister(key)?;
+        self.inner.gauges.resized(gone.members + 1, gone.members);
+        Some(gone)
+    }
+
+    /// Whether a send queue this deep makes its connection a slow consumer.
+    pub(crate) fn is_over(&self, depth: QueueDepth) -> bool {
+        self.inner.hub_config.is_over(depth)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<ConnId, SessionEntry>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn shard(&self, project: &ProjectId) -> MutexGuard<'_, Hub<Member>> {
         let shards = &self.inner.shards;
         let i = (self.inner.hasher.hash_one(project) % shards.len() as u64) as usize;
@@ -367,25 +521,23 @@ impl LiveGauges {
     }
 }
 
-/// Hands the hub's decisions to the members' connections; returns how many.
+/// Hands the hub's decisions to the members' connections; returns how many connections
+/// they reached (a v2 connection's subscriptions in one project count once).
 fn apply_actions(shard: &mut Hub<Member>) -> usize {
-    let mut n = 0;
+    let mut reached = Vec::new();
     while let Some(action) = shard.poll_action() {
-        n += 1;
-        match action {
-            Action::Close { conn, close } => {
-                if let Some(member) = shard.member(conn) {
-                    member.outbox.close(close);
-                }
-            }
-            Action::Drain { conn, at } => {
-                if let Some(member) = shard.member(conn) {
-                    member.outbox.drain(at);
-                }
-            }
+        let (key, apply): (ConnId, &dyn Fn(&Outbox)) = match &action {
+            Action::Close { conn, close } => (*conn, &|outbox| outbox.close(close.clone())),
+            Action::Drain { conn, at } => (*conn, &|outbox| outbox.drain(*at)),
+        };
+        if let Some(member) = shard.member(key) {
+            apply(&member.outbox);
+            reached.push(member.conn);
         }
     }
-    n
+    reached.sort_unstable();
+    reached.dedup();
+    reached.len()
 }
 
 #[cfg(test)]

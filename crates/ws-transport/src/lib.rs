@@ -40,6 +40,7 @@
 //!             expires_at: None,
 //!             since: None,
 //!             remote: None,
+//!             ops: ws_core::Ops::ALL,
 //!         };
 //!         Ok(upgrader.upgrade(req, who))
 //!     }
@@ -62,6 +63,7 @@ mod outbox;
 pub mod publish;
 mod pump;
 mod serve;
+mod session;
 mod socket;
 mod tls;
 mod upgrade;
@@ -74,5 +76,6 @@ pub use hub::{ConnectionInfo, Refused, SharedHub};
 pub use hyper_tungstenite::tungstenite;
 pub use metrics::Metrics;
 pub use serve::{RemoteAddr, serve, serve_tls};
+pub use session::{AdmittedSession, Reauthorize, Renewed};
 pub use tls::{TlsConfig, TlsError};
-pub use upgrade::{SUBPROTOCOL, Upgrader, json_error};
+pub use upgrade::{SUBPROTOCOL, SUBPROTOCOL_V2, Upgrader, json_error};

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
-use ws_core::Close;
 use ws_core::hub::QueueDepth;
+use ws_core::{Close, ConnId};
 
 use crate::tungstenite;
 
@@ -23,6 +23,9 @@ pub(crate) struct Outbox {
     ready: Notify,
 }
 
+/// The member of frames that are for their connection alone (acks, errors, answers).
+pub(crate) const NO_MEMBER: ConnId = ConnId(0);
+
 /// A frame waiting to be written, with its offset when it is a project message (so a
 /// replay and live delivery can be merged without duplicates).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub(crate) struct Outgoing {
     /// When the broker accepted the message, for the fan-out latency.
     pub(crate) accepted: Option<Instant>,
     pub(crate) frame: Utf8Bytes,
+    /// The hub member it was delivered to ([`NO_MEMBER`] for a frame for the connection
+    /// alone): a v2 connection tells its subscriptions' frames apart by it.
+    pub(crate) member: ConnId,
     /// The answer to a presence request: the core allows one at a time, and is told when
     /// it leaves the queue.
     pub(crate) presence_answer: bool,
@@ -47,8 +53,15 @@ impl Outgoing {
             offset,
             accepted,
             frame,
+            member: NO_MEMBER,
             presence_answer: false,
         }
+    }
+
+    /// The same frame, delivered to the hub member `member`.
+    pub(crate) fn to(mut self, member: ConnId) -> Self {
+        self.member = member;
+        self
     }
 
     /// A frame for this connection alone: an ack, an error, a presence answer.
@@ -57,6 +70,7 @@ impl Outgoing {
             offset: None,
             accepted: None,
             frame,
+            member: NO_MEMBER,
             presence_answer,
         }
     }
@@ -67,6 +81,9 @@ struct State {
     frames: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<Close>,
+    /// A close was commanded: frames pushed since are dropped (they could never be
+    /// written), so a closing connection's queue stops growing.
+    closing: bool,
     drain_at: Option<Instant>,
 }
 
@@ -84,6 +101,9 @@ impl Outbox {
     pub(crate) fn push(&self, outgoing: Outgoing) -> QueueDepth {
         let depth = {
             let mut state = self.lock();
+            if state.closing {
+                return QueueDepth::default();
+            }
             state.bytes += outgoing.frame.len();
             state.frames.push_back(outgoing);
             QueueDepth {
@@ -97,13 +117,20 @@ impl Outbox {
 
     /// The hub decided to close this connection.
     pub(crate) fn close(&self, close: Close) {
-        self.lock().close.get_or_insert(close);
+        let mut state = self.lock();
+        if !state.closing {
+            state.closing = true;
+            state.close = Some(close);
+        }
+        drop(state);
         self.ready.notify_one();
     }
 
-    /// The server drains this connection at `at`.
+    /// The server drains this connection at `at` (the earliest of several wins).
     pub(crate) fn drain(&self, at: Instant) {
-        self.lock().drain_at.get_or_insert(at);
+        let mut state = self.lock();
+        state.drain_at = Some(state.drain_at.map_or(at, |was| was.min(at)));
+        drop(state);
         self.ready.notify_one();
     }
 
@@ -132,6 +159,12 @@ impl Outbox {
     /// Whether a close command waits to be taken: the opening stops replaying then.
     pub(crate) fn close_pending(&self) -> bool {
         self.lock().close.is_some()
+    }
+
+    /// Wakes the write pump: frames of the connection's own (a v2 replay) wait outside the
+    /// queue.
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// Frames and bytes waiting now.

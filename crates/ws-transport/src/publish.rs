@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use tracing::debug;
-use ws_core::ProjectId;
 use ws_core::envelope::Payload;
+use ws_core::{ConnId, ProjectId};
 
 use crate::broker::{Broker, BrokerError, Publication};
 use crate::hub::SharedHub;
@@ -17,7 +17,8 @@ use crate::hub::SharedHub;
 pub const BROKER_UNAVAILABLE_MESSAGE: &str = "the message broker is unavailable; retry later";
 
 /// Publishes `data` from `from` to `project`: the broker gives it the project's next
-/// offset, keeps it and delivers it to every member. Returns the offset.
+/// offset, keeps it and delivers it to every member (but the connection `except`, for a
+/// v2 `echo: false`). Returns the offset.
 ///
 /// ```
 /// use futures_util::FutureExt;
@@ -29,7 +30,7 @@ pub const BROKER_UNAVAILABLE_MESSAGE: &str = "the message broker is unavailable;
 /// let project = ProjectId::parse("p").unwrap();
 /// let data = Payload::from_json("1".to_owned()).unwrap();
 /// // The memory broker answers at once.
-/// let published = publish(&hub, &broker, &project, "api".to_owned(), data).now_or_never();
+/// let published = publish(&hub, &broker, &project, "api".to_owned(), data, None).now_or_never();
 /// assert!(matches!(published, Some(Ok(1))));
 /// ```
 pub async fn publish(
@@ -38,9 +39,12 @@ pub async fn publish(
     project: &ProjectId,
     from: String,
     data: Payload,
+    except: Option<ConnId>,
 ) -> Result<u64, BrokerError> {
     let started = Instant::now();
-    match broker.publish(project, Publication::new(from, data)).await {
+    let mut publication = Publication::new(from, data);
+    publication.except = except;
+    match broker.publish(project, publication).await {
         Ok(offset) => {
             hub.metrics().published(started.elapsed());
             Ok(offset)

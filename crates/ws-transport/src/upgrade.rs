@@ -13,10 +13,11 @@ use crate::broker::Broker;
 use crate::config::TransportConfig;
 use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
+use crate::session::{self, AdmittedSession, Reauthorize};
 use crate::socket;
 
 /// The subprotocol wshub answers when a client offers it (defined with the frames).
-pub use ws_core::envelope::SUBPROTOCOL;
+pub use ws_core::envelope::{SUBPROTOCOL, SUBPROTOCOL_V2};
 
 /// Turns authenticated upgrade requests into running connections.
 ///
@@ -26,6 +27,7 @@ pub struct Upgrader {
     hub: SharedHub,
     broker: Arc<dyn Broker>,
     config: Arc<TransportConfig>,
+    reauthorize: Option<Arc<dyn Reauthorize>>,
     tracker: TaskTracker,
 }
 
@@ -36,8 +38,17 @@ impl Upgrader {
             hub,
             broker,
             config: Arc::new(config),
+            reauthorize: None,
             tracker: TaskTracker::new(),
         }
+    }
+
+    /// Lets v2 connections renew their token in band (`refresh`), verified by
+    /// `reauthorize`; without it a `refresh` answers `invalid_token`.
+    #[must_use]
+    pub fn with_reauthorize(mut self, reauthorize: Arc<dyn Reauthorize>) -> Self {
+        self.reauthorize = Some(reauthorize);
+        self
     }
 
     /// The first check of SPEC §3: a WebSocket upgrade at all (426) with a usable
@@ -118,6 +129,44 @@ impl Upgrader {
                 self.hub.clone(),
                 Arc::clone(&self.broker),
                 Arc::clone(&self.config),
+                conn,
+                who,
+            )
+            .instrument(span),
+        );
+        response
+    }
+
+    /// Answers 101 at once and hands the socket to a new v2 connection of `who` (`GET /ws`,
+    /// SPEC §10). [`SUBPROTOCOL_V2`] is answered when offered, as [`SUBPROTOCOL`] is by
+    /// [`Upgrader::upgrade`].
+    pub fn upgrade_session<B>(
+        &self,
+        mut req: Request<B>,
+        who: AdmittedSession,
+    ) -> Response<Full<Bytes>> {
+        let offered = offers(req.headers(), SUBPROTOCOL_V2);
+        let (mut response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
+            }
+        };
+        if offered {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL_V2),
+            );
+        }
+        let conn = self.hub.next_conn();
+        let span = tracing::info_span!("conn", conn = conn.0, user = %who.user, protocol = 2);
+        self.tracker.spawn(
+            session::run(
+                websocket,
+                self.hub.clone(),
+                Arc::clone(&self.broker),
+                Arc::clone(&self.config),
+                self.reauthorize.clone(),
                 conn,
                 who,
             )

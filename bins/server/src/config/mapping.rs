@@ -54,6 +54,12 @@ impl Settings {
         client.request_rate = self.limits.client_request_rate;
         let mut config = TransportConfig::default();
         config.client = client;
+        let subscriptions = &mut config.subscriptions;
+        subscriptions.max_subscriptions = self.limits.max_subscriptions;
+        // What a subscription may hold back while its recovery is read is bounded like the
+        // send queue it would otherwise sit in.
+        subscriptions.max_held_frames = self.limits.send_queue_frames;
+        subscriptions.max_held_bytes = self.limits.send_queue_bytes;
         config
     }
 

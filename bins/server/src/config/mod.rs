@@ -156,6 +156,8 @@ pub struct Limits {
     pub client_request_rate: u32,
     pub handshake_rate_per_ip: u32,
     pub allow_client_publish: bool,
+    /// Subscriptions per v2 connection (SPEC §10).
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -170,6 +172,7 @@ impl Default for Limits {
             client_request_rate: 20,
             handshake_rate_per_ip: 50,
             allow_client_publish: true,
+            max_subscriptions: 128,
         }
     }
 }
@@ -394,6 +397,7 @@ impl Settings {
             ),
             ("limits.max_message_bytes", self.limits.max_message_bytes),
             ("limits.send_queue_frames", self.limits.send_queue_frames),
+            ("limits.max_subscriptions", self.limits.max_subscriptions),
             ("limits.send_queue_bytes", self.limits.send_queue_bytes),
             ("history.max_bytes", self.history.max_bytes),
             (

@@ -177,6 +177,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Presence requests per second per connection, bursts of twice as many; 0: unlimited. Over it, `rate_limited` error frames, then 1008. Each answer lists the project's users, so it has a budget of its own; at most one answer waits per connection."
         ),
         key!(
+            "limits.max_subscriptions",
+            |s| s.limits.max_subscriptions.to_string(),
+            "Project subscriptions per v2 connection (`GET /ws`); over it, a `subscribe` is refused with `too_many_subscriptions` and a handshake query listing more with `400 invalid_query`."
+        ),
+        key!(
             "limits.handshake_rate_per_ip",
             |s| s.limits.handshake_rate_per_ip.to_string(),
             "Handshakes per second per client IP; over it, `429` with `Retry-After`."

@@ -21,3 +21,4 @@ mod scale;
 mod security;
 mod shutdown;
 mod tls;
+mod v2;
