@@ -145,7 +145,8 @@ fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result
         BrokerKind::Memory => {
             let broker = Arc::new(
                 MemoryBroker::new(hub.clone(), settings.history_config(), shards)
-                    .with_budget(settings.history.max_total_bytes),
+                    .with_budget(settings.history.max_total_bytes)
+                    .with_namespaces(settings.namespace_policies()?),
             );
             tokio::spawn(sweep(Arc::clone(&broker), settings.history.ttl));
             Ok(broker)

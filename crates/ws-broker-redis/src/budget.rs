@@ -115,7 +115,9 @@ impl Inner {
             .key(self.keys.streams())
             .key(self.keys.stream_bytes())
             .key(self.keys.total_bytes())
-            .arg(crate::inner::millis(self.config.history.ttl));
+            // A stream is forgotten once even the longest-lived namespace's history of it
+            // would have expired.
+            .arg(crate::inner::millis(self.config.longest_history_ttl()));
         for (project, ms) in freed {
             invocation.arg(project.as_str()).arg(*ms);
         }
@@ -186,14 +188,14 @@ impl Inner {
             }
             let projects: Vec<ProjectId> = oldest
                 .iter()
-                .filter_map(|(p, _)| ProjectId::parse(p).ok())
+                .filter_map(|(p, _)| ProjectId::parse_stream(p))
                 .collect();
             let (bytes, members) = self.usage_of(&projects).await?;
             // The plan compares ages only: Redis milliseconds mapped onto one instant.
             let base = Instant::now();
             let usage = oldest
                 .iter()
-                .filter_map(|(p, ms)| Some((ProjectId::parse(p).ok()?, *ms)))
+                .filter_map(|(p, ms)| Some((ProjectId::parse_stream(p)?, *ms)))
                 .zip(bytes.into_iter().zip(members))
                 .map(|((project, ms), (bytes, has_members))| Usage {
                     last_append: base + Duration::from_millis(ms),

@@ -5,7 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::RedisError;
+use ws_core::ProjectId;
 use ws_core::history::HistoryConfig;
+use ws_core::namespace::{NamespacePolicy, Namespaces, namespace_of};
 
 /// How the broker reaches Redis and what it keeps there.
 #[derive(Clone)]
@@ -27,6 +29,9 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// History kept per project.
     pub history: HistoryConfig,
+    /// `[namespaces.<name>]` overrides of `history`'s size and ttl for the projects of a
+    /// namespace (SPEC §12).
+    pub namespaces: Namespaces,
     /// History kept across all projects of the deployment (`key_prefix`), in bytes of
     /// entries: over it, the oldest idle projects are freed.
     pub max_total_bytes: u64,
@@ -42,7 +47,31 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             presence_ttl: Duration::from_secs(30),
             history: HistoryConfig::default(),
+            namespaces: Namespaces::defaults_only(NamespacePolicy::default()),
             max_total_bytes: ws_transport::broker::DEFAULT_MAX_TOTAL_BYTES,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The longest any project keeps history: the global ttl or a namespace's longer one.
+    pub(crate) fn longest_history_ttl(&self) -> Duration {
+        self.namespaces
+            .names()
+            .filter_map(|n| self.namespaces.get(n))
+            .map(|p| p.history_ttl)
+            .fold(self.history.ttl, Duration::max)
+    }
+
+    /// The retention of `project`: its namespace's size and ttl when it has a table.
+    pub(crate) fn history_for(&self, project: &ProjectId) -> HistoryConfig {
+        match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
+            Some(policy) => HistoryConfig {
+                size: policy.history_size,
+                ttl: policy.history_ttl,
+                max_bytes: self.history.max_bytes,
+            },
+            None => self.history,
         }
     }
 }
@@ -57,6 +86,7 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("history", &self.history)
+            .field("namespaces", &self.namespaces)
             .field("max_total_bytes", &self.max_total_bytes)
             .finish()
     }

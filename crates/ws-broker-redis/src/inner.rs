@@ -81,9 +81,10 @@ impl Inner {
         Ok(Self {
             hub,
             keys: KeyLayout::new(&config.key_prefix),
+            // Outlives the longest history of any namespace: an epoch must not expire while
+            // messages of its stream are still retained.
             meta_ttl: config
-                .history
-                .ttl
+                .longest_history_ttl()
                 .max(config.presence_ttl * 3)
                 .max(Duration::from_secs(60)),
             config,
@@ -185,6 +186,7 @@ impl Inner {
         publication: Publication,
     ) -> Result<u64, BrokerError> {
         let (head, tail) = frame::message_parts(&publication);
+        let history = self.config.history_for(project);
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(self.keys.meta(project))
@@ -193,10 +195,10 @@ impl Inner {
             .arg(head)
             .arg(tail)
             .arg(self.keys.channel(project))
-            .arg(self.config.history.size)
-            .arg(millis(self.config.history.ttl))
+            .arg(history.size)
+            .arg(millis(history.ttl))
             .arg(millis(self.meta_ttl))
-            .arg(self.config.history.max_bytes);
+            .arg(history.max_bytes);
         let invocation = &invocation;
         let (offset, bytes, ms) = self
             .call(false, |mut c| async move {
@@ -290,7 +292,7 @@ impl Inner {
             })
             .await?;
         let now_ms = seconds * 1000 + micros / 1000;
-        let ttl_ms = millis(self.config.history.ttl);
+        let ttl_ms = millis(self.config.history_for(project).ttl);
         let Some(mut entries) = entries
             .into_iter()
             .map(frame::parse_entry)

@@ -73,7 +73,7 @@ impl KeyLayout {
     pub(crate) fn project_of_channel(&self, channel: &str) -> Option<ProjectId> {
         let rest = channel.strip_prefix(self.prefix.as_str())?;
         let id = rest.strip_prefix(":{")?.strip_suffix("}:messages")?;
-        ProjectId::parse(id).ok()
+        ProjectId::parse_stream(id)
     }
 }
 

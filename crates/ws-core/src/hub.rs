@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::close_code::Close;
 use crate::ids::{ConnId, ProjectId, UserId};
+use crate::namespace::{NamespacePolicy, Namespaces, namespace_of};
 
 /// Limits a hub enforces on its members.
 #[derive(Debug, Clone)]
@@ -53,6 +54,10 @@ pub struct HubConfig {
     /// Above this many connections a project gets no `join`/`leave` frames: N members
     /// joining would cost N² frames. The presence list stays available.
     pub presence_max_members: usize,
+    /// `[namespaces.<name>]` overrides of the two presence settings above, for the projects
+    /// of a namespace that has a table (SPEC §12). Projects of other namespaces, or of none,
+    /// use the fields above.
+    pub namespaces: Namespaces,
 }
 
 impl HubConfig {
@@ -68,8 +73,12 @@ impl HubConfig {
     /// is announced and so is its leave while nobody else came, the third member's neither.
     /// Across the threshold the frames stop, so members of a large project must rely on
     /// the presence list (`sync`), which is always exact.
-    fn announces(&self, members: usize) -> bool {
-        self.presence_events && members <= self.presence_max_members
+    fn announces(&self, project: &ProjectId, members: usize) -> bool {
+        let (events, max) = match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
+            Some(policy) => (policy.presence_events, policy.max_members_for_events),
+            None => (self.presence_events, self.presence_max_members),
+        };
+        events && members <= max
     }
 }
 
@@ -80,6 +89,7 @@ impl Default for HubConfig {
             send_queue_bytes: 4 * 1024 * 1024,
             presence_events: true,
             presence_max_members: 1000,
+            namespaces: Namespaces::defaults_only(NamespacePolicy::default()),
         }
     }
 }
@@ -210,11 +220,12 @@ impl<T> Hub<T> {
             value,
         });
         let members = entry.members.len();
+        let announce_join = joined && self.config.announces(&project, members);
         self.index.insert(conn, (project, members - 1));
         Registered {
             members,
             joined,
-            announce_join: joined && self.config.announces(members),
+            announce_join,
         }
     }
 
@@ -245,13 +256,14 @@ impl<T> Hub<T> {
         if members == 0 {
             self.projects.remove(&project_id);
         }
+        let announce_leave = left && self.config.announces(&project_id, members + 1);
         Some(Unregistered {
             value: member.value,
             project: project_id,
             user: member.user,
             left,
             members,
-            announce_leave: left && self.config.announces(members + 1),
+            announce_leave,
         })
     }
 

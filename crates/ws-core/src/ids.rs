@@ -93,6 +93,47 @@ impl ProjectId {
         Self(id.into())
     }
 
+    /// Reads back a stream id that [`ProjectId::as_str`] gave: a project id, or a personal
+    /// stream's id exactly as [`ProjectId::personal`] writes it (upper-case `%XX` escapes
+    /// for every byte it escapes, nothing else). For ids a broker keeps (Redis keys and
+    /// channels), never for what clients send: they address their own stream as `~user`.
+    ///
+    /// ```
+    /// use ws_core::{ProjectId, UserId};
+    /// let mine = ProjectId::personal(&UserId::new("auth0|5f7c"));
+    /// assert_eq!(ProjectId::parse_stream(mine.as_str()), Some(mine));
+    /// assert_eq!(ProjectId::parse_stream("chat"), ProjectId::parse("chat").ok());
+    /// assert_eq!(ProjectId::parse_stream("~u:a|b"), None); // `|` would have been escaped
+    /// ```
+    pub fn parse_stream(s: &str) -> Option<Self> {
+        let Some(encoded) = s.strip_prefix(Self::PERSONAL_PREFIX) else {
+            return Self::parse(s).ok();
+        };
+        let mut bytes = Vec::with_capacity(encoded.len());
+        let mut rest = encoded.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'%' {
+                let hex = |i: usize| {
+                    tail.get(i)
+                        .filter(|d| d.is_ascii_digit() || (b'A'..=b'F').contains(d))
+                };
+                let (Some(hi), Some(lo)) = (hex(0), hex(1)) else {
+                    return None;
+                };
+                let digit = |d: u8| char::from(d).to_digit(16).unwrap_or(0) as u8;
+                bytes.push(digit(*hi) * 16 + digit(*lo));
+                rest = &tail[2..];
+            } else {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+        let user = UserId::new(String::from_utf8(bytes).ok()?);
+        let id = Self::personal(&user);
+        // Only the one spelling `personal` produces: no two ids for one stream.
+        (id.as_str() == s).then_some(id)
+    }
+
     /// Whether this is a user's personal stream ([`ProjectId::personal`]).
     pub fn is_personal(&self) -> bool {
         self.0.starts_with(Self::PERSONAL_PREFIX)
@@ -202,6 +243,18 @@ mod tests {
         fn personal_ids_are_injective_on_tricky_alphabets(a in "[%A4a1|@]{0,6}", b in "[%A4a1|@]{0,6}") {
             let (pa, pb) = (ProjectId::personal(&UserId::new(a.as_str())), ProjectId::personal(&UserId::new(b.as_str())));
             prop_assert_eq!(a == b, pa == pb, "{:?} {:?}", pa, pb);
+        }
+
+        /// A personal id read back from its text is the same stream; any other spelling of
+        /// `~u:…` is refused, so a broker never sees one stream under two names.
+        #[test]
+        fn personal_ids_read_back_and_only_in_their_one_spelling(a in ".{0,12}", junk in "~u:[%A4a1|@.]{0,6}") {
+            let pa = ProjectId::personal(&UserId::new(a.as_str()));
+            let read = ProjectId::parse_stream(pa.as_str());
+            prop_assert_eq!(read.as_ref(), Some(&pa));
+            if let Some(read) = ProjectId::parse_stream(&junk) {
+                prop_assert_eq!(read.as_str(), junk.as_str());
+            }
         }
     }
 }

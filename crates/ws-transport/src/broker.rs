@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::Utf8Bytes;
 use ws_core::envelope::{Payload, ServerFrame};
 use ws_core::history::{History, HistoryConfig, LostReason, Stored, decide_recovery};
+use ws_core::namespace::{NamespacePolicy, Namespaces, namespace_of};
 use ws_core::retention::{Budget, Cut, Usage};
 use ws_core::{ConnId, ProjectId, UserId};
 
@@ -306,6 +307,8 @@ pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 << 20;
 pub struct MemoryBroker {
     hub: SharedHub,
     config: HistoryConfig,
+    /// `[namespaces.<name>]` overrides of `config`'s size and ttl.
+    namespaces: Namespaces,
     budget: Budget,
     /// One caller at a time applies the budget; the others' publishes go on.
     enforcing: AtomicBool,
@@ -331,6 +334,13 @@ impl MemoryBroker {
         Self {
             hub,
             config,
+            namespaces: Namespaces::defaults_only(NamespacePolicy::new(
+                config.size,
+                config.ttl,
+                true,
+                usize::MAX,
+                true,
+            )),
             budget: Budget::new(DEFAULT_MAX_TOTAL_BYTES),
             enforcing: AtomicBool::new(false),
             shards: (0..shards.max(1))
@@ -347,6 +357,15 @@ impl MemoryBroker {
     #[must_use]
     pub fn with_budget(mut self, max_total_bytes: u64) -> Self {
         self.budget = Budget::new(max_total_bytes);
+        self
+    }
+
+    /// Keeps the history of the projects of a namespace as its `[namespaces.<name>]` table
+    /// says (`history_size`, `history_ttl`); other projects keep the broker's
+    /// [`HistoryConfig`].
+    #[must_use]
+    pub fn with_namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
         self
     }
 
@@ -465,8 +484,20 @@ impl MemoryBroker {
     ) -> &'m mut History<Utf8Bytes> {
         streams.entry(project.clone()).or_insert_with(|| {
             let epoch = format!("{}-{}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed));
-            History::new(epoch, self.config)
+            History::new(epoch, self.history_config(project))
         })
+    }
+
+    /// The retention of `project`: its namespace's size and ttl when it has a table.
+    fn history_config(&self, project: &ProjectId) -> HistoryConfig {
+        match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
+            Some(policy) => HistoryConfig {
+                size: policy.history_size,
+                ttl: policy.history_ttl,
+                max_bytes: self.config.max_bytes,
+            },
+            None => self.config,
+        }
     }
 
     fn publish_now(&self, project: &ProjectId, publication: &Publication) -> u64 {

@@ -467,6 +467,19 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
             );
             app.answer(frame.to_json(), presence);
         }
+        Event::Publish { .. }
+            if !app
+                .config
+                .namespaces
+                .policy(&app.who.project)
+                .allow_client_publish =>
+        {
+            let frame = ServerFrame::error(
+                code::PUBLISH_NOT_ALLOWED,
+                "this project's namespace does not accept publishes from clients",
+            );
+            app.answer(frame.to_json(), false);
+        }
         Event::Publish { id, data } => {
             let from = app.who.user.as_str().to_owned();
             let answer =

@@ -9,6 +9,7 @@ use ws_auth::{
 };
 use ws_broker_redis::RedisConfig;
 use ws_core::history::HistoryConfig;
+use ws_core::namespace::{NamespaceOverrides, NamespacePolicy, Namespaces};
 use ws_core::{AdmissionConfig, ClientConfig, HubConfig};
 use ws_transport::{RemoteAddr, TransportConfig};
 
@@ -30,7 +31,43 @@ impl Settings {
         config.send_queue_bytes = self.limits.send_queue_bytes;
         config.presence_events = self.presence.events;
         config.presence_max_members = self.presence.max_members_for_events;
+        config.namespaces = self.namespaces_or_defaults();
         config
+    }
+
+    /// The `[namespaces.<name>]` tables over the global settings, validated: an error names
+    /// the key at fault (`namespaces.chat.history_size`).
+    pub fn namespace_policies(&self) -> anyhow::Result<Namespaces> {
+        let defaults = NamespacePolicy::new(
+            self.history.size,
+            self.history.ttl,
+            self.presence.events,
+            self.presence.max_members_for_events,
+            self.limits.allow_client_publish,
+        );
+        let overrides = self.namespaces.iter().map(|(name, table)| {
+            let mut o = NamespaceOverrides::default();
+            o.history_size = table.history_size;
+            o.history_ttl = table.history_ttl;
+            o.presence_events = table.presence;
+            o.max_members_for_events = table.max_members_for_events;
+            o.allow_client_publish = table.allow_client_publish;
+            (name.clone(), o)
+        });
+        Namespaces::new(defaults, overrides).map_err(|e| anyhow::anyhow!("{}: {e}", e.key()))
+    }
+
+    /// [`Settings::namespace_policies`] after validation (which `load` did).
+    fn namespaces_or_defaults(&self) -> Namespaces {
+        self.namespace_policies().unwrap_or_else(|_| {
+            Namespaces::defaults_only(NamespacePolicy::new(
+                self.history.size,
+                self.history.ttl,
+                self.presence.events,
+                self.presence.max_members_for_events,
+                self.limits.allow_client_publish,
+            ))
+        })
     }
 
     /// The connection limits (`limits.max_connections*`).
@@ -49,7 +86,13 @@ impl Settings {
         client.write_timeout = self.timeouts.write;
         client.close_timeout = self.timeouts.close;
         client.max_message_bytes = self.limits.max_message_bytes;
-        client.allow_publish = self.limits.allow_client_publish;
+        // A namespace may allow what the global setting refuses: the core lets publishes
+        // through when any does, and the connection checks the project's namespace.
+        client.allow_publish = self.limits.allow_client_publish
+            || self
+                .namespaces
+                .values()
+                .any(|n| n.allow_client_publish == Some(true));
         client.publish_rate = self.limits.client_publish_rate;
         client.request_rate = self.limits.client_request_rate;
         let mut config = TransportConfig::default();
@@ -60,6 +103,7 @@ impl Settings {
         // send queue it would otherwise sit in.
         subscriptions.max_held_frames = self.limits.send_queue_frames;
         subscriptions.max_held_bytes = self.limits.send_queue_bytes;
+        config.namespaces = self.namespaces_or_defaults();
         config
     }
 
@@ -84,6 +128,7 @@ impl Settings {
         config.history.size = self.history.size;
         config.history.ttl = self.history.ttl;
         config.history.max_bytes = self.history.max_bytes;
+        config.namespaces = self.namespaces_or_defaults();
         config.max_total_bytes = self.history.max_total_bytes;
         config
     }

@@ -5,6 +5,7 @@
 //! (docs/configuration.md is generated from it), and `mapping` turns the settings into the
 //! configurations and layers of the libraries.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct Settings {
     pub broker: Broker,
     pub shutdown: Shutdown,
     pub log: Log,
+    /// `[namespaces.<name>]` (SPEC §12): overrides for the projects of one namespace (the
+    /// part of a project id before its first `:`).
+    pub namespaces: BTreeMap<String, NamespaceSettings>,
     /// The file the settings were read from, if any: relative key file paths are resolved
     /// against its directory, and SIGHUP reads it again.
     #[serde(skip)]
@@ -340,6 +344,27 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// One `[namespaces.<name>]` table: every key optional, the global value when absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceSettings {
+    /// Overrides `history.size`.
+    pub history_size: Option<usize>,
+    /// Overrides `history.ttl`.
+    #[serde(deserialize_with = "optional_duration")]
+    pub history_ttl: Option<Duration>,
+    /// Overrides `presence.events`.
+    pub presence: Option<bool>,
+    /// Overrides `presence.max_members_for_events`.
+    pub max_members_for_events: Option<usize>,
+    /// Overrides `limits.allow_client_publish`.
+    pub allow_client_publish: Option<bool>,
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
@@ -426,6 +451,7 @@ impl Settings {
                 "auth.hs256_secrets: each secret must be at least 16 bytes (32 or more recommended)"
             );
         }
+        self.namespace_policies()?;
         self.auth.validate()?;
         if self.broker.kind == BrokerKind::Redis {
             self.redis_config().validate().map_err(|e| {

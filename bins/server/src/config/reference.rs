@@ -38,6 +38,11 @@ macro_rules! key {
     };
 }
 
+/// The default of a `[namespaces.<name>]` key: the global key it overrides.
+fn global(_: &Settings, key: &str) -> String {
+    format!("({key})")
+}
+
 /// Every key, in the order of SPEC §7.
 pub fn keys() -> Vec<KeyDoc> {
     vec![
@@ -296,6 +301,31 @@ pub fn keys() -> Vec<KeyDoc> {
             |s| format!("\"{}\"", s.log.level),
             "An `EnvFilter` directive such as `info` or `wshub=debug`; `RUST_LOG` wins when set."
         ),
+        key!(
+            "namespaces.<name>.history_size",
+            |s| global(s, "history.size"),
+            "For the projects of namespace `<name>` (the part of a project id before its first `:`, SPEC §12): messages of history kept per project. Every `[namespaces.<name>]` key is optional and defaults to the global key named in the default column; a project with no `:` is in no namespace."
+        ),
+        key!(
+            "namespaces.<name>.history_ttl",
+            |s| global(s, "history.ttl"),
+            "For the projects of namespace `<name>`: how long messages (and idempotency keys) are kept."
+        ),
+        key!(
+            "namespaces.<name>.presence",
+            |s| global(s, "presence.events"),
+            "For the projects of namespace `<name>`: whether members get join/leave frames."
+        ),
+        key!(
+            "namespaces.<name>.max_members_for_events",
+            |s| global(s, "presence.max_members_for_events"),
+            "For the projects of namespace `<name>`: above this many members, no join/leave frames."
+        ),
+        key!(
+            "namespaces.<name>.allow_client_publish",
+            |s| global(s, "limits.allow_client_publish"),
+            "For the projects of namespace `<name>`: whether clients may publish over the WebSocket (refused with `publish_not_allowed` otherwise); either way the backend's HTTP API may."
+        ),
     ]
 }
 
@@ -322,7 +352,11 @@ pub fn markdown() -> String {
                 "## [{section}]\n\n| key | default | environment | what it does |\n|---|---|---|---|\n"
             );
         }
-        let env = format!("WSHUB__{}__{}", this.to_uppercase(), name.to_uppercase());
+        let env = format!(
+            "WSHUB__{}__{}",
+            this.to_uppercase(),
+            name.replace('.', "__").to_uppercase()
+        );
         let _ = writeln!(
             out,
             "| `{name}` | `{}` | `{env}` | {} |",
@@ -345,6 +379,9 @@ mod tests {
     fn accepted(section: &str) -> BTreeSet<String> {
         let toml = if section.is_empty() {
             "no_such_key_xyz = 1\n".to_owned()
+        } else if section == "namespaces" {
+            // A table of tables: the keys of one `[namespaces.<name>]`.
+            "[namespaces.x]\nno_such_key_xyz = 1\n".to_owned()
         } else {
             format!("[{section}]\nno_such_key_xyz = 1\n")
         };
@@ -381,7 +418,11 @@ mod tests {
         let mut accepted_keys = BTreeSet::new();
         for section in &sections {
             for field in accepted(section) {
-                accepted_keys.insert(format!("{section}.{field}"));
+                if *section == "namespaces" {
+                    accepted_keys.insert(format!("{section}.<name>.{field}"));
+                } else {
+                    accepted_keys.insert(format!("{section}.{field}"));
+                }
             }
         }
         assert_eq!(

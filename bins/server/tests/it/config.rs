@@ -127,3 +127,18 @@ fn missing_file_is_a_config_error() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
+
+#[test]
+fn namespace_tables_are_checked_like_the_rest() {
+    check_broken("history_size =", "history_sise = 50", "history_sise");
+    check_broken(
+        "history_size =",
+        "history_size = 0",
+        "namespaces.notify.history_size",
+    );
+    check_broken(
+        "[namespaces.notify]",
+        "[namespaces.\"no tify\"]",
+        "namespaces.no tify",
+    );
+}

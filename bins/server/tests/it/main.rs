@@ -13,6 +13,7 @@ mod hardening_startup;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod namespaces;
 mod ops;
 mod redis;
 mod redis_server;

@@ -528,3 +528,106 @@ async fn a_refresh_moves_the_deadline_and_revokes_what_the_new_token_does_not_al
     assert_eq!(recv_json(&mut ws).await["project"], "b");
     assert_eq!(ask(&mut ws, json!({"type": "ping"})).await["type"], "pong");
 }
+
+/// A node on `redis`, as `redis.rs` starts them.
+fn redis_node(redis: &crate::redis_server::Redis) -> Server {
+    Server::start(&format!(
+        "[broker]\nkind = \"redis\"\nredis_url = \"{}\"\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[shutdown]\ndrain = \"1s\"\n",
+        redis.url()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_subscriptions_and_the_personal_stream_work_across_nodes() {
+    let redis = crate::redis_server::Redis::start();
+    let (a, b) = (redis_node(&redis), redis_node(&redis));
+    let user = "alice@example.com";
+    let token = token_with(user, &["p"], None);
+    let (mut on_a, _) = connect(&a, &token, "?subscribe=p,~user").await;
+    let mut epochs = Vec::new();
+    for _ in 0..2 {
+        let subscribed = recv_json(&mut on_a).await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        epochs.push(subscribed["epoch"].as_str().unwrap().to_owned());
+    }
+    // Published on b: the project over HTTP and over v2, the user's stream by its `sub`.
+    assert_eq!(
+        api_post(&b, "/api/projects/p/messages", json!({"data": 1}))
+            .await
+            .0,
+        202
+    );
+    let (mut on_b, _) = connect(&b, &token_with("bob", &["p"], None), "").await;
+    let ack = ask(
+        &mut on_b,
+        json!({"type": "publish", "id": "x", "project": "p", "data": 2}),
+    )
+    .await;
+    assert_eq!(
+        (&ack["type"], &ack["offset"]),
+        (&json!("ack"), &json!(2)),
+        "{ack}"
+    );
+    let (status, body) = api_post(
+        &b,
+        "/api/users/alice%40example.com/messages",
+        json!({"data": "mine"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let frame = recv_json(&mut on_a).await;
+        if frame["type"] == "message" {
+            seen.push((frame["project"].clone(), frame["offset"].clone()));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!("p"), json!(1)),
+            (json!("p"), json!(2)),
+            (json!("~user"), json!(1))
+        ]
+    );
+
+    // Recovery across nodes: what was published while away is replayed on the other node.
+    drop(on_a);
+    api_post(&a, "/api/projects/p/messages", json!({"data": 3})).await;
+    api_post(
+        &a,
+        "/api/users/alice%40example.com/messages",
+        json!({"data": "again"}),
+    )
+    .await;
+    let query = format!(
+        "?subscribe=p,~user&since.p=2&epoch.p={}&since.~user=1&epoch.~user={}",
+        epochs[0], epochs[1]
+    );
+    let (mut back, _) = connect(&b, &token, &query).await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 4 {
+        let frame = recv_json(&mut back).await;
+        match frame["type"].as_str() {
+            Some("subscribed") => {
+                assert_eq!(
+                    (&frame["recovered"], &frame["missed"]),
+                    (&json!(true), &json!(1)),
+                    "{frame}"
+                );
+                replayed.push((frame["project"].clone(), json!("subscribed")));
+            }
+            Some("message") => replayed.push((frame["project"].clone(), frame["offset"].clone())),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        replayed,
+        [
+            (json!("p"), json!("subscribed")),
+            (json!("p"), json!(3)),
+            (json!("~user"), json!("subscribed")),
+            (json!("~user"), json!(2)),
+        ]
+    );
+}

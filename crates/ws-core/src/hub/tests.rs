@@ -371,3 +371,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_namespace_table_overrides_the_presence_settings_of_its_projects_only() {
+    use crate::namespace::{NamespaceOverrides, NamespacePolicy, Namespaces};
+    let quiet = NamespaceOverrides {
+        presence_events: Some(false),
+        ..NamespaceOverrides::default()
+    };
+    let small = NamespaceOverrides {
+        max_members_for_events: Some(1),
+        ..NamespaceOverrides::default()
+    };
+    let namespaces = Namespaces::new(
+        NamespacePolicy::default(),
+        [("quiet".to_owned(), quiet), ("small".to_owned(), small)],
+    )
+    .unwrap();
+    let mut hub = Hub::new(HubConfig {
+        namespaces,
+        ..HubConfig::default()
+    });
+    let mut join = |conn: u64, p: &str, user: &str| {
+        hub.register(ConnId(conn), project(p), UserId::new(user), conn)
+            .announce_join
+    };
+    // (project, announced for the first member, for the second)
+    for (i, (p, first, second)) in [
+        ("quiet:a", false, false),
+        ("small:a", true, false),
+        ("other:a", true, true),
+        ("plain", true, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let base = 10 * i as u64;
+        assert_eq!(join(base + 1, p, "u1"), first, "{p}, first member");
+        assert_eq!(join(base + 2, p, "u2"), second, "{p}, second member");
+    }
+}
