@@ -54,6 +54,8 @@ enum Route {
     /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
     /// handler answers with 404 once the key has been checked.
     Api(Option<ApiPath>),
+    /// A path whose segment cannot be read (a bad percent-encoding): `400 invalid_path`.
+    BadPath(&'static str),
     NotFound,
 }
 
@@ -77,6 +79,7 @@ impl Route {
             ["ws"] if get => Self::WebSocket(Handshake::V2),
             ["ws"] => Self::WebSocketMethod,
             ["ws", "check"] if get => Self::WebSocket(Handshake::CheckV2),
+            ["ws", "check"] => Self::WebSocketMethod,
             ["ws", "check", "projects", project] => match ProjectId::parse(project) {
                 Ok(project) if get => Self::WebSocket(Handshake::CheckV1(project)),
                 Ok(_) => Self::WebSocketMethod,
@@ -93,7 +96,8 @@ impl Route {
                 Ok(user) if !user.is_empty() => {
                     Self::Api(Some(ApiPath::personal(&UserId::new(user))))
                 }
-                _ => Self::Api(None),
+                Ok(_) => Self::BadPath("the user segment is empty"),
+                Err(message) => Self::BadPath(message),
             },
             _ => Self::NotFound,
         }
@@ -166,6 +170,7 @@ impl Handle for Routes {
                 }
                 call(self.api.clone(), req).await
             }
+            Route::BadPath(message) => json_error(StatusCode::BAD_REQUEST, "invalid_path", message),
             Route::Metrics | Route::DemoIndex | Route::DemoClient | Route::NotFound => not_found(),
         };
         if handshake {

@@ -264,11 +264,9 @@ async fn open(
         }
     };
     let opened_at = Instant::now();
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(Outbox::new(opened_at, who.remote));
     let member = Member {
         outbox: Arc::clone(&outbox),
-        connected_at: opened_at,
-        remote: who.remote,
         conn,
         v2: false,
     };

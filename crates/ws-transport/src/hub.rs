@@ -31,9 +31,8 @@ use crate::tungstenite;
 /// per-member decisions apply to subscriptions unchanged).
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
+    /// The connection's send queue (which also says when it opened and from where).
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) connected_at: Instant,
-    pub(crate) remote: Option<SocketAddr>,
     /// The connection the member belongs to: its own id for v1.
     pub(crate) conn: ConnId,
     /// A v2 subscription: its frames name their project.
@@ -181,11 +180,26 @@ impl SharedHub {
         apply_actions(&mut shard);
     }
 
-    /// Closes every member of `project` with `close`; returns how many.
+    /// Closes every member of `project` with `close`; returns how many. A v1 connection
+    /// closes; a v2 connection only loses its subscription to `project` (it is told with
+    /// `unsubscribed`, reason `closed`) and keeps its others.
     pub fn close_project(&self, project: &ProjectId, close: &Close) -> usize {
         let mut shard = self.shard(project);
         shard.close_project(project, close);
-        apply_actions(&mut shard)
+        let mut n = 0;
+        while let Some(action) = shard.poll_action() {
+            if let Action::Close { conn: key, close } = action
+                && let Some(member) = shard.member(key)
+            {
+                if member.v2 {
+                    member.outbox.end_member(key);
+                } else {
+                    member.outbox.close(close);
+                }
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Closes every connection of `user` in every project with `close`; returns how many.
@@ -258,9 +272,9 @@ impl SharedHub {
             .map(|(_, user, member)| ConnectionInfo {
                 conn: member.conn,
                 user: user.clone(),
-                age: now.saturating_duration_since(member.connected_at),
+                age: now.saturating_duration_since(member.outbox.opened_at),
                 queue: member.outbox.depth(),
-                remote: member.remote,
+                remote: member.outbox.remote,
             })
             .collect();
         list.sort_by_key(|c| std::cmp::Reverse(c.age));

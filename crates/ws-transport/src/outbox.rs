@@ -6,6 +6,7 @@
 //! overtake queued frames.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -16,11 +17,17 @@ use ws_core::{Close, ConnId};
 
 use crate::tungstenite;
 
-/// The send queue of one connection, shared between the hub and the write pump.
-#[derive(Debug, Default)]
+/// The send queue of one connection, shared between the hub and the write pump, and what
+/// operators see of the connection (kept once here, not in each of a v2 connection's hub
+/// memberships).
+#[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
     ready: Notify,
+    /// When the connection opened.
+    pub(crate) opened_at: Instant,
+    /// The peer's address, when known.
+    pub(crate) remote: Option<SocketAddr>,
 }
 
 /// The member of frames that are for their connection alone (acks, errors, answers).
@@ -84,6 +91,9 @@ struct State {
     /// A close was commanded: frames pushed since are dropped (they could never be
     /// written), so a closing connection's queue stops growing.
     closing: bool,
+    /// Hub members of this (v2) connection that the hub ended: an operator closed their
+    /// project. The connection ends those subscriptions, not itself.
+    ended: Vec<ConnId>,
     drain_at: Option<Instant>,
 }
 
@@ -97,6 +107,16 @@ pub(crate) struct Commands {
 }
 
 impl Outbox {
+    /// The empty queue of a connection opened at `opened_at` from `remote`.
+    pub(crate) fn new(opened_at: Instant, remote: Option<SocketAddr>) -> Self {
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            opened_at,
+            remote,
+        }
+    }
+
     /// Queues a frame; the depth after it lets the hub judge the consumer.
     pub(crate) fn push(&self, outgoing: Outgoing) -> QueueDepth {
         let depth = {
@@ -161,6 +181,17 @@ impl Outbox {
         self.lock().close.is_some()
     }
 
+    /// The hub ended the membership `member` of this v2 connection (its project was closed).
+    pub(crate) fn end_member(&self, member: ConnId) {
+        self.lock().ended.push(member);
+        self.ready.notify_one();
+    }
+
+    /// The memberships the hub ended since the last call.
+    pub(crate) fn take_ended(&self) -> Vec<ConnId> {
+        std::mem::take(&mut self.lock().ended)
+    }
+
     /// Wakes the write pump: frames of the connection's own (a v2 replay) wait outside the
     /// queue.
     pub(crate) fn wake(&self) {
@@ -198,7 +229,7 @@ mod tests {
 
     #[test]
     fn depth_counts_frames_and_bytes_until_taken() {
-        let outbox = Outbox::default();
+        let outbox = Outbox::new(Instant::now(), None);
         outbox.push(Outgoing::message(Some(1), None, "abc".into()));
         let depth = outbox.push(Outgoing::answer("de".into(), false));
         assert_eq!(
@@ -222,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_first_close_wins() {
-        let outbox = Outbox::default();
+        let outbox = Outbox::new(Instant::now(), None);
         assert!(!outbox.close_pending());
         outbox.close(Close::slow_consumer());
         outbox.close(Close::normal());

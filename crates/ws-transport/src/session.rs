@@ -107,8 +107,6 @@ struct State {
 struct SessionApp<'a> {
     conn: ConnId,
     user: &'a UserId,
-    remote: Option<SocketAddr>,
-    opened_at: Instant,
     hub: &'a SharedHub,
     broker: &'a dyn Broker,
     config: &'a TransportConfig,
@@ -158,6 +156,9 @@ impl pump::Application for SessionApp<'_> {
     }
 
     fn take(&self, batch: &mut SessionBatch) {
+        for key in self.outbox.take_ended() {
+            self.end_subscription(key);
+        }
         batch.commands = self.outbox.take(&mut batch.taken, self.config.batch_frames);
         if batch.commands.waiting > 0 {
             self.hub.metrics().queue_depth(batch.commands.waiting);
@@ -400,8 +401,6 @@ impl SessionApp<'_> {
             self.user,
             Member {
                 outbox: Arc::clone(self.outbox),
-                connected_at: self.opened_at,
-                remote: self.remote,
                 conn: self.conn,
                 v2: true,
             },
@@ -579,6 +578,29 @@ impl SessionApp<'_> {
         );
     }
 
+    /// The hub ended the subscription it knows as `key` (an operator closed its project):
+    /// it ends here too, with `unsubscribed` `closed`, and the connection carries on.
+    fn end_subscription(&self, key: ConnId) {
+        let project = {
+            let mut state = self.lock();
+            let Some(project) = state.projects.remove(&key) else {
+                return;
+            };
+            state.members.remove(&project);
+            state.subs.remove(&project);
+            project
+        };
+        self.leave(key, &project);
+        self.answer(
+            ServerFrame::Unsubscribed {
+                id: None,
+                project: Session::wire_name(&project),
+                reason: Some(v2::UnsubscribeReason::Closed),
+            }
+            .to_json(),
+        );
+    }
+
     /// Unregisters one subscription, and tells the project when the user's last one left.
     fn leave(&self, key: ConnId, project: &ProjectId) {
         let Some(gone) = self.hub.unsubscribe(key, project) else {
@@ -651,7 +673,7 @@ pub(crate) fn run(
             }
         };
         let opened_at = Instant::now();
-        let outbox = Arc::new(Outbox::default());
+        let outbox = Arc::new(Outbox::new(opened_at, who.remote));
         if let Err(Refused(close)) = hub.open_session(conn, &who.user, Arc::clone(&outbox)) {
             debug!(%close, "connection refused after the upgrade");
             refuse(ws, &close, &config).await;
@@ -675,13 +697,11 @@ pub(crate) fn run(
             grants,
             expires_at,
             subscribe,
-            remote,
+            remote: _,
         } = who;
         let app = SessionApp {
             conn,
             user: &user,
-            remote,
-            opened_at,
             hub: &hub,
             broker: &*broker,
             config: &config,

@@ -631,3 +631,38 @@ async fn on_redis_subscriptions_and_the_personal_stream_work_across_nodes() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_closing_a_project_ends_that_subscription_only() {
+    let server = Server::start("");
+    let (mut ws, _) = connect(
+        &server,
+        &token_with("u", &["a", "b"], None),
+        "?subscribe=a,b",
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(recv_json(&mut ws).await["type"], "subscribed");
+    }
+    let (status, body) = api_post(&server, "/api/admin/projects/a/close", json!({})).await;
+    assert_eq!((status, &body["closed"]), (200, &json!(1)), "{body}");
+    assert_eq!(
+        recv_json(&mut ws).await,
+        json!({"type": "unsubscribed", "project": "a", "reason": "closed"})
+    );
+    api_post(&server, "/api/projects/a/messages", json!({"data": "gone"})).await;
+    api_post(&server, "/api/projects/b/messages", json!({"data": "kept"})).await;
+    let next = recv_json(&mut ws).await;
+    assert_eq!(
+        (&next["project"], &next["data"]),
+        (&json!("b"), &json!("kept")),
+        "{next}"
+    );
+    // The personal-stream route refuses a segment it cannot decode, like the admin routes.
+    let (status, body) = api_post(&server, "/api/users/a%zz/messages", json!({"data": 1})).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_path")),
+        "{body}"
+    );
+}

@@ -18,6 +18,9 @@ use crate::ids::ProjectId;
 pub enum UnsubscribeReason {
     /// A refreshed token no longer grants the project.
     Forbidden,
+    /// An operator closed the project (the admin API): the connection and its other
+    /// subscriptions carry on.
+    Closed,
 }
 
 /// The `event` of a `presence` frame.
