@@ -20,11 +20,16 @@ export const API_KEY = 'e2e-test-api-key';
 
 const b64url = (value) => Buffer.from(value).toString('base64url');
 
-/** An HS256 JWT for `sub`, granting `projects`, valid for `ttlSeconds`. */
-export function mintToken(sub, projects, ttlSeconds = 3600) {
+/**
+ * An HS256 JWT for `sub`, granting `projects`, valid for `ttlSeconds`; `claims` adds or
+ * overrides claims (`{ caps: {...} }`, `{ personal: false }`).
+ */
+export function mintToken(sub, projects, ttlSeconds = 3600, claims = {}) {
   const now = Math.floor(Date.now() / 1000);
   const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const payload = b64url(JSON.stringify({ sub, projects, iat: now, nbf: now - 1, exp: now + ttlSeconds }));
+  const payload = b64url(
+    JSON.stringify({ sub, projects, iat: now, nbf: now - 1, exp: now + ttlSeconds, ...claims }),
+  );
   const signature = createHmac('sha256', SECRET).update(`${header}.${payload}`).digest('base64url');
   return `${header}.${payload}.${signature}`;
 }
