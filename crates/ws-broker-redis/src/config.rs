@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::RedisError;
 use ws_core::ProjectId;
 use ws_core::history::HistoryConfig;
-use ws_core::namespace::{NamespacePolicy, Namespaces, namespace_of};
+use ws_core::namespace::{NamespacePolicy, Namespaces};
 
 /// How the broker reaches Redis and what it keeps there.
 #[derive(Clone)]
@@ -56,23 +56,12 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// The longest any project keeps history: the global ttl or a namespace's longer one.
     pub(crate) fn longest_history_ttl(&self) -> Duration {
-        self.namespaces
-            .names()
-            .filter_map(|n| self.namespaces.get(n))
-            .map(|p| p.history_ttl)
-            .fold(self.history.ttl, Duration::max)
+        self.namespaces.longest_history_ttl(self.history.ttl)
     }
 
     /// The retention of `project`: its namespace's size and ttl when it has a table.
     pub(crate) fn history_for(&self, project: &ProjectId) -> HistoryConfig {
-        match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
-            Some(policy) => HistoryConfig {
-                size: policy.history_size,
-                ttl: policy.history_ttl,
-                max_bytes: self.history.max_bytes,
-            },
-            None => self.history,
-        }
+        self.namespaces.history_config(project, self.history)
     }
 }
 

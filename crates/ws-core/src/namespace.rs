@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use crate::history::HistoryConfig;
 use crate::ids::ProjectId;
 
 /// The settings that apply to one project, after its namespace's overrides.
@@ -217,6 +218,27 @@ impl Namespaces {
     /// The configured namespaces, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.policies.keys().map(|name| &**name)
+    }
+
+    /// The retention of `project`: `base` (the global `[history]`) with the size and ttl of
+    /// its namespace's table, when it has one. One rule for every broker.
+    pub fn history_config(&self, project: &ProjectId, base: HistoryConfig) -> HistoryConfig {
+        match namespace_of(project).and_then(|name| self.get(name)) {
+            Some(policy) => HistoryConfig {
+                size: policy.history_size,
+                ttl: policy.history_ttl,
+                max_bytes: base.max_bytes,
+            },
+            None => base,
+        }
+    }
+
+    /// The longest any project keeps history: `base`'s ttl or a namespace's longer one.
+    pub fn longest_history_ttl(&self, base: Duration) -> Duration {
+        self.names()
+            .filter_map(|name| self.get(name))
+            .map(|policy| policy.history_ttl)
+            .fold(base, Duration::max)
     }
 
     /// The policy of `project`: its namespace's, or the defaults when it is in none or in

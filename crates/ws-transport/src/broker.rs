@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::Utf8Bytes;
 use ws_core::envelope::{Payload, ServerFrame};
 use ws_core::history::{History, HistoryConfig, LostReason, Stored, decide_recovery};
-use ws_core::namespace::{NamespacePolicy, Namespaces, namespace_of};
+use ws_core::namespace::{NamespacePolicy, Namespaces};
 use ws_core::retention::{Budget, Cut, Usage};
 use ws_core::{ConnId, ProjectId, UserId};
 
@@ -490,14 +490,7 @@ impl MemoryBroker {
 
     /// The retention of `project`: its namespace's size and ttl when it has a table.
     fn history_config(&self, project: &ProjectId) -> HistoryConfig {
-        match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
-            Some(policy) => HistoryConfig {
-                size: policy.history_size,
-                ttl: policy.history_ttl,
-                max_bytes: self.config.max_bytes,
-            },
-            None => self.config,
-        }
+        self.namespaces.history_config(project, self.config)
     }
 
     fn publish_now(&self, project: &ProjectId, publication: &Publication) -> u64 {

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +18,7 @@ use futures_util::SinkExt;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 use tungstenite::{Message, Utf8Bytes};
-use ws_core::client::{Closed, Event, Initiator};
+use ws_core::client::Event;
 use ws_core::envelope::{ServerFrame, code};
 use ws_core::history::Watermark;
 use ws_core::{Client, ClientConfig, Close, CloseCode, ConnId, Operation, Ops, ProjectId, UserId};
@@ -27,10 +26,10 @@ use ws_core::{Client, ClientConfig, Close, CloseCode, ConnId, Operation, Ops, Pr
 use crate::broker::{Broker, Position, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
-use crate::metrics::CloseSide;
 use crate::outbox::{Commands, Outbox, Outgoing};
 use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use crate::pump;
+use crate::traffic::{Traffic, Written};
 use crate::tungstenite;
 
 /// Who the connection belongs to, decided before the upgrade.
@@ -65,8 +64,7 @@ struct HubApp<'a> {
     /// The highest offset written: live copies of replayed messages are skipped.
     delivered: Mutex<Watermark>,
     /// Text frames received and frames written, for the end-of-connection log line.
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
+    traffic: Traffic,
 }
 
 /// The write pump's batch: frames taken from the outbox and the commands taken with them.
@@ -76,21 +74,12 @@ struct HubBatch {
     commands: Commands,
 }
 
-/// What one write carried, for the metrics.
-struct HubWritten {
-    bytes: usize,
-    /// The oldest message of the batch stands for the batch in the latency histogram:
-    /// one observation per write, not per frame, keeps the hot path free of contention.
-    oldest: Option<Instant>,
-}
-
 impl pump::Application for HubApp<'_> {
     type Batch = HubBatch;
-    type Written = HubWritten;
+    type Written = Written;
 
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
-        self.hub.metrics().message_in(text.len());
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
     }
 
@@ -133,7 +122,7 @@ impl pump::Application for HubApp<'_> {
         }
     }
 
-    fn emit(&self, batch: &mut HubBatch, out: &mut Vec<Message>) -> HubWritten {
+    fn emit(&self, batch: &mut HubBatch, out: &mut Vec<Message>) -> Written {
         {
             // Live copies of messages the replay already wrote are dropped here.
             let mut delivered = self
@@ -147,17 +136,11 @@ impl pump::Application for HubApp<'_> {
         let oldest = batch.frames.iter().find_map(|o| o.accepted);
         let bytes = batch.frames.iter().map(|o| o.frame.len()).sum();
         out.extend(batch.frames.drain(..).map(|o| Message::Text(o.frame)));
-        HubWritten { bytes, oldest }
+        Written { bytes, oldest }
     }
 
-    fn written(&self, written: HubWritten, frames: usize) {
-        let metrics = self.hub.metrics();
-        metrics.messages_out(frames, written.bytes);
-        self.messages_out
-            .fetch_add(frames as u64, Ordering::Relaxed);
-        if let Some(accepted) = written.oldest {
-            metrics.fanout_latency(accepted.elapsed());
-        }
+    fn written(&self, written: Written, frames: usize) {
+        self.traffic.wrote(self.hub, written, frames);
     }
 
     fn has_frames(&self) -> bool {
@@ -208,25 +191,14 @@ pub(crate) fn run(
             config: &config,
             outbox: &outbox,
             delivered: Mutex::new(Watermark::new(delivered)),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
+            traffic: Traffic::default(),
         };
         let pump::Ended { closed, socket } =
             pump::run(ws, &app, new_client(&config, &who), config.linger).await;
         leave(&hub, conn, &who);
-        hub.metrics().close(
-            closed.code,
-            match closed.initiator {
-                Initiator::Local => CloseSide::Server,
-                Initiator::Remote => CloseSide::Client,
-            },
-        );
-        log_closed(
-            &closed,
-            opened_at.elapsed(),
-            app.messages_in.load(Ordering::Relaxed),
-            app.messages_out.load(Ordering::Relaxed) + 1 + missed,
-        );
+        // The welcome and the replay went out before the pumps.
+        app.traffic
+            .closed(&hub, &closed, opened_at.elapsed(), 1 + missed);
         // Our close frame went out while the peer may still be sending: give it time to read.
         if let Some(ws) = socket {
             pump::linger(ws, config.linger).await;
@@ -532,36 +504,5 @@ impl HubApp<'_> {
             .outbox
             .push(Outgoing::answer(frame.into(), presence_answer));
         self.hub.judge(self.conn, &self.who.project, depth);
-    }
-}
-
-/// The one line every connection ends with.
-pub(crate) fn log_closed(closed: &Closed, duration: Duration, messages_in: u64, messages_out: u64) {
-    let who = match closed.initiator {
-        Initiator::Local => "server",
-        Initiator::Remote => "client",
-    };
-    let duration_ms = duration.as_millis() as u64;
-    if closed.is_normal() {
-        debug!(
-            code = closed.code.as_u16(),
-            reason = %closed.reason,
-            by = who,
-            duration_ms,
-            messages_in,
-            messages_out,
-            "connection closed"
-        );
-    } else {
-        warn!(
-            code = closed.code.as_u16(),
-            reason = %closed.reason,
-            by = who,
-            clean = closed.clean,
-            duration_ms,
-            messages_in,
-            messages_out,
-            "connection closed abnormally"
-        );
     }
 }

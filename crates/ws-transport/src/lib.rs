@@ -66,6 +66,7 @@ mod serve;
 mod session;
 mod socket;
 mod tls;
+mod traffic;
 mod upgrade;
 
 pub use broker::{Broker, MemoryBroker};

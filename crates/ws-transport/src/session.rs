@@ -23,14 +23,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tracing::debug;
 use tungstenite::{Message, Utf8Bytes};
-use ws_core::client::{Event, Initiator, Protocol};
+use ws_core::client::{Event, Protocol};
 use ws_core::envelope::code;
 use ws_core::envelope::v2::{self, Recover, Request, ServerFrame, Target, with_project};
 use ws_core::grants::Operation;
@@ -41,13 +40,13 @@ use ws_core::{Client, Close, ConnId, Grants, ProjectId, Session, Subscriptions, 
 
 use crate::broker::{Broker, Position};
 use crate::config::TransportConfig;
-use crate::connection::{deadline, log_closed, new_client_until, presence_frame, refuse};
+use crate::connection::{deadline, new_client_until, presence_frame, refuse};
 use crate::hub::{Member, Refused, SharedHub};
-use crate::metrics::CloseSide;
 use crate::outbox::{Commands, NO_MEMBER, Outbox, Outgoing};
 use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use crate::pump;
 use crate::socket::PendingUpgrade;
+use crate::traffic::{Traffic, Written};
 use crate::tungstenite;
 
 /// Who a v2 connection belongs to and what it asked for, decided before the upgrade.
@@ -114,8 +113,7 @@ struct SessionApp<'a> {
     reauthorize: Option<&'a dyn Reauthorize>,
     outbox: &'a Arc<Outbox>,
     state: Mutex<State>,
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
+    traffic: Traffic,
 }
 
 /// The write pump's batch.
@@ -128,19 +126,12 @@ struct SessionBatch {
     oldest: Option<Instant>,
 }
 
-/// What one write carried, for the metrics.
-struct SessionWritten {
-    bytes: usize,
-    oldest: Option<Instant>,
-}
-
 impl pump::Application for SessionApp<'_> {
     type Batch = SessionBatch;
-    type Written = SessionWritten;
+    type Written = Written;
 
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
-        self.hub.metrics().message_in(text.len());
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
     }
 
@@ -216,23 +207,17 @@ impl pump::Application for SessionApp<'_> {
         }
     }
 
-    fn emit(&self, batch: &mut SessionBatch, out: &mut Vec<Message>) -> SessionWritten {
+    fn emit(&self, batch: &mut SessionBatch, out: &mut Vec<Message>) -> Written {
         let bytes = batch.frames.iter().map(|f| f.len()).sum();
         out.extend(batch.frames.drain(..).map(Message::Text));
-        SessionWritten {
+        Written {
             bytes,
             oldest: batch.oldest.take(),
         }
     }
 
-    fn written(&self, written: SessionWritten, frames: usize) {
-        let metrics = self.hub.metrics();
-        metrics.messages_out(frames, written.bytes);
-        self.messages_out
-            .fetch_add(frames as u64, Ordering::Relaxed);
-        if let Some(accepted) = written.oldest {
-            metrics.fanout_latency(accepted.elapsed());
-        }
+    fn written(&self, written: Written, frames: usize) {
+        self.traffic.wrote(self.hub, written, frames);
     }
 
     fn has_frames(&self) -> bool {
@@ -716,8 +701,7 @@ pub(crate) fn run(
                 pending: Vec::new(),
                 expiry: None,
             }),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
+            traffic: Traffic::default(),
         };
         for (target, recovery) in &subscribe {
             app.subscribe(None, target, recovery).await;
@@ -733,19 +717,8 @@ pub(crate) fn run(
             app.leave(*key, project);
         }
         hub.close_session(conn);
-        hub.metrics().close(
-            closed.code,
-            match closed.initiator {
-                Initiator::Local => CloseSide::Server,
-                Initiator::Remote => CloseSide::Client,
-            },
-        );
-        log_closed(
-            &closed,
-            opened_at.elapsed(),
-            app.messages_in.load(Ordering::Relaxed),
-            app.messages_out.load(Ordering::Relaxed) + 1,
-        );
+        // The welcome went out before the pumps.
+        app.traffic.closed(&hub, &closed, opened_at.elapsed(), 1);
         if let Some(ws) = socket {
             pump::linger(ws, config.linger).await;
         }

@@ -14,7 +14,7 @@ use crate::config::TransportConfig;
 use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
 use crate::session::{self, AdmittedSession, Reauthorize};
-use crate::socket;
+use crate::socket::{self, PendingUpgrade};
 
 /// The subprotocol wshub answers when a client offers it (defined with the frames).
 pub use ws_core::envelope::{SUBPROTOCOL, SUBPROTOCOL_V2};
@@ -107,19 +107,10 @@ impl Upgrader {
     /// client offered [`SUBPROTOCOL`], it is answered (browsers fail the handshake
     /// otherwise); nothing else offered is ever echoed, the token it may carry least of all.
     pub fn upgrade<B>(&self, mut req: Request<B>, who: Admitted) -> Response<Full<Bytes>> {
-        let offered = offers(req.headers(), SUBPROTOCOL);
-        let (mut response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
-            Ok(ok) => ok,
-            Err(e) => {
-                return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
-            }
+        let (response, websocket) = match self.switch(&mut req, SUBPROTOCOL) {
+            Ok(switched) => switched,
+            Err(refusal) => return refusal,
         };
-        if offered {
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(SUBPROTOCOL),
-            );
-        }
         let conn = self.hub.next_conn();
         let span =
             tracing::info_span!("conn", conn = conn.0, user = %who.user, project = %who.project);
@@ -145,19 +136,10 @@ impl Upgrader {
         mut req: Request<B>,
         who: AdmittedSession,
     ) -> Response<Full<Bytes>> {
-        let offered = offers(req.headers(), SUBPROTOCOL_V2);
-        let (mut response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
-            Ok(ok) => ok,
-            Err(e) => {
-                return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());
-            }
+        let (response, websocket) = match self.switch(&mut req, SUBPROTOCOL_V2) {
+            Ok(switched) => switched,
+            Err(refusal) => return refusal,
         };
-        if offered {
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(SUBPROTOCOL_V2),
-            );
-        }
         let conn = self.hub.next_conn();
         let span = tracing::info_span!("conn", conn = conn.0, user = %who.user, protocol = 2);
         self.tracker.spawn(
@@ -175,6 +157,26 @@ impl Upgrader {
         response
     }
 
+    /// The 101 answer to `req`, answering `protocol` when the client offered it, and the
+    /// socket it will become; or the `400` of an upgrade that cannot be made.
+    #[allow(clippy::result_large_err, reason = "the error is the response to send")]
+    fn switch<B>(
+        &self,
+        req: &mut Request<B>,
+        protocol: &'static str,
+    ) -> Result<(Answer, PendingUpgrade), Answer> {
+        let offered = offers(req.headers(), protocol);
+        let (mut response, websocket) = socket::upgrade(req, self.config.websocket())
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()))?;
+        if offered {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(protocol),
+            );
+        }
+        Ok((response, websocket))
+    }
+
     /// The hub connections are registered in.
     pub fn hub(&self) -> &SharedHub {
         &self.hub
@@ -190,6 +192,9 @@ impl Upgrader {
         &self.tracker
     }
 }
+
+/// A plain HTTP answer of the upgrade: the 101, or a refusal.
+type Answer = Response<Full<Bytes>>;
 
 /// Whether the `Sec-WebSocket-Protocol` headers list `protocol`.
 fn offers(headers: &http::HeaderMap, protocol: &str) -> bool {

@@ -2,28 +2,10 @@
 //! and client publishing for its projects only, on both endpoints.
 
 use futures_util::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
-
-async fn api(server: &Server, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let key = format!("Bearer {API_KEY}");
-    let (status, _, body) = http(
-        method,
-        &server.http(path),
-        &[
-            ("authorization", &key),
-            ("content-type", "application/json"),
-        ],
-        &body.to_string(),
-    )
-    .await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_table_applies_to_its_projects_only() {
@@ -34,12 +16,17 @@ async fn a_namespace_table_applies_to_its_projects_only() {
     for project in ["chat:1", "lobby", "chat"] {
         for i in 0..3 {
             let path = format!("/api/projects/{project}/messages");
-            assert_eq!(api(&server, "POST", &path, json!({"data": i})).await.0, 202);
+            assert_eq!(
+                api(&server, "POST", &path, &json!({"data": i}).to_string())
+                    .await
+                    .0,
+                202
+            );
         }
     }
     for (project, kept) in [("chat:1", 2), ("lobby", 3), ("chat", 3)] {
         let path = format!("/api/projects/{project}/messages?since=0");
-        let (status, body) = api(&server, "GET", &path, Value::Null).await;
+        let (status, body) = api(&server, "GET", &path, "").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body["messages"].as_array().unwrap().len(),
@@ -54,7 +41,13 @@ async fn a_namespace_table_applies_to_its_projects_only() {
         let (mut a, _) = join(&server, project, "a").await;
         let (_b, _) = join(&server, project, "b").await;
         let path = format!("/api/projects/{project}/messages");
-        api(&server, "POST", &path, json!({"data": "after b"})).await;
+        api(
+            &server,
+            "POST",
+            &path,
+            &json!({"data": "after b"}).to_string(),
+        )
+        .await;
         let first = recv_json(&mut a).await;
         assert_eq!(
             first["type"] == "presence",

@@ -50,24 +50,6 @@ async fn wait_ready(server: &Server, status: u16, within: Duration) -> Duration 
     }
 }
 
-async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let key = format!("Bearer {API_KEY}");
-    let (status, _, body) = http(
-        method,
-        &server.http(path),
-        &[
-            ("authorization", &key),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
-
 async fn publish_http(server: &Server, project: &str, data: Value) -> (u16, Value) {
     api(
         server,

@@ -8,24 +8,6 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use crate::redis_server::Redis;
 
-async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let key = format!("Bearer {API_KEY}");
-    let (status, _, body) = http(
-        method,
-        &server.http(path),
-        &[
-            ("authorization", &key),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
-
 /// Publishes a message of about `bytes` bytes to `project` over HTTP; returns its offset.
 async fn publish_sized(server: &Server, project: &str, bytes: usize) -> u64 {
     let body = json!({ "data": { "pad": "x".repeat(bytes) } }).to_string();

@@ -58,21 +58,7 @@ async fn ask(ws: &mut Ws, frame: Value) -> Value {
 }
 
 async fn api_post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let key = format!("Bearer {API_KEY}");
-    let (status, _, body) = http(
-        "POST",
-        &server.http(path),
-        &[
-            ("authorization", &key),
-            ("content-type", "application/json"),
-        ],
-        &body.to_string(),
-    )
-    .await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
+    api(server, "POST", path, &body.to_string()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,28 +234,11 @@ impl<'a> ServerFrame<'a> {
 /// );
 /// ```
 pub fn message_frame_from_v1(project: &str, v1_frame: &str) -> String {
-    const PREFIX: &str = r#"{"type":"message","#;
     debug_assert!(
-        project == PERSONAL || ProjectId::parse(project).is_ok(),
-        "{project:?} would need escaping"
-    );
-    debug_assert!(
-        v1_frame.starts_with(PREFIX),
+        v1_frame.starts_with(r#"{"type":"message","#),
         "not a v1 message frame: {v1_frame}"
     );
-    let (head, rest) = match v1_frame.strip_prefix(PREFIX) {
-        Some(rest) => (PREFIX, rest),
-        // Not as serialised (a debug build stops above): an object still becomes valid
-        // JSON, with the project first.
-        None => ("{", v1_frame.strip_prefix('{').unwrap_or(v1_frame)),
-    };
-    let mut frame = String::with_capacity(v1_frame.len() + project.len() + 13);
-    frame.push_str(head);
-    frame.push_str(r#""project":""#);
-    frame.push_str(project);
-    frame.push_str("\",");
-    frame.push_str(rest);
-    frame
+    with_project(project, v1_frame)
 }
 
 /// The v2 form of any v1 frame the server fans out (`message`, presence `join`/`leave`):
