@@ -7,9 +7,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use ws_core::envelope::Payload;
-use ws_core::{ProjectId, UserId};
-use ws_transport::broker::{BrokerError, StoredMessage};
+use ws_core::envelope::{Payload, code};
+use ws_core::{IdempotencyKey, ProjectId, UserId};
+use ws_transport::broker::{BrokerError, HistoryQuery, Publication, Published, StoredMessage};
 use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
 use ws_transport::{Broker, SharedHub, json_error};
 
@@ -22,7 +22,8 @@ const ENVELOPE_SLACK: usize = 1024;
 /// resource of the API, passed on as a request extension through the `ApiKey` layer.
 #[derive(Clone, Debug)]
 pub(crate) struct ApiPath {
-    project: ProjectId,
+    /// `None` for the batch, whose items name their projects.
+    project: Option<ProjectId>,
     resource: Resource,
 }
 
@@ -32,6 +33,8 @@ enum Resource {
     Presence,
     /// `POST /api/users/{sub}/messages`: the user's personal stream (SPEC §11).
     UserMessages,
+    /// `POST /api/messages`: a batch of publishes to any projects (SPEC §13).
+    Batch,
 }
 
 impl ApiPath {
@@ -43,14 +46,25 @@ impl ApiPath {
             ["presence"] => Resource::Presence,
             _ => return None,
         };
-        Some(Self { project, resource })
+        Some(Self {
+            project: Some(project),
+            resource,
+        })
+    }
+
+    /// `/api/messages`: the batch publish.
+    pub(crate) fn batch() -> Self {
+        Self {
+            project: None,
+            resource: Resource::Batch,
+        }
     }
 
     /// `/api/users/{sub}/messages`: the personal stream of `user` (SPEC §11), which only the
     /// backend writes to.
     pub(crate) fn personal(user: &UserId) -> Self {
         Self {
-            project: ProjectId::personal(user),
+            project: Some(ProjectId::personal(user)),
             resource: Resource::UserMessages,
         }
     }
@@ -79,6 +93,12 @@ impl Handle for ApiHandler {
         let Some(ApiPath { project, resource }) = req.extensions().get::<ApiPath>().cloned() else {
             return not_found();
         };
+        let project = match (project, resource) {
+            (_, Resource::Batch) if req.method() == Method::POST => return self.batch(req).await,
+            (_, Resource::Batch) => return method_not_allowed("POST", "a batch takes POST"),
+            (Some(project), _) => project,
+            (None, _) => return not_found(),
+        };
         match (req.method(), resource) {
             (&Method::POST, Resource::Messages | Resource::UserMessages) => {
                 self.publish(&project, req).await
@@ -102,54 +122,157 @@ impl Handle for ApiHandler {
 
 impl ApiHandler {
     async fn publish(&self, project: &ProjectId, req: Request<Incoming>) -> Response<Body> {
-        let limit = self.max_message_bytes + ENVELOPE_SLACK;
-        let body = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return too_large(self.max_message_bytes);
-            }
-            Err(e) => {
+        let header_key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(key)) => Some(key.to_owned()),
+            Some(Err(_)) => {
                 return json_error(
                     StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    &format!("could not read the body: {e}"),
+                    code::INVALID_KEY,
+                    "the Idempotency-Key header must be visible ASCII",
                 );
             }
         };
-        let request = match parse_publish(&body) {
+        let limit = self.max_message_bytes + ENVELOPE_SLACK;
+        let body = match read_body(req, limit).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return too_large(self.max_message_bytes),
+            Err(BodyError::Unreadable(message)) => {
+                return json_error(StatusCode::BAD_REQUEST, "bad_body", &message);
+            }
+        };
+        let mut request = match parse_publish(&body) {
             Ok(request) => request,
             Err(message) => return json_error(StatusCode::BAD_REQUEST, "invalid_body", &message),
         };
-        if request.data.get().len() > self.max_message_bytes {
-            return too_large(self.max_message_bytes);
-        }
-        let from = request.from.unwrap_or_else(|| "api".to_owned());
-        let data = Payload::new(request.data);
-        match publish(&self.hub, &*self.broker, project, from, data, None).await {
-            Ok(offset) => json(StatusCode::ACCEPTED, &format!(r#"{{"offset":{offset}}}"#)),
+        request.key = match (request.key.take(), header_key) {
+            (Some(body), Some(header)) if body != header => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_KEY,
+                    "the body's `key` and the Idempotency-Key header differ: send one",
+                );
+            }
+            (body, header) => body.or(header),
+        };
+        let publication = match self.publication(request) {
+            Ok(publication) => publication,
+            Err(refused) => return refused.response(self.max_message_bytes),
+        };
+        match publish(&self.hub, &*self.broker, project, publication).await {
+            Ok(published) => json(StatusCode::ACCEPTED, &published_json(published)),
             Err(e) => unavailable(&e),
         }
     }
 
-    async fn history(&self, project: &ProjectId, query: Option<&str>) -> Response<Body> {
-        let since = match query
-            .unwrap_or("")
-            .split('&')
-            .find_map(|p| p.strip_prefix("since="))
-        {
-            None => 0,
-            Some(v) => match v.parse::<u64>() {
-                Ok(since) => since,
-                Err(_) => {
-                    return json_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_query",
-                        "since must be an offset (an unsigned integer)",
-                    );
-                }
-            },
+    /// A checked publish request as the broker takes it.
+    fn publication(&self, request: PublishRequest) -> Result<Publication, Refused> {
+        if request.data.get().len() > self.max_message_bytes {
+            return Err(Refused::TooLarge);
+        }
+        let key = match request.key.as_deref().map(IdempotencyKey::parse) {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(e)) => return Err(Refused::Key(e.to_string())),
         };
-        match self.broker.history(project, since).await {
+        let from = request.from.unwrap_or_else(|| "api".to_owned());
+        let mut publication = Publication::new(from, Payload::new(request.data));
+        publication.key = key;
+        publication.ephemeral = request.ephemeral.unwrap_or(false);
+        Ok(publication)
+    }
+
+    /// `POST /api/messages`: every item published in the batch's order (so each project's
+    /// items keep it), each answered in its place; a bad item is reported and skipped.
+    async fn batch(&self, req: Request<Incoming>) -> Response<Body> {
+        let limit = MAX_BATCH * (self.max_message_bytes + ENVELOPE_SLACK);
+        let body = match read_body(req, limit).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    &format!(
+                        "a batch may hold at most {MAX_BATCH} messages of at most {} bytes each",
+                        self.max_message_bytes
+                    ),
+                );
+            }
+            Err(BodyError::Unreadable(message)) => {
+                return json_error(StatusCode::BAD_REQUEST, "bad_body", &message);
+            }
+        };
+        let batch: BatchRequest<'_> = match serde_json::from_slice(&body) {
+            Ok(batch) => batch,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    &format!("invalid JSON body: {e}"),
+                );
+            }
+        };
+        if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &format!(
+                    "`messages` must hold 1 to {MAX_BATCH} messages, got {}",
+                    batch.messages.len()
+                ),
+            );
+        }
+        let mut results = Vec::with_capacity(batch.messages.len());
+        for item in batch.messages {
+            let result = match self.batch_item(item.get()) {
+                Ok((project, publication)) => {
+                    match publish(&self.hub, &*self.broker, &project, publication).await {
+                        Ok(published) => published_json(published),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "batch item not published");
+                            item_error("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE)
+                        }
+                    }
+                }
+                Err(refused) => {
+                    let (code, message) = refused.code_message(self.max_message_bytes);
+                    item_error(code, &message)
+                }
+            };
+            results.push(result);
+        }
+        json(
+            StatusCode::OK,
+            &format!(r#"{{"results":[{}]}}"#, results.join(",")),
+        )
+    }
+
+    fn batch_item(&self, item: &str) -> Result<(ProjectId, Publication), Refused> {
+        let item: BatchItem =
+            serde_json::from_str(item).map_err(|e| Refused::Body(format!("invalid item: {e}")))?;
+        let project =
+            ProjectId::parse(&item.project).map_err(|e| Refused::Project(e.to_string()))?;
+        let Some(data) = item.data else {
+            return Err(Refused::Body("missing field `data`".to_owned()));
+        };
+        let request = check_publish(PublishRequest {
+            data,
+            from: item.from,
+            key: item.key,
+            ephemeral: item.ephemeral,
+        })
+        .map_err(Refused::Body)?;
+        Ok((project, self.publication(request)?))
+    }
+
+    async fn history(&self, project: &ProjectId, query: Option<&str>) -> Response<Body> {
+        let query = match parse_history_query(query.unwrap_or("")) {
+            Ok(query) => query,
+            Err(message) => {
+                return json_error(StatusCode::BAD_REQUEST, "invalid_query", message);
+            }
+        };
+        match self.broker.history(project, query).await {
             Ok(page) => {
                 // The retained frames are JSON already: embed them, never re-encode.
                 let messages = join_frames(&page.messages);
@@ -183,17 +306,79 @@ impl ApiHandler {
     }
 }
 
-/// `{"data": <json>, "from"?: string}`.
+/// The most items of a `POST /api/messages`.
+const MAX_BATCH: usize = 100;
+
+/// `{"data": <json>, "from"?: string, "key"?: string, "ephemeral"?: bool}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
     data: Box<RawValue>,
     from: Option<String>,
+    key: Option<String>,
+    ephemeral: Option<bool>,
+}
+
+/// `{"messages": [item, …]}`, each item read on its own so that a bad one spoils nothing
+/// else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+}
+
+/// `{"project": p, "data": <json>, "from"?, "key"?, "ephemeral"?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    project: String,
+    data: Option<Box<RawValue>>,
+    from: Option<String>,
+    key: Option<String>,
+    ephemeral: Option<bool>,
+}
+
+/// Why one publish of the API is refused.
+#[derive(Debug)]
+enum Refused {
+    /// `invalid_body`.
+    Body(String),
+    /// `invalid_project`.
+    Project(String),
+    /// `invalid_key`.
+    Key(String),
+    /// `too_large`.
+    TooLarge,
+}
+
+impl Refused {
+    fn code_message(self, max: usize) -> (&'static str, String) {
+        match self {
+            Self::Body(m) => ("invalid_body", m),
+            Self::Project(m) => (code::INVALID_PROJECT, m),
+            Self::Key(m) => (code::INVALID_KEY, m),
+            Self::TooLarge => ("too_large", too_large_message(max)),
+        }
+    }
+
+    fn response(self, max: usize) -> Response<Body> {
+        let status = match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let (code, message) = self.code_message(max);
+        json_error(status, code, &message)
+    }
 }
 
 fn parse_publish(body: &[u8]) -> Result<PublishRequest, String> {
     let request: PublishRequest =
         serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    check_publish(request)
+}
+
+fn check_publish(request: PublishRequest) -> Result<PublishRequest, String> {
     if request.data.get() == "null" {
         return Err("`data` must not be null".to_owned());
     }
@@ -203,6 +388,67 @@ fn parse_publish(body: &[u8]) -> Result<PublishRequest, String> {
         return Err("`from` must be 1 to 128 characters".to_owned());
     }
     Ok(request)
+}
+
+/// `since=n&limit=k&reverse=true`: `limit` 1 to 1000 (none: everything after `since`, the
+/// v1 answer), `reverse` `true` or `false`.
+fn parse_history_query(query: &str) -> Result<HistoryQuery, &'static str> {
+    let mut parsed = HistoryQuery::since(0);
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("since=") {
+            parsed.since = v
+                .parse()
+                .map_err(|_| "since must be an offset (an unsigned integer)")?;
+        } else if let Some(v) = pair.strip_prefix("limit=") {
+            match v.parse::<u32>() {
+                Ok(limit) if (1..=HistoryQuery::MAX_LIMIT).contains(&limit) => {
+                    parsed.limit = Some(limit);
+                }
+                _ => return Err("limit must be 1 to 1000"),
+            }
+        } else if let Some(v) = pair.strip_prefix("reverse=") {
+            parsed.reverse = match v {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err("reverse must be true or false"),
+            };
+        }
+    }
+    Ok(parsed)
+}
+
+/// `{"offset":n}`, `{"offset":n,"duplicate":true}`, or `{}` for an ephemeral publish.
+fn published_json(published: Published) -> String {
+    match published {
+        Published {
+            offset: Some(offset),
+            duplicate: false,
+        } => format!(r#"{{"offset":{offset}}}"#),
+        Published {
+            offset: Some(offset),
+            duplicate: true,
+        } => format!(r#"{{"offset":{offset},"duplicate":true}}"#),
+        Published { offset: None, .. } => "{}".to_owned(),
+    }
+}
+
+fn item_error(code: &str, message: &str) -> String {
+    serde_json::json!({ "error": code, "message": message }).to_string()
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Unreadable(format!(
+            "could not read the body: {e}"
+        ))),
+    }
 }
 
 fn join_frames(messages: &[StoredMessage]) -> String {
@@ -220,8 +466,12 @@ fn too_large(max: usize) -> Response<Body> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        &format!("`data` may hold at most {max} bytes (limits.max_message_bytes)"),
+        &too_large_message(max),
     )
+}
+
+fn too_large_message(max: usize) -> String {
+    format!("`data` may hold at most {max} bytes (limits.max_message_bytes)")
 }
 
 /// A failed broker call: the caller learns to retry; the broker's own error (a Redis error
@@ -237,7 +487,29 @@ fn unavailable(e: &BrokerError) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_publish;
+    use super::{HistoryQuery, parse_history_query, parse_publish};
+
+    #[test]
+    fn history_queries_are_checked() {
+        assert_eq!(parse_history_query(""), Ok(HistoryQuery::since(0)));
+        assert_eq!(
+            parse_history_query("since=5&limit=1000&reverse=true"),
+            Ok(HistoryQuery {
+                since: 5,
+                limit: Some(1000),
+                reverse: true
+            })
+        );
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "since=-1",
+            "reverse=yes",
+        ] {
+            assert!(parse_history_query(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn publish_bodies_are_checked_precisely() {
@@ -250,5 +522,7 @@ mod tests {
         assert!(err(br#"{"data":1,"from":5}"#).contains("expected a string"));
         assert!(err(br#"{"data":null}"#).contains("must not be null"));
         assert!(err(br#"{"data":1,"from":""}"#).contains("1 to 128"));
+        assert!(parse_publish(br#"{"data":1,"key":"k","ephemeral":true}"#).is_ok());
+        assert!(err(br#"{"data":1,"ephemeral":"yes"}"#).contains("expected a boolean"));
     }
 }

@@ -11,7 +11,7 @@
 //! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
 //! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
 //! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
-//! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages
+//! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages, POST /api/messages
 //! │                          ApiKey → ApiHandler (the ApiPath the router parsed)
 //! └─ anything else, or a bad {id}: 404; another method on /ws/projects/{id}: 405
 //! ```
@@ -91,6 +91,7 @@ impl Route {
                 Err(_) => Self::NotFound,
             },
             ["api", "projects"] => Self::Api(None),
+            ["api", "messages"] => Self::Api(Some(ApiPath::batch())),
             // Any `sub`, percent-encoded (SPEC §11): `auth0%7C5f7c`, `alice%40example.com`.
             ["api", "users", user, "messages"] => match percent_decode(user) {
                 Ok(user) if !user.is_empty() => {

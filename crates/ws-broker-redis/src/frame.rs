@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use tungstenite::Utf8Bytes;
+use ws_core::ConnId;
 use ws_core::envelope::ServerFrame;
 use ws_transport::broker::Publication;
 use ws_transport::tungstenite;
@@ -35,22 +36,70 @@ pub(crate) fn message_parts(publication: &Publication) -> (String, String) {
     }
 }
 
+/// The connection of one node that must not receive a message (`echo: false`): written
+/// after the offset field as `@<node>:<conn>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) node: String,
+    pub(crate) conn: ConnId,
+}
+
+impl Origin {
+    /// The suffix of the offset field: empty without an origin.
+    pub(crate) fn suffix(origin: Option<&Self>) -> String {
+        origin.map_or_else(String::new, |o| format!("@{}:{}", o.node, o.conn.0))
+    }
+
+    fn parse(s: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(s).ok()?;
+        let (node, conn) = s.rsplit_once(':')?;
+        Some(Self {
+            node: node.to_owned(),
+            conn: ConnId(conn.parse().ok()?),
+        })
+    }
+}
+
 /// A message as it arrives on a project's channel.
 #[derive(Debug)]
 pub(crate) struct Live {
-    pub(crate) epoch: String,
-    pub(crate) offset: u64,
+    /// The stream's epoch and the message's offset; `None` for an ephemeral message, which
+    /// has neither and must not move the follower.
+    pub(crate) position: Option<(String, u64)>,
+    /// Who must not receive it.
+    pub(crate) origin: Option<Origin>,
     pub(crate) frame: Utf8Bytes,
 }
 
-/// Parses `"<epoch> <offset> <frame>"`.
+/// The pub/sub payload of an ephemeral message: `"- -[@<node>:<conn>] <frame>"` (no epoch,
+/// no offset: `-` is never an epoch, which is hex digits and a dash).
+pub(crate) fn ephemeral_payload(frame: &str, origin: Option<&Origin>) -> String {
+    format!("- -{} {frame}", Origin::suffix(origin))
+}
+
+/// Parses `"<epoch> <offset>[@<node>:<conn>] <frame>"` or `"- -[@<node>:<conn>] <frame>"`.
 pub(crate) fn parse_live(payload: &[u8]) -> Option<Live> {
     let (epoch, rest) = split_word(payload)?;
     let (offset, frame) = split_word(rest)?;
+    let (offset, origin) = match offset.iter().position(|&b| b == b'@') {
+        Some(at) => (&offset[..at], Some(Origin::parse(&offset[at + 1..])?)),
+        None => (offset, None),
+    };
     let frame = Utf8Bytes::try_from(Bytes::copy_from_slice(frame)).ok()?;
+    let position = if epoch == b"-" {
+        if offset != b"-" {
+            return None;
+        }
+        None
+    } else {
+        Some((
+            std::str::from_utf8(epoch).ok()?.to_owned(),
+            std::str::from_utf8(offset).ok()?.parse().ok()?,
+        ))
+    };
     Some(Live {
-        epoch: std::str::from_utf8(epoch).ok()?.to_owned(),
-        offset: std::str::from_utf8(offset).ok()?.parse().ok()?,
+        position,
+        origin,
         frame,
     })
 }
@@ -95,6 +144,8 @@ mod tests {
             data: Payload::from_json(data.to_owned()).unwrap(),
             ts: 1_700_000_000_123,
             except: None,
+            key: None,
+            ephemeral: false,
         }
     }
 
@@ -125,9 +176,33 @@ mod tests {
     fn payloads_and_entries_round_trip() {
         let live = parse_live(br#"e1-2 17 {"type":"message","offset":17}"#).unwrap();
         assert_eq!(
-            (live.epoch.as_str(), live.offset, live.frame.as_str()),
-            ("e1-2", 17, r#"{"type":"message","offset":17}"#)
+            (live.position, live.origin, live.frame.as_str()),
+            (
+                Some(("e1-2".to_owned(), 17)),
+                None,
+                r#"{"type":"message","offset":17}"#
+            )
         );
+        let live = parse_live(b"e1 3@0123abcd:42 {}").unwrap();
+        let origin = Origin {
+            node: "0123abcd".to_owned(),
+            conn: ConnId(42),
+        };
+        assert_eq!(
+            (live.position, live.origin.as_ref()),
+            (Some(("e1".to_owned(), 3)), Some(&origin))
+        );
+        let ephemeral = ephemeral_payload(r#"{"a":1}"#, Some(&origin));
+        assert_eq!(ephemeral, r#"- -@0123abcd:42 {"a":1}"#);
+        let live = parse_live(ephemeral.as_bytes()).unwrap();
+        assert_eq!(
+            (live.position, live.origin, live.frame.as_str()),
+            (None, Some(origin), r#"{"a":1}"#)
+        );
+        let live = parse_live(b"- - {}").unwrap();
+        assert!(live.position.is_none() && live.origin.is_none());
+        assert!(parse_live(b"- 3 {}").is_none());
+        assert!(parse_live(b"e1 3@x {}").is_none());
         assert!(parse_live(b"e1 x {}").is_none());
         assert!(parse_live(b"e1").is_none());
         let entry = parse_entry(b"3 1700000000123 {\"a\": 1}".to_vec()).unwrap();

@@ -9,14 +9,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
+use ws_core::envelope::ServerFrame;
 use ws_core::history::retains_after;
 use ws_core::{ProjectId, UserId};
 use ws_transport::SharedHub;
 use ws_transport::broker::{
-    BrokerError, HistoryPage, Position, Publication, Replay, StoredMessage,
+    BrokerError, HistoryPage, HistoryQuery, Position, Publication, Published, Replay, StoredMessage,
 };
 
 use crate::config::{ConfigError, RedisConfig};
+use crate::frame::Origin;
 use crate::key_layout::KeyLayout;
 use crate::presence::Presence;
 use crate::scripts::Scripts;
@@ -184,13 +186,24 @@ impl Inner {
         &self,
         project: &ProjectId,
         publication: Publication,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<Published, BrokerError> {
+        let origin = publication.except.map(|conn| Origin {
+            node: self.node.clone(),
+            conn,
+        });
+        if publication.ephemeral {
+            return self
+                .publish_ephemeral(project, &publication, origin.as_ref())
+                .await;
+        }
         let (head, tail) = frame::message_parts(&publication);
         let history = self.config.history_for(project);
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(self.keys.meta(project))
             .key(self.keys.history(project))
+            .key(self.keys.keys(project))
+            .key(self.keys.key_order(project))
             .arg(new_epoch())
             .arg(head)
             .arg(tail)
@@ -198,16 +211,50 @@ impl Inner {
             .arg(history.size)
             .arg(millis(history.ttl))
             .arg(millis(self.meta_ttl))
-            .arg(history.max_bytes);
+            .arg(history.max_bytes)
+            .arg(publication.key.as_ref().map_or("", |k| k.as_str()))
+            .arg(Origin::suffix(origin.as_ref()));
         let invocation = &invocation;
-        let (offset, bytes, ms) = self
+        let (offset, bytes, ms, duplicate) = self
             .call(false, |mut c| async move {
-                invocation.invoke_async::<(u64, u64, u64)>(&mut c).await
+                invocation.invoke_async::<(u64, u64, u64, u8)>(&mut c).await
             })
             .await?;
+        if duplicate == 1 {
+            return Ok(Published::duplicate(offset));
+        }
         // Accounted in the background: the deployment's keys are not the project's.
         self.report(project, bytes, ms);
-        Ok(offset)
+        Ok(Published::stored(offset))
+    }
+
+    /// An ephemeral message: one PUBLISH on the project's channel, without offsets, history
+    /// or keys (`frame::ephemeral_payload`).
+    async fn publish_ephemeral(
+        &self,
+        project: &ProjectId,
+        publication: &Publication,
+        origin: Option<&Origin>,
+    ) -> Result<Published, BrokerError> {
+        let frame = ServerFrame::EphemeralMessage {
+            from: &publication.from,
+            data: publication.data.as_raw(),
+            ts: publication.ts,
+            ephemeral: true,
+        }
+        .to_json();
+        let payload = frame::ephemeral_payload(&frame, origin);
+        let channel = self.keys.channel(project);
+        let (channel, payload) = (&channel, &payload);
+        self.call(false, |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        Ok(Published::ephemeral())
     }
 
     pub(crate) async fn recover(
@@ -241,14 +288,16 @@ impl Inner {
     pub(crate) async fn history(
         &self,
         project: &ProjectId,
-        since: u64,
+        query: HistoryQuery,
     ) -> Result<HistoryPage, BrokerError> {
-        let stream = self.read(project, Some(since)).await?;
+        let stream = self.read(project, Some(query.since)).await?;
+        let all = retains_after(stream.top, stream.first, query.since);
+        let (messages, complete) = query.page(stream.messages, all);
         Ok(HistoryPage {
-            complete: retains_after(stream.top, stream.first, since),
+            complete,
             epoch: stream.epoch,
             top: stream.top,
-            messages: stream.messages,
+            messages,
         })
     }
 

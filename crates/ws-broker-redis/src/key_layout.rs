@@ -32,7 +32,20 @@ impl KeyLayout {
         self.key(project, "history")
     }
 
-    /// The pub/sub channel of the project's messages: `"<epoch> <offset> <frame>"`.
+    /// Exact publishing: a hash idempotency key → the offset of its first publish.
+    pub(crate) fn keys(&self, project: &ProjectId) -> String {
+        self.key(project, "keys")
+    }
+
+    /// Exact publishing: a sorted set of the keys of [`KeyLayout::keys`] by the Redis ms
+    /// they were recorded, so the oldest are forgotten first.
+    pub(crate) fn key_order(&self, project: &ProjectId) -> String {
+        self.key(project, "key-order")
+    }
+
+    /// The pub/sub channel of the project's messages (`frame::parse_live`):
+    /// `"<epoch> <offset>[@<node>:<conn>] <frame>"` for a stored message,
+    /// `"- -[@<node>:<conn>] <frame>"` for an ephemeral one.
     pub(crate) fn channel(&self, project: &ProjectId) -> String {
         self.key(project, "messages")
     }
@@ -88,6 +101,8 @@ mod tests {
         assert_eq!(keys.meta(&p), "wshub:{shop:eu}:meta");
         assert_eq!(keys.history(&p), "wshub:{shop:eu}:history");
         assert_eq!(keys.channel(&p), "wshub:{shop:eu}:messages");
+        assert_eq!(keys.keys(&p), "wshub:{shop:eu}:keys");
+        assert_eq!(keys.key_order(&p), "wshub:{shop:eu}:key-order");
         assert_eq!(keys.presence_of(&p, "n1"), "wshub:{shop:eu}:presence:n1");
         assert_eq!(keys.project_of_channel(&keys.channel(&p)), Some(p));
         assert_eq!(keys.project_of_channel("other:{shop}:messages"), None);

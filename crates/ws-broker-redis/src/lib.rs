@@ -6,6 +6,8 @@
 //!                                              │  HINCRBY top → RPUSH history → PUBLISH channel
 //!                                              ▼
 //!  node B: one pub/sub connection ◄── "<epoch> <offset> <frame>" on wshub:{project}:messages
+//!          (`"- - <frame>"` for an ephemeral message; `@<node>:<conn>` after the offset
+//!          field names the one connection of `node` that must not receive it, echo: false)
 //!          Subscriber task: de-duplicate, fill gaps from the history, SharedHub::deliver in order
 //!
 //!  connection: register → Broker::recover: SUBSCRIBE (first member on this node), then read
@@ -60,7 +62,8 @@ use tracing::info;
 use ws_core::{ProjectId, UserId};
 use ws_transport::SharedHub;
 use ws_transport::broker::{
-    BoxFuture, Broker, BrokerError, HistoryPage, Position, Publication, Replay,
+    BoxFuture, Broker, BrokerError, HistoryPage, HistoryQuery, Position, Publication, Published,
+    Replay,
 };
 
 pub use crate::config::{ConfigError, Field, RedisConfig, redact};
@@ -125,7 +128,7 @@ impl Broker for RedisBroker {
         &'a self,
         project: &'a ProjectId,
         publication: Publication,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(self.inner.publish(project, publication))
     }
 
@@ -140,9 +143,9 @@ impl Broker for RedisBroker {
     fn history<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: u64,
+        query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
-        Box::pin(self.inner.history(project, since))
+        Box::pin(self.inner.history(project, query))
     }
 
     fn is_ready(&self) -> bool {

@@ -8,27 +8,49 @@
 
 use redis::Script;
 
-/// `KEYS`: meta, history. `ARGV`: epoch for a new stream, frame head, frame tail, channel,
-/// history size, history TTL (ms), meta TTL (ms), history max bytes. Returns `{offset, the
-/// history's bytes, Redis ms}`: the node reports the last two to the deployment's budget
-/// (separate keys, which this script must not touch: in a Redis Cluster they live in
-/// another slot).
+/// `KEYS`: meta, history, keys, key order. `ARGV`: epoch for a new stream, frame head, frame
+/// tail, channel, history size, history TTL (ms), meta TTL (ms), history max bytes,
+/// idempotency key (empty: none), origin (empty, or `@<node>:<conn>`: the connection of the
+/// publishing node that must not receive it). Returns `{offset, the history's bytes, Redis
+/// ms, duplicate}`: the node reports the middle two to the deployment's budget (separate
+/// keys, which this script must not touch: in a Redis Cluster they live in another slot).
 ///
 /// The history's bytes (the entries' lengths) are kept in meta's `bytes`; a history whose
 /// key expired weighs nothing. The oldest entries go while the list is over `size` or over
 /// `max_bytes` (but the newest stays), so what is kept is always one contiguous range.
+///
+/// Exact publishing: `keys` is a hash key → first offset, `key order` a sorted set of the
+/// same keys by the Redis ms they were recorded. A key older than the TTL or beyond the
+/// newest `size` is forgotten (the memory broker's `ws_core::dedupe::DedupeWindow`, in
+/// Lua). A remembered key answers its first offset with `duplicate = 1` and publishes
+/// nothing; checking and recording in the same script as the append is what makes two
+/// nodes racing one key publish it once. A new epoch forgets every key with the history.
 const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'bytes', 0)
+end
+local size = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ms = string.format('%d', now)
+local key = ARGV[9]
+if key ~= '' then
+  local oldest = '(' .. string.format('%d', now - tonumber(ARGV[6]))
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', oldest)
+  for i = 1, #old do
+    redis.call('HDEL', KEYS[3], old[i])
+  end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', oldest) end
+  local first = redis.call('HGET', KEYS[3], key)
+  if first then
+    return {tonumber(first), 0, now, 1}
+  end
 end
 local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'top', 1))
 local frame = ARGV[2] .. offset .. ARGV[3]
-local size = tonumber(ARGV[5])
-local t = redis.call('TIME')
-local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
 if redis.call('EXISTS', KEYS[2]) == 0 then bytes = 0 end
 if size > 0 then
@@ -42,12 +64,25 @@ if size > 0 then
     len = len - 1
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  if key ~= '' then
+    redis.call('HSET', KEYS[3], key, offset)
+    redis.call('ZADD', KEYS[4], now, key)
+    local over = redis.call('ZCARD', KEYS[4]) - size
+    if over > 0 then
+      local popped = redis.call('ZPOPMIN', KEYS[4], over)
+      for i = 1, #popped, 2 do
+        redis.call('HDEL', KEYS[3], popped[i])
+      end
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[6])
+    redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  end
 end
 if bytes < 0 then bytes = 0 end
 redis.call('HSET', KEYS[1], 'bytes', bytes)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. offset .. ' ' .. frame)
-return {tonumber(offset), bytes, tonumber(ms)}
+redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. offset .. ARGV[10] .. ' ' .. frame)
+return {tonumber(offset), bytes, now, 0}
 ";
 
 /// The deployment's budget: `KEYS`: streams (sorted set project → ms of its last publish),

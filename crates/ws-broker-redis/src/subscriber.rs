@@ -317,29 +317,39 @@ impl Subscriber {
             warn!(project = %project, "unreadable message on a project channel; skipped");
             return Ok(());
         };
+        // Only the publishing node honours an origin: it names one of its connections.
+        let except = live
+            .origin
+            .filter(|o| o.node == self.inner.node)
+            .map(|o| o.conn);
         let Some(follower) = self.projects.get_mut(&project) else {
             // Unsubscribed meanwhile: nobody here to deliver to.
             return Ok(());
         };
-        match follower.handle_message(&live.epoch, live.offset) {
+        let Some((epoch, offset)) = live.position else {
+            // Ephemeral: no offset, so the follower neither sees nor orders it.
+            self.inner.hub.deliver(&project, None, live.frame, except);
+            return Ok(());
+        };
+        match follower.handle_message(&epoch, offset) {
             Verdict::Deliver => {}
             Verdict::Duplicate => return Ok(()),
             Verdict::Gap { .. } => {
                 self.catch_up(&project).await?;
-                if !self.admit(&project, live.offset) {
+                if !self.admit(&project, offset) {
                     return Ok(());
                 }
             }
             Verdict::Lost(_) => {
                 history_lost(&self.inner, &project);
-                if !self.admit(&project, live.offset) {
+                if !self.admit(&project, offset) {
                     return Ok(());
                 }
             }
         }
         self.inner
             .hub
-            .deliver(&project, Some(live.offset), live.frame, None);
+            .deliver(&project, Some(offset), live.frame, except);
         Ok(())
     }
 

@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::close_code::{Close, CloseCode};
+use crate::dedupe::IdempotencyKey;
 use crate::envelope::v2::{self, Request, RequestError};
 use crate::envelope::{ClientFrame, Payload, ServerFrame, code};
 
@@ -124,6 +125,12 @@ pub enum Event {
         id: Option<String>,
         /// The payload, verbatim.
         data: Payload,
+        /// The idempotency key, when the client gave one.
+        key: Option<IdempotencyKey>,
+        /// Delivered live only: no offset, never retained.
+        ephemeral: bool,
+        /// Whether this connection receives its own message.
+        echo: bool,
     },
     /// The client asked for the presence list. At most one answer is outstanding: until
     /// the transport reports it sent with [`Client::handle_presence_sent`], further
@@ -277,11 +284,23 @@ impl Client {
             return;
         }
         match ClientFrame::parse(text) {
-            Ok(ClientFrame::Publish { id, data }) => {
+            Ok(ClientFrame::Publish {
+                id,
+                data,
+                key,
+                ephemeral,
+                echo,
+            }) => {
                 if !self.config.allow_publish {
                     self.protocol_error(now, Refusal::PublishNotAllowed, ReplyTo::NONE);
                 } else if self.publish_tokens.take(now) {
-                    self.events.push_back(Event::Publish { id, data });
+                    self.events.push_back(Event::Publish {
+                        id,
+                        data,
+                        key,
+                        ephemeral,
+                        echo,
+                    });
                 } else {
                     self.protocol_error(now, Refusal::PublishRate, ReplyTo::NONE);
                 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::dedupe::{IdempotencyKey, InvalidKey};
+
 /// The WebSocket subprotocol of the v1 protocol, answered when the client offers it.
 pub const SUBPROTOCOL: &str = "wshub.v1";
 
@@ -53,12 +55,20 @@ pub mod code {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientFrame {
-    /// `{"type":"publish","id"?:str,"data":json}`: publish `data` to the project.
+    /// `{"type":"publish","id"?:str,"data":json,"key"?:str,"ephemeral"?:bool,"echo"?:bool}`:
+    /// publish `data` to the project.
     Publish {
         /// The client's id for the publish, echoed in the `ack`.
         id: Option<String>,
         /// The payload, kept as raw JSON so it is never re-encoded.
         data: Payload,
+        /// The idempotency key ([`crate::dedupe`]): a repeat within the window is acked
+        /// with the first offset and `"duplicate": true`, and delivers nothing.
+        key: Option<IdempotencyKey>,
+        /// Delivered live only: no offset, never retained nor replayed.
+        ephemeral: bool,
+        /// Whether the publishing connection receives its own message (default `true`).
+        echo: bool,
     },
     /// `{"type":"presence"}`: ask for the project's presence list.
     Presence,
@@ -95,6 +105,9 @@ pub enum EnvelopeError {
         /// The absent field.
         field: &'static str,
     },
+    /// A publish `key` that is empty or longer than 128 bytes: send a shorter key.
+    #[error("invalid `key`: {0}")]
+    InvalidKey(#[source] InvalidKey),
 }
 
 impl EnvelopeError {
@@ -106,6 +119,7 @@ impl EnvelopeError {
                 code::INVALID_FRAME
             }
             Self::UnknownType(_) => code::UNKNOWN_TYPE,
+            Self::InvalidKey(_) => code::INVALID_KEY,
         }
     }
 
@@ -121,6 +135,7 @@ impl PartialEq for EnvelopeError {
             (Self::Json(a), Self::Json(b)) => a.to_string() == b.to_string(),
             (Self::NotAnObject, Self::NotAnObject) | (Self::MissingType, Self::MissingType) => true,
             (Self::UnknownType(a), Self::UnknownType(b)) => a == b,
+            (Self::InvalidKey(a), Self::InvalidKey(b)) => a == b,
             (
                 Self::MissingField { kind, field },
                 Self::MissingField {
@@ -176,6 +191,9 @@ struct RawClientFrame<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
     id: Option<String>,
     data: Option<Box<RawValue>>,
+    key: Option<String>,
+    ephemeral: Option<bool>,
+    echo: Option<bool>,
 }
 
 impl ClientFrame {
@@ -203,6 +221,14 @@ impl ClientFrame {
                 Some(data) => Ok(Self::Publish {
                     id: raw.id,
                     data: Payload(data),
+                    key: raw
+                        .key
+                        .as_deref()
+                        .map(IdempotencyKey::parse)
+                        .transpose()
+                        .map_err(EnvelopeError::InvalidKey)?,
+                    ephemeral: raw.ephemeral.unwrap_or(false),
+                    echo: raw.echo.unwrap_or(true),
                 }),
                 None => Err(EnvelopeError::MissingField {
                     kind: "publish",
@@ -259,6 +285,18 @@ pub enum ServerFrame<'a> {
         /// The server's ping interval, so a client can detect a dead server.
         ping_interval_ms: u64,
     },
+    /// An ephemeral message (`"ephemeral": true`): delivered live only, without an offset.
+    #[serde(rename = "message")]
+    EphemeralMessage {
+        /// The publisher: a user id, or the `from` of an HTTP publish.
+        from: &'a str,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+        /// Milliseconds since the Unix epoch when the server accepted it.
+        ts: u64,
+        /// Always `true`.
+        ephemeral: bool,
+    },
     /// A message published to the project.
     Message {
         /// Its offset in the project's stream.
@@ -286,8 +324,13 @@ pub enum ServerFrame<'a> {
         /// The client's id for the publish, when it gave one.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a str>,
-        /// The message's offset.
-        offset: u64,
+        /// The message's offset; `None` for an ephemeral publish.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The publish's key was already published: nothing new was, `offset` is the
+        /// first publish's.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
     },
     /// The answer to a `ping`, sent at once.
     Pong {
@@ -307,7 +350,11 @@ pub enum ServerFrame<'a> {
 impl<'a> ServerFrame<'a> {
     /// The `ack` of a client's publish.
     pub fn ack(id: Option<&'a str>, offset: u64) -> Self {
-        Self::Ack { id, offset }
+        Self::Ack {
+            id,
+            offset: Some(offset),
+            duplicate: false,
+        }
     }
 
     /// An `error` frame: `code` is one of [`code`], `message` for a developer.
@@ -330,7 +377,7 @@ mod tests {
     fn check(input: &str, expected: Result<&str, &str>) {
         let got = ClientFrame::parse(input);
         match (got, expected) {
-            (Ok(ClientFrame::Publish { id, data }), Ok(want)) => {
+            (Ok(ClientFrame::Publish { id, data, .. }), Ok(want)) => {
                 assert_eq!(format!("publish {:?} {}", id, data.get()), want)
             }
             (Ok(ClientFrame::Presence), Ok(want)) => assert_eq!("presence", want),
@@ -390,6 +437,73 @@ mod tests {
     }
 
     #[test]
+    fn v1_publishes_carry_key_ephemeral_and_echo() {
+        let Ok(ClientFrame::Publish {
+            key,
+            ephemeral,
+            echo,
+            ..
+        }) = ClientFrame::parse(r#"{"type":"publish","data":1}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((key, ephemeral, echo), (None, false, true));
+        let Ok(ClientFrame::Publish {
+            key,
+            ephemeral,
+            echo,
+            ..
+        }) = ClientFrame::parse(
+            r#"{"type":"publish","data":1,"key":"k-1","ephemeral":true,"echo":false}"#,
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(key.as_ref().map(IdempotencyKey::as_str), Some("k-1"));
+        assert!(ephemeral && !echo);
+        let long = format!(
+            r#"{{"type":"publish","data":1,"key":"{}"}}"#,
+            "k".repeat(129)
+        );
+        for bad in [r#"{"type":"publish","data":1,"key":""}"#, long.as_str()] {
+            let err = ClientFrame::parse(bad).unwrap_err();
+            assert_eq!(err.code(), code::INVALID_KEY, "{bad}");
+        }
+        let err = ClientFrame::parse(r#"{"type":"publish","data":1,"echo":"no"}"#).unwrap_err();
+        assert_eq!(err.code(), code::INVALID_JSON);
+    }
+
+    #[test]
+    fn serialises_exact_publishing_frames() {
+        let data = RawValue::from_string("1".into()).unwrap();
+        let frame = ServerFrame::EphemeralMessage {
+            from: "u",
+            data: &data,
+            ts: 5,
+            ephemeral: true,
+        };
+        assert_eq!(
+            frame.to_json(),
+            r#"{"type":"message","from":"u","data":1,"ts":5,"ephemeral":true}"#
+        );
+        let duplicate = ServerFrame::Ack {
+            id: Some("x"),
+            offset: Some(9),
+            duplicate: true,
+        };
+        assert_eq!(
+            duplicate.to_json(),
+            r#"{"type":"ack","id":"x","offset":9,"duplicate":true}"#
+        );
+        let ephemeral = ServerFrame::Ack {
+            id: None,
+            offset: None,
+            duplicate: false,
+        };
+        assert_eq!(ephemeral.to_json(), r#"{"type":"ack"}"#);
+    }
+
+    #[test]
     fn serialises_server_frames() {
         let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
         let frame = ServerFrame::Message {
@@ -416,10 +530,7 @@ mod tests {
             welcome.to_json(),
             r#"{"type":"welcome","conn":1,"user":"u","project":"p","epoch":"e1","offset":7,"recovered":false,"missed":0,"ping_interval_ms":25000}"#
         );
-        let ack = ServerFrame::Ack {
-            id: Some("x"),
-            offset: 9,
-        };
+        let ack = ServerFrame::ack(Some("x"), 9);
         assert_eq!(ack.to_json(), r#"{"type":"ack","id":"x","offset":9}"#);
         assert_eq!(
             ServerFrame::Pong { id: None }.to_json(),

@@ -200,6 +200,12 @@ impl<P: Clone> History<P> {
         self.retained.is_empty()
     }
 
+    /// The page `query` asks for ([`HistoryQuery::page`]), and whether it is complete.
+    pub fn page(&mut self, now: Instant, query: HistoryQuery) -> (Vec<Stored<P>>, bool) {
+        let (after, all) = self.since(now, query.since);
+        query.page(after, all)
+    }
+
     /// The retained messages after `since`, oldest first, and whether they are all of
     /// them (`false`: some after `since` were already dropped).
     pub fn since(&mut self, now: Instant, since: u64) -> (Vec<Stored<P>>, bool) {
@@ -221,6 +227,64 @@ impl<P: Clone> History<P> {
             },
             Err(reason) => Recovery::Lost(reason),
         }
+    }
+}
+
+/// What a history read asks for (the HTTP history and the v2 `history` frame): the retained
+/// messages after `since`, at most `limit` of them (`None`: all, the v1 HTTP answer), the
+/// oldest first or, with `reverse`, the newest first.
+///
+/// A page holds whole messages, in offset order (or its reverse), and no gap: a client
+/// walks the stream forwards by asking again with `since` set to the last offset it got.
+///
+/// ```
+/// use ws_core::history::HistoryQuery;
+/// let query = HistoryQuery { since: 0, limit: Some(2), reverse: false };
+/// assert_eq!(query.page(vec![1, 2, 3], true), (vec![1, 2], false));
+/// let query = HistoryQuery { reverse: true, ..query };
+/// assert_eq!(query.page(vec![1, 2, 3], true), (vec![3, 2], false));
+/// assert_eq!(query.page(vec![2, 3], false), (vec![3, 2], false));
+/// let all = HistoryQuery { since: 0, limit: None, reverse: false };
+/// assert_eq!(all.page(vec![1, 2, 3], true), (vec![1, 2, 3], true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryQuery {
+    /// Only messages after this offset (0: from the oldest retained).
+    pub since: u64,
+    /// At most this many messages ([`HistoryQuery::MAX_LIMIT`] at most, checked by the
+    /// callers that parse it); `None`: every retained message after `since`.
+    pub limit: Option<u32>,
+    /// The newest first.
+    pub reverse: bool,
+}
+
+impl HistoryQuery {
+    /// The largest `limit` a client may ask for.
+    pub const MAX_LIMIT: u32 = 1000;
+    /// The `limit` of a v2 `history` frame that names none.
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// Everything retained after `since`, oldest first (the v1 HTTP history).
+    pub fn since(since: u64) -> Self {
+        Self {
+            since,
+            limit: None,
+            reverse: false,
+        }
+    }
+
+    /// The page of `after` (every retained message after `since`, oldest first; `all`:
+    /// whether they are all of them, see [`History::since`]): at most `limit` messages from
+    /// the requested end, and whether nothing else after `since` exists in that direction
+    /// (`false` when the page was cut, or when some messages after `since` were dropped).
+    pub fn page<T>(&self, mut after: Vec<T>, all: bool) -> (Vec<T>, bool) {
+        let limit = self.limit.map_or(usize::MAX, |l| l as usize);
+        let cut = after.len() > limit;
+        if self.reverse {
+            after.reverse();
+        }
+        after.truncate(limit);
+        (after, all && !cut)
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tungstenite::Utf8Bytes;
+use ws_core::dedupe::{DedupeWindow, IdempotencyKey};
 use ws_core::envelope::{Payload, ServerFrame};
+pub use ws_core::history::HistoryQuery;
 use ws_core::history::{History, HistoryConfig, LostReason, Stored, decide_recovery};
 use ws_core::namespace::{NamespacePolicy, Namespaces};
 use ws_core::retention::{Budget, Cut, Usage};
@@ -33,9 +35,14 @@ pub struct Publication {
     pub data: Payload,
     /// Milliseconds since the Unix epoch when the server accepted it.
     pub ts: u64,
-    /// A connection of this node that must not receive it (v2's `echo: false`): it still
+    /// A connection of this node that must not receive it (`echo: false`): it still
     /// gets its ack.
     pub except: Option<ConnId>,
+    /// The idempotency key: a publish whose key the project's window still remembers
+    /// publishes nothing and answers the first offset ([`Published::duplicate`]).
+    pub key: Option<IdempotencyKey>,
+    /// Delivered live only: no offset, not retained, not replayed, and no key recorded.
+    pub ephemeral: bool,
 }
 
 impl Publication {
@@ -49,6 +56,44 @@ impl Publication {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             except: None,
+            key: None,
+            ephemeral: false,
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset: a new one, or a duplicate's first one; `None` for an
+    /// ephemeral publish.
+    pub offset: Option<u64>,
+    /// The key was already published: nothing was delivered or retained now.
+    pub duplicate: bool,
+}
+
+impl Published {
+    /// A new message at `offset`.
+    pub fn stored(offset: u64) -> Self {
+        Self {
+            offset: Some(offset),
+            duplicate: false,
+        }
+    }
+
+    /// A repeat of the key first published at `offset`.
+    pub fn duplicate(offset: u64) -> Self {
+        Self {
+            offset: Some(offset),
+            duplicate: true,
+        }
+    }
+
+    /// An ephemeral message, delivered without an offset.
+    pub fn ephemeral() -> Self {
+        Self {
+            offset: None,
+            duplicate: false,
         }
     }
 }
@@ -155,16 +200,18 @@ impl Replay {
     }
 }
 
-/// A page of retained history for the HTTP API.
+/// A page of retained history for the HTTP API and the v2 `history` frame.
 #[derive(Debug, Clone)]
 pub struct HistoryPage {
     /// The epoch of the project's stream.
     pub epoch: String,
     /// The newest offset.
     pub top: u64,
-    /// Whether every message after `since` is in `messages`.
+    /// Whether nothing else after `since` exists in the page's direction: the page was not
+    /// cut by the query's `limit`, and no message after `since` was dropped.
     pub complete: bool,
-    /// The retained messages after `since`, oldest first.
+    /// The retained messages after `since` the query asked for: oldest first, or newest
+    /// first for a `reverse` query ([`HistoryQuery::page`]).
     pub messages: Vec<StoredMessage>,
 }
 
@@ -241,13 +288,21 @@ impl std::error::Error for BrokerError {
 /// Contract: `publish` assigns the next offset of the project's stream, retains the
 /// message, and delivers it to the local hub (and, for a distributed broker, to every
 /// node's hub) so that every member sees one order per project, the offset order.
+///
+/// Exact publishing: a publication with a `key` the project's window remembers (per
+/// project, `history.ttl`, at most `history.size` keys, see `ws_core::dedupe`) publishes
+/// nothing and answers [`Published::duplicate`] with the first offset; the check and the
+/// append are one atomic step, across nodes for a distributed broker. An `ephemeral`
+/// publication is delivered (without an offset, as `"ephemeral": true`) and neither
+/// retained nor recorded. `except` names a connection of the publishing node that must not
+/// receive it.
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
-    /// Publishes to `project`; returns the offset given.
+    /// Publishes to `project`; says the offset given (or the first one, for a duplicate).
     fn publish<'a>(
         &'a self,
         project: &'a ProjectId,
         publication: Publication,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
     /// What a client starting at `position` gets: the stream's epoch and newest offset, and
     /// the messages to replay ([`Replay::decide`]).
@@ -257,11 +312,11 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         position: Position<'a>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
 
-    /// The retained messages after `since`.
+    /// The page of retained messages `query` asks for ([`HistoryQuery::page`]).
     fn history<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: u64,
+        query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>>;
 
     /// Whether publishes can go through now (readiness).
@@ -289,7 +344,15 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 }
 
 /// One shard of the memory broker's streams.
-type Streams = HashMap<ProjectId, History<Utf8Bytes>>;
+type Streams = HashMap<ProjectId, Stream>;
+
+/// One project's stream and the idempotency keys it remembers, under one lock: a keyed
+/// publish checks, appends and records as one step.
+#[derive(Debug)]
+struct Stream {
+    history: History<Utf8Bytes>,
+    keys: DedupeWindow,
+}
 
 /// The default of the memory broker's total budget ([`MemoryBroker::with_budget`]): 256 MiB,
 /// 64 projects at the default `history.max_bytes`, thousands at common message sizes.
@@ -382,8 +445,12 @@ impl MemoryBroker {
         for shard in &self.shards {
             let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
             streams.retain(|project, stream| {
-                self.weighed(stream, |s| s.expire(now));
-                let keep = !stream.is_empty() || self.hub.has_members(project);
+                self.weighed(&mut stream.history, |s| s.expire(now));
+                stream.keys.expire(now);
+                // A stream remembering keys stays: freeing it would forget them early.
+                let keep = !stream.history.is_empty()
+                    || !stream.keys.is_empty()
+                    || self.hub.has_members(project);
                 freed += usize::from(!keep);
                 keep
             });
@@ -432,6 +499,7 @@ impl MemoryBroker {
         for (i, shard) in self.shards.iter().enumerate() {
             let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (project, stream) in streams.iter_mut() {
+                let stream = &mut stream.history;
                 self.weighed(stream, |s| s.expire(now));
                 if let Some(last_append) = stream.last_append() {
                     usage.push(Usage {
@@ -451,7 +519,7 @@ impl MemoryBroker {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             for ((_, project, top), cut) in chunk {
-                let Some(stream) = streams.get_mut(project) else {
+                let Some(stream) = streams.get_mut(project).map(|s| &mut s.history) else {
                     continue;
                 };
                 match cut {
@@ -477,14 +545,15 @@ impl MemoryBroker {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn stream<'m>(
-        &self,
-        streams: &'m mut Streams,
-        project: &ProjectId,
-    ) -> &'m mut History<Utf8Bytes> {
+    fn stream<'m>(&self, streams: &'m mut Streams, project: &ProjectId) -> &'m mut Stream {
         streams.entry(project.clone()).or_insert_with(|| {
             let epoch = format!("{}-{}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed));
-            History::new(epoch, self.history_config(project))
+            let config = self.history_config(project);
+            Stream {
+                history: History::new(epoch, config),
+                // Keys are remembered as long and as many as the stream's messages.
+                keys: DedupeWindow::new(config.size, config.ttl),
+            }
         })
     }
 
@@ -493,12 +562,32 @@ impl MemoryBroker {
         self.namespaces.history_config(project, self.config)
     }
 
-    fn publish_now(&self, project: &ProjectId, publication: &Publication) -> u64 {
+    fn publish_now(&self, project: &ProjectId, publication: &Publication) -> Published {
+        if publication.ephemeral {
+            // No offset, no history, no key: delivered as it comes, without the stream's
+            // lock (an ephemeral message has no place in the offset order).
+            let frame: Utf8Bytes = ServerFrame::EphemeralMessage {
+                from: &publication.from,
+                data: publication.data.as_raw(),
+                ts: publication.ts,
+                ephemeral: true,
+            }
+            .to_json()
+            .into();
+            self.hub.deliver(project, None, frame, publication.except);
+            return Published::ephemeral();
+        }
         let now = Instant::now();
         let (offset, total) = {
             let mut streams = self.shard(project);
             let stream = self.stream(&mut streams, project);
-            let offset = stream.top() + 1;
+            if let Some(key) = &publication.key
+                && let Some(first) = stream.keys.check(now, key)
+            {
+                return Published::duplicate(first);
+            }
+            let history = &mut stream.history;
+            let offset = history.top() + 1;
             let frame: Utf8Bytes = ServerFrame::Message {
                 offset,
                 from: &publication.from,
@@ -507,10 +596,13 @@ impl MemoryBroker {
             }
             .to_json()
             .into();
-            let before = stream.bytes();
-            let appended = stream.append(now, frame.clone(), frame.len());
+            let before = history.bytes();
+            let appended = history.append(now, frame.clone(), frame.len());
             debug_assert_eq!(appended, offset);
-            let total = self.count_bytes(before, stream.bytes());
+            let total = self.count_bytes(before, history.bytes());
+            if let Some(key) = &publication.key {
+                stream.keys.record(now, key.clone(), offset);
+            }
             // Delivered under the stream's lock: members see publishes in offset order.
             self.hub
                 .deliver(project, Some(offset), frame, publication.except);
@@ -521,13 +613,13 @@ impl MemoryBroker {
         if self.budget.is_over(total) {
             self.enforce_budget(now);
         }
-        offset
+        Published::stored(offset)
     }
 
     fn recover_now(&self, project: &ProjectId, position: Position<'_>) -> Replay {
         let now = Instant::now();
         let mut streams = self.shard(project);
-        let stream = self.stream(&mut streams, project);
+        let stream = &mut self.stream(&mut streams, project).history;
         // Only what a replay can use is copied out: everything after the client's offset,
         // the newest `n`, or nothing.
         let after = match position {
@@ -547,11 +639,11 @@ impl MemoryBroker {
         )
     }
 
-    fn history_now(&self, project: &ProjectId, since: u64) -> HistoryPage {
+    fn history_now(&self, project: &ProjectId, query: HistoryQuery) -> HistoryPage {
         let now = Instant::now();
         let mut streams = self.shard(project);
-        let stream = self.stream(&mut streams, project);
-        let (messages, complete) = self.weighed(stream, |s| s.since(now, since));
+        let stream = &mut self.stream(&mut streams, project).history;
+        let (messages, complete) = self.weighed(stream, |s| s.page(now, query));
         HistoryPage {
             epoch: stream.epoch().to_owned(),
             top: stream.top(),
@@ -566,9 +658,9 @@ impl Broker for MemoryBroker {
         &'a self,
         project: &'a ProjectId,
         publication: Publication,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        let offset = self.publish_now(project, &publication);
-        Box::pin(std::future::ready(Ok(offset)))
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        let published = self.publish_now(project, &publication);
+        Box::pin(std::future::ready(Ok(published)))
     }
 
     fn recover<'a>(
@@ -583,9 +675,9 @@ impl Broker for MemoryBroker {
     fn history<'a>(
         &'a self,
         project: &'a ProjectId,
-        since: u64,
+        query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
-        let page = self.history_now(project, since);
+        let page = self.history_now(project, query);
         Box::pin(std::future::ready(Ok(page)))
     }
 }

@@ -23,7 +23,7 @@ use ws_core::envelope::{ServerFrame, code};
 use ws_core::history::Watermark;
 use ws_core::{Client, ClientConfig, Close, CloseCode, ConnId, Operation, Ops, ProjectId, UserId};
 
-use crate::broker::{Broker, Position, Replay};
+use crate::broker::{Broker, Position, Publication, Published, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
 use crate::outbox::{Commands, Outbox, Outgoing};
@@ -450,13 +450,26 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
             );
             app.answer(frame.to_json(), false);
         }
-        Event::Publish { id, data } => {
-            let from = app.who.user.as_str().to_owned();
-            let answer =
-                match publish(app.hub, app.broker, &app.who.project, from, data, None).await {
-                    Ok(offset) => ServerFrame::ack(id.as_deref(), offset).to_json(),
-                    Err(_) => broker_unavailable(),
-                };
+        Event::Publish {
+            id,
+            data,
+            key,
+            ephemeral,
+            echo,
+        } => {
+            let mut publication = Publication::new(app.who.user.as_str().to_owned(), data);
+            publication.key = key;
+            publication.ephemeral = ephemeral;
+            publication.except = (!echo).then_some(app.conn);
+            let answer = match publish(app.hub, app.broker, &app.who.project, publication).await {
+                Ok(Published { offset, duplicate }) => ServerFrame::Ack {
+                    id: id.as_deref(),
+                    offset,
+                    duplicate,
+                }
+                .to_json(),
+                Err(_) => broker_unavailable(),
+            };
             app.answer(answer, false);
         }
         Event::PresenceRequest => {

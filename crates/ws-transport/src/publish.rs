@@ -6,48 +6,49 @@
 use std::time::Instant;
 
 use tracing::debug;
-use ws_core::envelope::Payload;
-use ws_core::{ConnId, ProjectId};
+use ws_core::ProjectId;
 
-use crate::broker::{Broker, BrokerError, Publication};
+use crate::broker::{Broker, BrokerError, Publication, Published};
 use crate::hub::SharedHub;
 
 /// What a client is told when the broker failed, over the WebSocket or HTTP. The broker's
 /// own error (a Redis error text, an address) goes to the log, never to a client.
 pub const BROKER_UNAVAILABLE_MESSAGE: &str = "the message broker is unavailable; retry later";
 
-/// Publishes `data` from `from` to `project`: the broker gives it the project's next
-/// offset, keeps it and delivers it to every member (but the connection `except`, for a
-/// v2 `echo: false`). Returns the offset.
+/// Publishes `publication` to `project`: the broker gives it the project's next offset,
+/// keeps it and delivers it to every member (but the connection `except`, for
+/// `echo: false`); a repeated `key` publishes nothing and answers the first offset; an
+/// `ephemeral` one is only delivered. Returns what the broker did.
 ///
 /// ```
 /// use futures_util::FutureExt;
-/// use ws_core::{AdmissionConfig, HubConfig, ProjectId, envelope::Payload};
+/// use ws_core::{AdmissionConfig, HubConfig, IdempotencyKey, ProjectId, envelope::Payload};
+/// use ws_transport::broker::{Publication, Published};
 /// use ws_transport::{MemoryBroker, SharedHub, publish::publish};
 ///
 /// let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
 /// let broker = MemoryBroker::new(hub.clone(), Default::default(), 1);
 /// let project = ProjectId::parse("p").unwrap();
 /// let data = Payload::from_json("1".to_owned()).unwrap();
+/// let mut publication = Publication::new("api".to_owned(), data);
+/// publication.key = Some(IdempotencyKey::parse("order-17").unwrap());
 /// // The memory broker answers at once.
-/// let published = publish(&hub, &broker, &project, "api".to_owned(), data, None).now_or_never();
-/// assert!(matches!(published, Some(Ok(1))));
+/// let first = publish(&hub, &broker, &project, publication.clone()).now_or_never();
+/// assert!(matches!(first, Some(Ok(Published { offset: Some(1), duplicate: false }))));
+/// let retry = publish(&hub, &broker, &project, publication).now_or_never();
+/// assert!(matches!(retry, Some(Ok(Published { offset: Some(1), duplicate: true }))));
 /// ```
 pub async fn publish(
     hub: &SharedHub,
     broker: &dyn Broker,
     project: &ProjectId,
-    from: String,
-    data: Payload,
-    except: Option<ConnId>,
-) -> Result<u64, BrokerError> {
+    publication: Publication,
+) -> Result<Published, BrokerError> {
     let started = Instant::now();
-    let mut publication = Publication::new(from, data);
-    publication.except = except;
     match broker.publish(project, publication).await {
-        Ok(offset) => {
+        Ok(published) => {
             hub.metrics().published(started.elapsed());
-            Ok(offset)
+            Ok(published)
         }
         Err(e) => {
             hub.metrics().broker_error();

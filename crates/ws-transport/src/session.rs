@@ -36,9 +36,11 @@ use ws_core::grants::Operation;
 use ws_core::namespace::Namespaces;
 use ws_core::session::{Denied, RefreshRefused};
 use ws_core::subscriptions::{Output, RecoveredRange, Verdict};
-use ws_core::{Client, Close, ConnId, Grants, ProjectId, Session, Subscriptions, UserId};
+use ws_core::{
+    Client, Close, ConnId, Grants, IdempotencyKey, ProjectId, Session, Subscriptions, UserId,
+};
 
-use crate::broker::{Broker, Position};
+use crate::broker::{Broker, HistoryQuery, Position, Publication, Published};
 use crate::config::TransportConfig;
 use crate::connection::{deadline, new_client_until, presence_frame, refuse};
 use crate::hub::{Member, Refused, SharedHub};
@@ -247,8 +249,9 @@ impl SessionApp<'_> {
                 id,
                 target,
                 data,
+                key,
+                ephemeral,
                 echo,
-                ..
             } => {
                 let id = id.as_deref();
                 let policy = match &target {
@@ -260,16 +263,30 @@ impl SessionApp<'_> {
                     Ok(project) => project,
                     Err(denied) => return self.deny(id, &target, denied),
                 };
-                let from = self.user.as_str().to_owned();
-                let except = (!echo).then_some(self.conn);
+                // The request parser checked the key's length already.
+                let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
+                    Ok(key) => key,
+                    Err(e) => {
+                        let message = e.to_string();
+                        return self.refuse_request(
+                            id,
+                            Some(target.as_str()),
+                            code::INVALID_KEY,
+                            &message,
+                        );
+                    }
+                };
+                let mut publication = Publication::new(self.user.as_str().to_owned(), data);
+                publication.key = key;
+                publication.ephemeral = ephemeral;
+                publication.except = (!echo).then_some(self.conn);
                 let name = Session::wire_name(&project);
-                let frame = match publish(self.hub, self.broker, &project, from, data, except).await
-                {
-                    Ok(offset) => ServerFrame::Ack {
+                let frame = match publish(self.hub, self.broker, &project, publication).await {
+                    Ok(Published { offset, duplicate }) => ServerFrame::Ack {
                         id,
                         project: name,
-                        offset: Some(offset),
-                        duplicate: false,
+                        offset,
+                        duplicate,
                     }
                     .to_json(),
                     Err(_) => broker_unavailable(id, name),
@@ -311,18 +328,17 @@ impl SessionApp<'_> {
                     Err(denied) => return self.deny(id, &target, denied),
                 };
                 let name = Session::wire_name(&project);
-                let frame = match self.broker.history(&project, since.unwrap_or(0)).await {
+                let query = HistoryQuery {
+                    since: since.unwrap_or(0),
+                    limit: Some(limit),
+                    reverse,
+                };
+                let frame = match self.broker.history(&project, query).await {
                     Ok(page) => {
-                        let mut messages: Vec<Utf8Bytes> =
-                            page.messages.into_iter().map(|m| m.frame).collect();
-                        if reverse {
-                            messages.reverse();
-                        }
-                        let cut = messages.len() > limit as usize;
-                        messages.truncate(limit as usize);
-                        let framed: Vec<String> = messages
+                        let framed: Vec<String> = page
+                            .messages
                             .iter()
-                            .map(|frame| with_project(name, frame))
+                            .map(|m| with_project(name, &m.frame))
                             .collect();
                         let raw: Vec<&serde_json::value::RawValue> = framed
                             .iter()
@@ -333,7 +349,7 @@ impl SessionApp<'_> {
                             project: name,
                             epoch: &page.epoch,
                             offset: page.top,
-                            complete: page.complete && !cut,
+                            complete: page.complete,
                             messages: raw,
                         }
                         .to_json()

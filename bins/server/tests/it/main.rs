@@ -7,6 +7,7 @@ mod auth;
 mod chaos;
 mod config;
 mod demo;
+mod exact;
 mod hardening;
 mod hardening_auth;
 mod hardening_startup;

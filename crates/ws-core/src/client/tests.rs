@@ -114,7 +114,7 @@ fn config_v2() -> ClientConfig {
 fn publishes_become_events() {
     let mut sim = Sim::new(config());
     sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","id":"7","data":[1]}"#));
-    let [Event::Publish { id, data }] = &sim.events[..] else {
+    let [Event::Publish { id, data, .. }] = &sim.events[..] else {
         panic!("{:?}", sim.events)
     };
     assert_eq!((id.as_deref(), data.get()), (Some("7"), "[1]"));

@@ -249,3 +249,109 @@ proptest! {
         prop_assert_eq!(delivered, (since + 1..=total).collect::<Vec<_>>());
     }
 }
+
+/// Walks `stream` forwards in pages of `limit`, as a client does: `since` = the last offset
+/// of the previous page, until a page says it is complete.
+fn walk(stream: &mut History<u64>, now: Instant, limit: u32) -> (Vec<u64>, usize) {
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut since = 0;
+    loop {
+        let query = HistoryQuery {
+            since,
+            limit: Some(limit),
+            reverse: false,
+        };
+        let (page, complete) = stream.page(now, query);
+        pages += 1;
+        assert!(page.len() <= limit as usize);
+        seen.extend(offsets(&page));
+        if complete {
+            return (seen, pages);
+        }
+        since = page.last().map_or(since, |m| m.offset);
+        assert!(pages < 10_000, "the walk does not end");
+    }
+}
+
+#[test]
+fn pages_walk_2500_messages_in_pages_of_1000_without_a_gap_or_a_repeat() {
+    let now = origin();
+    let mut s = stream(5000, 600);
+    for i in 0..2500 {
+        s.append(now, i, 1);
+    }
+    let (seen, pages) = walk(&mut s, now, 1000);
+    assert_eq!(seen, (1..=2500).collect::<Vec<_>>());
+    assert_eq!(pages, 3);
+    let newest = HistoryQuery {
+        since: 0,
+        limit: Some(3),
+        reverse: true,
+    };
+    let (page, complete) = s.page(now, newest);
+    assert_eq!((offsets(&page), complete), (vec![2500, 2499, 2498], false));
+    let (page, complete) = s.page(
+        now,
+        HistoryQuery {
+            since: 2497,
+            ..newest
+        },
+    );
+    assert_eq!((offsets(&page), complete), (vec![2500, 2499, 2498], true));
+    // Without a limit: the v1 answer, everything after `since`.
+    let (page, complete) = s.page(now, HistoryQuery::since(2400));
+    assert_eq!((page.len(), complete), (100, true));
+}
+
+#[test]
+fn a_page_of_a_stream_that_dropped_messages_after_since_is_incomplete() {
+    let now = origin();
+    let mut s = stream(3, 600);
+    for i in 0..5 {
+        s.append(now, i, 1);
+    }
+    let query = HistoryQuery {
+        since: 0,
+        limit: Some(10),
+        reverse: false,
+    };
+    let (page, complete) = s.page(now, query);
+    assert_eq!((offsets(&page), complete), (vec![3, 4, 5], false));
+    let (page, complete) = s.page(now, HistoryQuery { since: 2, ..query });
+    assert_eq!((offsets(&page), complete), (vec![3, 4, 5], true));
+}
+
+proptest! {
+    /// Whatever the stream, the page size and the direction, a page is a run of whole
+    /// messages from the requested end, and a forward walk sees every retained message
+    /// once, in order.
+    #[test]
+    fn pages_are_runs_from_the_requested_end(
+        n in 0u64..300,
+        size in 1usize..200,
+        limit in 1u32..50,
+        since in 0u64..320,
+        reverse: bool,
+    ) {
+        let now = origin();
+        let mut s = stream(size, 600);
+        for i in 0..n {
+            s.append(now, i, 1);
+        }
+        let (after, all) = s.since(now, since);
+        let after = offsets(&after);
+        let (page, complete) = s.page(now, HistoryQuery { since, limit: Some(limit), reverse });
+        let page = offsets(&page);
+        let mut want = after.clone();
+        if reverse {
+            want.reverse();
+        }
+        want.truncate(limit as usize);
+        prop_assert_eq!(&page, &want);
+        prop_assert_eq!(complete, all && after.len() <= limit as usize);
+        let first = n.saturating_sub(size as u64) + 1;
+        let (seen, _) = walk(&mut s, now, limit);
+        prop_assert_eq!(seen, (first..=n).collect::<Vec<_>>());
+    }
+}
