@@ -12,7 +12,7 @@ Tasks:
                        load benchmark: the release `wshub` (auth on) and the baseline servers
                        of ../shared/peers (node-ws, rust-naive, uws), server pinned to CPU 0
                        and load generator (bins/wshub-bench) to CPU 1, each case N times
-                       (default 3; fan-out cases at least 5 when uws runs, it is bimodal);
+                       (default 3, and 5 for fan-out cases when uws runs: it is bimodal);
                        medians and wshub/baseline ratios go to docs/benchmarks.md.
                        Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many
                        redis-fanout (1, 2, 3 nodes on one redis-server; needs redis-server);

@@ -2,9 +2,10 @@
 //! `../shared/peers` in one run on one machine, and the ws-core micro-benchmarks (`--micro`).
 //!
 //! Each case runs `--runs` times (3 by default) against every server, interleaved (run 1 of
-//! every server, then run 2, …) so that a noisy neighbour hurts all of them alike; a fan-out
-//! case runs at least 5 times when `uws` is among the servers (its rate is bimodal between
-//! runs), and the v2 cases run against wshub alone (the baselines do not speak v2). Every run
+//! every server, then run 2, …) so that a noisy neighbour hurts all of them alike; without
+//! `--runs`, a fan-out case runs at least 5 times when `uws` is among the servers (its rate
+//! is bimodal between runs), and the v2 cases run against wshub alone (the baselines do not
+//! speak v2). Every run
 //! starts a fresh server pinned to CPU 0 and the generator (`bins/wshub-bench`) pinned to
 //! CPU 1, and reads the generator's one JSON line. The medians, the ratios wshub/baseline and
 //! the targets go between the markers of `docs/benchmarks.md`; every run's JSON goes to
@@ -173,14 +174,26 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     // results[case][server] = one entry per run.
     let mut results: Results = vec![vec![Vec::new(); servers.len()]; cases.len()];
     let names: Vec<&str> = servers.iter().map(Server::name).collect();
-    if names.contains(&"uws") && cases.iter().any(|c| c.runs(runs, &names) > runs) {
+    // An explicit `--runs` is obeyed (a smoke run of one); the default count is raised for
+    // the fan-out cases when uws runs.
+    let bimodal = cases.iter().any(|c| c.runs(runs, &names) > runs);
+    if bimodal && flags.runs.is_none() {
         notes.push(format!(
             "uws is among the servers: every fan-out case that the baselines run ran {} times (uws's fan-out rate is bimodal between runs; see the min–max spread run by run).",
-            cases::BIMODAL_RUNS.max(runs)
+            cases::BIMODAL_RUNS
+        ));
+    } else if bimodal {
+        notes.push(format!(
+            "uws's fan-out rate is bimodal between runs, and `--runs {runs}` is fewer than the {} runs its fan-out medians need: read its fan-out figures as a smoke test only.",
+            cases::BIMODAL_RUNS
         ));
     }
     for (c, case) in cases.iter().enumerate() {
-        let case_runs = case.runs(runs, &names);
+        let case_runs = if flags.runs.is_some() {
+            runs
+        } else {
+            case.runs(runs, &names)
+        };
         for run in 1..=case_runs {
             for (s, server) in servers.iter().enumerate() {
                 if case.wshub_only && !matches!(server, Server::Wshub { .. }) {
@@ -232,6 +245,7 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         results: &results,
         runs,
         notes: &notes,
+        kept: &kept,
         elapsed,
         load_before: load_before.trim(),
         pinning,
