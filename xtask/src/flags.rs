@@ -10,11 +10,13 @@ Tasks:
                        tidy checks, cargo deny check bans licenses sources
   bench [--quick] [--runs N] [--case NAME]... [--peer NAME]... [--no-peers]
                        load benchmark: the release `wshub` (auth on) and the baseline servers
-                       of ../shared/peers (node-ws, rust-naive), server pinned to CPU 0 and
-                       load generator (bins/wshub-bench) to CPU 1, each case N times (default
-                       3); medians and wshub/baseline ratios go to docs/benchmarks.md.
+                       of ../shared/peers (node-ws, rust-naive, uws), server pinned to CPU 0
+                       and load generator (bins/wshub-bench) to CPU 1, each case N times
+                       (default 3, and 5 for fan-out cases when uws runs: it is bimodal);
+                       medians and wshub/baseline ratios go to docs/benchmarks.md.
                        Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many
-                       redis-fanout (1, 2, 3 nodes on one redis-server; needs redis-server).
+                       redis-fanout (1, 2, 3 nodes on one redis-server; needs redis-server);
+                       v2, wshub only: fanout-1k-v2 fanout-1k-ephemeral idle-subs sub-churn.
                        --quick: a small smoke profile against wshub only (release build if
                        fresh, else debug), asserting only that nothing was lost; no docs written
   bench --micro [-- ARGS]

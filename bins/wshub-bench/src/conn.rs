@@ -27,6 +27,17 @@ pub(crate) enum Target {
     Raw,
 }
 
+/// The wshub protocol version (`--target wshub` only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// `/ws/projects/<project>`: one project per connection.
+    #[default]
+    V1,
+    /// `GET /ws` (subprotocol `wshub.v2`, SPEC §10): many projects per connection, query
+    /// subscriptions (`?subscribe=p1,p2`) and in-band `subscribe`/`unsubscribe` requests.
+    V2,
+}
+
 impl Target {
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -41,6 +52,8 @@ impl Target {
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     pub(crate) target: Target,
+    /// For wshub: v1 or v2.
+    pub(crate) protocol: Protocol,
     /// `Authorization: Bearer` values, one per user; connection `i` uses `tokens[i % len]`.
     tokens: Vec<HeaderValue>,
     /// Connection `i` binds to `127.0.0.(2 + i % source_ips)`; 0: the kernel's choice (127.0.0.1).
@@ -87,6 +100,7 @@ impl Endpoint {
         Ok(Self {
             addr,
             target,
+            protocol: Protocol::V1,
             tokens,
             source_ips: 0,
             first_source: 0,
@@ -108,15 +122,32 @@ impl Endpoint {
         self
     }
 
+    /// Speaks `protocol` to wshub.
+    pub(crate) fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     pub(crate) fn source_ips(&self) -> usize {
         self.source_ips
     }
 
+    /// The URL of a connection to `project`. On v2, `project` is a comma-separated list of
+    /// query subscriptions, possibly empty (none).
     pub(crate) fn url(&self, project: &str) -> String {
-        match self.target {
-            Target::Wshub => format!("ws://{}/ws/projects/{project}", self.addr),
-            Target::Raw => format!("ws://{}/ws/{project}", self.addr),
+        match (self.target, self.protocol) {
+            (Target::Wshub, Protocol::V1) => format!("ws://{}/ws/projects/{project}", self.addr),
+            (Target::Wshub, Protocol::V2) if project.is_empty() => format!("ws://{}/ws", self.addr),
+            (Target::Wshub, Protocol::V2) => {
+                format!("ws://{}/ws?subscribe={project}", self.addr)
+            }
+            (Target::Raw, _) => format!("ws://{}/ws/{project}", self.addr),
         }
+    }
+
+    /// Whether connections speak wshub's v2 protocol.
+    pub(crate) fn v2(&self) -> bool {
+        self.target == Target::Wshub && self.protocol == Protocol::V2
     }
 
     fn source(&self, index: usize) -> Option<SocketAddr> {
@@ -131,7 +162,9 @@ impl Endpoint {
         ))
     }
 
-    /// Connection `index` to `project`, ready to use: for wshub the welcome has been read.
+    /// Connection `index` to `project`, ready to use: for wshub the welcome has been read, and
+    /// on v2 the `subscribed` answer of every query subscription in `project` (a
+    /// comma-separated list, possibly empty).
     pub(crate) async fn open(&self, project: &str, index: usize) -> anyhow::Result<Ws> {
         tokio::time::timeout(self.timeout, self.open_inner(project, index))
             .await
@@ -155,6 +188,12 @@ impl Endpoint {
             let token = self.tokens[index % self.tokens.len()].clone();
             request.headers_mut().insert("authorization", token);
         }
+        if self.v2() {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("wshub.v2"),
+            );
+        }
         let config = WebSocketConfig::default()
             .read_buffer_size(self.read_buffer)
             .write_buffer_size(0);
@@ -175,6 +214,25 @@ impl Endpoint {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e).context("reading the welcome"),
                     None => bail!("stream ended before the welcome"),
+                }
+            }
+        }
+        if self.v2() {
+            let mut pending = project.split(',').filter(|p| !p.is_empty()).count();
+            while pending > 0 {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) if text.contains("\"type\":\"subscribed\"") => {
+                        pending -= 1;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        bail!("expected `subscribed`, got {text}")
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        bail!("closed before `subscribed`: {frame:?}")
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e).context("reading `subscribed`"),
+                    None => bail!("stream ended before `subscribed`"),
                 }
             }
         }

@@ -6,6 +6,13 @@
 //! duplicates and reorders. Publishes go round-robin over the projects, at a fixed total rate
 //! (`--rate`) or as fast as a window of undelivered messages allows (`--rate 0`). Before the
 //! measurement, warm-up publishes (`"w:…"`) prove that every subscriber is in its room.
+//!
+//! `--protocol v2` speaks wshub's v2 on `GET /ws`: every connection (the publisher too, so
+//! that the server does the same work as on v1, where the publisher is in its room and
+//! receives its own messages) subscribes to its project in the query (`?subscribe=fan-N`),
+//! and publishes name their project. The accounting is the same as on v1. `--ephemeral`
+//! marks every publish `"ephemeral": true` (no offset, no history); the accounting never
+//! relies on offsets, only on the sequence number in the payload.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{Target, Ws, close_code};
+use crate::conn::{Protocol, Target, Ws, close_code};
 use crate::idle::merge;
 use crate::stats::Histogram;
 use crate::{Ctx, humantime_duration, ms, round1, round3};
@@ -50,6 +57,12 @@ pub(crate) struct Options {
     /// After the last publish, how long deliveries may take before the rest count as lost.
     #[arg(long, default_value = "10s", value_parser = humantime_duration)]
     drain: Duration,
+    /// The wshub protocol: v1 (`/ws/projects/<p>`) or v2 (`/ws?subscribe=<p>`).
+    #[arg(long, value_enum, default_value = "v1")]
+    pub(crate) protocol: Protocol,
+    /// Publish with `"ephemeral": true` (wshub only).
+    #[arg(long)]
+    ephemeral: bool,
 }
 
 /// What the subscribers report, shared on the generator's one thread.
@@ -106,10 +119,30 @@ fn payload(kind: char, seq: u64, sent_us: u64, size: usize) -> String {
     s
 }
 
-fn frame(target: Target, payload: &str) -> Message {
-    match target {
-        Target::Wshub => Message::text(format!("{{\"type\":\"publish\",\"data\":{payload}}}")),
-        Target::Raw => Message::text(payload.to_owned()),
+/// How the publisher words a publish.
+#[derive(Debug, Clone, Copy)]
+struct Publish {
+    target: Target,
+    protocol: Protocol,
+    ephemeral: bool,
+}
+
+impl Publish {
+    fn frame(self, project: &str, payload: &str) -> Message {
+        let ephemeral = if self.ephemeral {
+            ",\"ephemeral\":true"
+        } else {
+            ""
+        };
+        Message::text(match (self.target, self.protocol) {
+            (Target::Raw, _) => payload.to_owned(),
+            (Target::Wshub, Protocol::V1) => {
+                format!("{{\"type\":\"publish\",\"data\":{payload}{ephemeral}}}")
+            }
+            (Target::Wshub, Protocol::V2) => format!(
+                "{{\"type\":\"publish\",\"project\":\"{project}\",\"data\":{payload}{ephemeral}}}"
+            ),
+        })
     }
 }
 
@@ -182,8 +215,19 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     let per_project = o.subscribers;
     let subscribers = projects * per_project;
     let target = ctx.endpoint.target;
+    if target == Target::Raw && (o.ephemeral || o.protocol == Protocol::V2) {
+        bail!("--protocol v2 and --ephemeral are for wshub only");
+    }
+    let publish = Publish {
+        target,
+        protocol: ctx.endpoint.protocol,
+        ephemeral: o.ephemeral,
+    };
+    let names: Vec<String> = (0..projects).map(|p| format!("fan-{p}")).collect();
     eprintln!(
-        "fanout: {projects} project(s) x {per_project} subscribers, {}, {:?}",
+        "fanout{}{}: {projects} project(s) x {per_project} subscribers, {}, {:?}",
+        if ctx.endpoint.v2() { " v2" } else { "" },
+        if o.ephemeral { " ephemeral" } else { "" },
         if o.rate > 0.0 {
             format!("{} msg/s", o.rate)
         } else {
@@ -208,7 +252,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
 
     let rss_before = ctx.server_rss();
     let subs = ctx
-        .open_many(subscribers, |i| format!("fan-{}", i % projects))
+        .open_many(subscribers, |i| names[i % projects].clone())
         .await;
     if subs.conns.len() != subscribers {
         bail!(
@@ -224,7 +268,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     }
     // Publishers come after the subscribers in the connection numbering (source addresses, users).
     let pubs = ctx
-        .open_many(projects, |i| format!("fan-{}", i % projects))
+        .open_many(projects, |i| names[i % projects].clone())
         .await;
     if pubs.conns.len() != projects {
         bail!(
@@ -259,9 +303,9 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
                 shared.ready.get()
             );
         }
-        for sink in &mut sinks {
+        for (sink, name) in sinks.iter_mut().zip(&names) {
             let warm = payload('w', 0, 0, o.payload);
-            sink.send(frame(target, &warm)).await?;
+            sink.send(publish.frame(name, &warm)).await?;
         }
         for _ in 0..20 {
             if shared.ready.get() >= subscribers {
@@ -313,7 +357,10 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         let seq = seqs[project];
         seqs[project] += 1;
         let data = payload('b', seq, shared.now_us(), o.payload);
-        if let Err(e) = sinks[project].send(frame(target, &data)).await {
+        if let Err(e) = sinks[project]
+            .send(publish.frame(&names[project], &data))
+            .await
+        {
             publish_error = Some(e.to_string());
             seqs[project] -= 1;
             break;
@@ -350,6 +397,8 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         .collect();
     let mut result = json!({
         "case": "fanout",
+        "protocol": if ctx.endpoint.v2() { 2 } else { 1 },
+        "ephemeral": o.ephemeral,
         "projects": projects,
         "subscribers": per_project,
         "rate": o.rate,
@@ -394,7 +443,8 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mark, parse, payload};
+    use super::{Mark, Publish, parse, payload};
+    use crate::conn::{Protocol, Target};
 
     #[test]
     fn payloads_round_trip() {
@@ -417,5 +467,36 @@ mod tests {
         assert_eq!(parse(r#"{"type":"ack","offset":7}"#), None);
         // Longer than asked when the header alone does not fit.
         assert!(payload('b', u64::MAX, u64::MAX, 10).len() > 10);
+    }
+
+    #[test]
+    fn publishes_are_worded_per_protocol() {
+        let frame = |target, protocol, ephemeral| {
+            let publish = Publish {
+                target,
+                protocol,
+                ephemeral,
+            };
+            publish.frame("fan-3", "\"b:1:2:x\"").into_text().unwrap()
+        };
+        assert_eq!(
+            frame(Target::Wshub, Protocol::V1, false).as_str(),
+            r#"{"type":"publish","data":"b:1:2:x"}"#
+        );
+        assert_eq!(
+            frame(Target::Wshub, Protocol::V2, true).as_str(),
+            r#"{"type":"publish","project":"fan-3","data":"b:1:2:x","ephemeral":true}"#
+        );
+        assert_eq!(
+            frame(Target::Wshub, Protocol::V1, true).as_str(),
+            r#"{"type":"publish","data":"b:1:2:x","ephemeral":true}"#
+        );
+        assert_eq!(
+            frame(Target::Raw, Protocol::V1, false).as_str(),
+            r#""b:1:2:x""#
+        );
+        // An ephemeral v2 delivery has no offset: the payload's sequence is what counts.
+        let delivery = r#"{"type":"message","project":"fan-3","from":"bench-0","data":"b:5:9:xx","ts":1,"ephemeral":true}"#;
+        assert_eq!(parse(delivery), Some(Mark::Bench { seq: 5, sent_us: 9 }));
     }
 }

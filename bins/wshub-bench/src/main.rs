@@ -2,7 +2,7 @@
 //!
 //! It runs one case against one server and prints one JSON line with the results on stdout
 //! (progress goes to stderr). It speaks wshub's v1 protocol (`--target wshub`, a JWT on every
-//! handshake) or plain room broadcast (`--target raw`, the baseline servers of
+//! handshake; `fanout --protocol v2`, `idle-subs` and `sub-churn` speak v2 on `GET /ws`) or plain room broadcast (`--target raw`, the baseline servers of
 //! `shared/peers`). It runs on one thread: pin it to a core of its own (`taskset -c 1`), away
 //! from the server, and check `generator_cpu_pct` in its output: near 100 means the generator,
 //! not the server, set the pace.
@@ -14,6 +14,9 @@
 //! wshub-bench --addr 127.0.0.1:8080 fanout --projects 1000 --subscribers 10 --seconds 5
 //! wshub-bench --addr 127.0.0.1:8080 handshake --seconds 5
 //! wshub-bench --addr 127.0.0.1:8080 --server-pid 1234 churn --clients 5000 --duration 5m
+//! wshub-bench --addr 127.0.0.1:8080 fanout --subscribers 1000 --protocol v2 --ephemeral
+//! wshub-bench --addr 127.0.0.1:8080 --server-pid 1234 idle-subs --connections 10000 --subscriptions 20
+//! wshub-bench --addr 127.0.0.1:8080 sub-churn --connections 1000 --window 8 --duration 5s
 //! ```
 
 mod churn;
@@ -21,7 +24,9 @@ mod conn;
 mod fanout;
 mod handshake;
 mod idle;
+mod idle_subs;
 mod stats;
+mod sub_churn;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,7 +36,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::conn::{Endpoint, Target, Ws};
+use crate::conn::{Endpoint, Protocol, Target, Ws};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +92,12 @@ enum Case {
     /// Waves of clients that connect, publish once each and leave, some by resetting TCP:
     /// losses, and the server's RSS, descriptors and tasks before and after (`cargo xtask soak`).
     Churn(churn::Options),
+    /// N v2 connections, then K subscriptions on each: the server's RSS per idle v2
+    /// connection and per subscription on top of it.
+    IdleSubs(idle_subs::Options),
+    /// M v2 connections subscribing and unsubscribing in a loop, a window of requests in
+    /// flight each: subscribe + unsubscribe pairs per second.
+    SubChurn(sub_churn::Options),
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -128,12 +139,23 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
     let me = std::process::id();
     let generator_cpu = stats::CpuMeter::start(me);
     let mut result = local.block_on(&runtime, async move {
-        let endpoint = Endpoint::new(cli.addr, cli.target, cli.secret.as_deref(), cli.users)?;
+        let protocol = match &cli.case {
+            Case::Fanout(o) => o.protocol,
+            Case::IdleSubs(_) | Case::SubChurn(_) => Protocol::V2,
+            Case::Idle { .. } | Case::Handshake(_) | Case::Churn(_) => Protocol::V1,
+        };
+        if protocol == Protocol::V2 && cli.target != Target::Wshub {
+            anyhow::bail!("v2 cases are for wshub only (--target wshub)");
+        }
+        let endpoint = Endpoint::new(cli.addr, cli.target, cli.secret.as_deref(), cli.users)?
+            .with_protocol(protocol);
         let wanted = match &cli.case {
             Case::Idle { connections, .. } => *connections,
             Case::Fanout(o) => o.projects * (o.subscribers + 1),
             Case::Handshake(_) => 0,
             Case::Churn(o) => o.clients,
+            Case::IdleSubs(o) => o.connections,
+            Case::SubChurn(o) => o.connections,
         };
         if u64::try_from(wanted)? + 16 > limit {
             anyhow::bail!("{wanted} connections need more descriptors than the limit ({limit})");
@@ -159,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             Case::Fanout(options) => fanout::run(&ctx, options).await,
             Case::Handshake(options) => handshake::run(&ctx, options).await,
             Case::Churn(options) => churn::run(&ctx, options).await,
+            Case::IdleSubs(options) => idle_subs::run(&ctx, options).await,
+            Case::SubChurn(options) => sub_churn::run(&ctx, options).await,
         }
     })?;
     if let Value::Object(map) = &mut result {

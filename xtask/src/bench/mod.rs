@@ -2,7 +2,10 @@
 //! `../shared/peers` in one run on one machine, and the ws-core micro-benchmarks (`--micro`).
 //!
 //! Each case runs `--runs` times (3 by default) against every server, interleaved (run 1 of
-//! every server, then run 2, …) so that a noisy neighbour hurts all of them alike. Every run
+//! every server, then run 2, …) so that a noisy neighbour hurts all of them alike; without
+//! `--runs`, a fan-out case runs at least 5 times when `uws` is among the servers (its rate
+//! is bimodal between runs), and the v2 cases run against wshub alone (the baselines do not
+//! speak v2). Every run
 //! starts a fresh server pinned to CPU 0 and the generator (`bins/wshub-bench`) pinned to
 //! CPU 1, and reads the generator's one JSON line. The medians, the ratios wshub/baseline and
 //! the targets go between the markers of `docs/benchmarks.md`; every run's JSON goes to
@@ -36,7 +39,7 @@ use report::{Report, Results, brief, fmt_value, merge_previous, splice, write_ra
 use run::{losses, run_once};
 
 /// The baseline servers, in table order.
-const PEERS: &[&str] = &["node-ws", "rust-naive"];
+const PEERS: &[&str] = &["node-ws", "rust-naive", "uws"];
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let flags = BenchFlags::parse(args).map_err(anyhow::Error::msg)?;
@@ -170,10 +173,37 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     };
     // results[case][server] = one entry per run.
     let mut results: Results = vec![vec![Vec::new(); servers.len()]; cases.len()];
+    let names: Vec<&str> = servers.iter().map(Server::name).collect();
+    // An explicit `--runs` is obeyed (a smoke run of one); the default count is raised for
+    // the fan-out cases when uws runs.
+    let bimodal = cases.iter().any(|c| c.runs(runs, &names) > runs);
+    if bimodal && flags.runs.is_none() {
+        notes.push(format!(
+            "uws is among the servers: every fan-out case that the baselines run ran {} times (uws's fan-out rate is bimodal between runs; see the min–max spread run by run).",
+            cases::BIMODAL_RUNS
+        ));
+    } else if bimodal {
+        notes.push(format!(
+            "uws's fan-out rate is bimodal between runs, and `--runs {runs}` is fewer than the {} runs its fan-out medians need: read its fan-out figures as a smoke test only.",
+            cases::BIMODAL_RUNS
+        ));
+    }
     for (c, case) in cases.iter().enumerate() {
-        for run in 1..=runs {
+        let case_runs = if flags.runs.is_some() {
+            runs
+        } else {
+            case.runs(runs, &names)
+        };
+        for run in 1..=case_runs {
             for (s, server) in servers.iter().enumerate() {
-                println!("\n==> {} · {} · run {run}/{runs}", case.name, server.name());
+                if case.wshub_only && !matches!(server, Server::Wshub { .. }) {
+                    continue;
+                }
+                println!(
+                    "\n==> {} · {} · run {run}/{case_runs}",
+                    case.name,
+                    server.name()
+                );
                 let result = run_once(server, case, run, &generator, &work, pinning)
                     .map_err(|e| format!("{e:#}"));
                 match &result {
@@ -215,6 +245,7 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         results: &results,
         runs,
         notes: &notes,
+        kept: &kept,
         elapsed,
         load_before: load_before.trim(),
         pinning,

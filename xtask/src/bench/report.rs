@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::cases::{Case, DELIVERIES, DELIVERIES_PER_CPU, SCALING, full_cases};
+use super::cases::{
+    BYTES_PER_SUB, Case, DELIVERIES, DELIVERIES_PER_CPU, SCALING, SUBS_PER_S, full_cases,
+};
 use super::run::losses;
 use crate::servers::{Pinning, Server};
 use crate::{project_root, replace_between};
@@ -154,6 +156,24 @@ pub(super) fn fmt_number(v: f64) -> String {
     }
 }
 
+/// ` (min–max a–b)` of two runs or more, else nothing.
+fn spread(values: &[f64]) -> String {
+    if values.len() < 2 {
+        return String::new();
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" (min–max {}–{})", fmt_number(min), fmt_number(max))
+}
+
+/// `a / b` to three decimals, or a dash.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.3}", a / b),
+        _ => "—".to_owned(),
+    }
+}
+
 pub(super) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -174,6 +194,8 @@ pub(super) struct Report<'a> {
     pub(super) results: &'a Results,
     pub(super) runs: u32,
     pub(super) notes: &'a [String],
+    /// Cases whose results come from the previous run (`merge_previous`), not this one.
+    pub(super) kept: &'a [&'static str],
     pub(super) elapsed: Duration,
     pub(super) load_before: &'a str,
     pub(super) pinning: Pinning,
@@ -225,7 +247,9 @@ impl Report<'_> {
         let _ = writeln!(out, "{header}\n{rule}");
         for (c, case) in self.cases.iter().enumerate() {
             for (i, metric) in case.metrics.iter().enumerate() {
-                let label = if i == 0 {
+                let label = if i == 0 && case.wshub_only {
+                    format!("**{}** (v2: wshub only)", case.name)
+                } else if i == 0 {
                     format!("**{}**", case.name)
                 } else {
                     String::new()
@@ -281,6 +305,10 @@ impl Report<'_> {
 
     /// A median, or why there is none.
     fn cell(&self, c: usize, s: usize, key: &str) -> String {
+        if self.results[c][s].is_empty() {
+            // Not run on this server: a wshub-only (v2) case.
+            return "n/a".to_owned();
+        }
         let ok = self.results[c][s].iter().filter(|r| r.is_ok()).count();
         match self.median(c, s, key) {
             Some(v) if ok == self.results[c][s].len() => fmt_number(v),
@@ -405,7 +433,7 @@ impl Report<'_> {
     /// The first metric of every case, run by run, so the spread behind each median shows.
     fn per_run(&self) -> String {
         let mut out = String::from(
-            "Run by run (the first metric of each case; the machine is shared, so look at the spread before reading much into a ratio):\n\n",
+            "Run by run (the first metric of each case, and its min–max spread; the machine is shared, so look at the spread before reading much into a ratio):\n\n",
         );
         for (c, case) in self.cases.iter().enumerate() {
             let Some(metric) = case.metrics.first() else {
@@ -415,6 +443,7 @@ impl Report<'_> {
                 .servers
                 .iter()
                 .enumerate()
+                .filter(|(s, _)| !self.results[c][*s].is_empty())
                 .map(|(s, server)| {
                     let runs: Vec<String> = self.results[c][s]
                         .iter()
@@ -423,7 +452,11 @@ impl Report<'_> {
                             Err(_) => "failed".to_owned(),
                         })
                         .collect();
-                    format!("{} {}", server.name(), runs.join(" / "))
+                    let values: Vec<f64> = self.results[c][s]
+                        .iter()
+                        .filter_map(|r| r.as_ref().ok()?.get(metric.key)?.as_f64())
+                        .collect();
+                    format!("{} {}{}", server.name(), runs.join(" / "), spread(&values))
                 })
                 .collect();
             let _ = writeln!(
@@ -497,10 +530,50 @@ impl Report<'_> {
         let naive = self.find("handshake", "rust-naive", "handshakes_per_s");
         let _ = writeln!(
             out,
-            "- handshakes ≥ rust-naive's rate: {} vs {} per second — {}\n",
+            "- handshakes ≥ rust-naive's rate: {} vs {} per second — {}",
             ours.map_or("—".to_owned(), fmt_number),
             naive.map_or("—".to_owned(), fmt_number),
             verdict(ours.zip(naive).map(|(a, b)| a >= b))
+        );
+        let v1 = self.find("fanout-1k", "wshub", DELIVERIES.key);
+        let v2 = self.find("fanout-1k-v2", "wshub", DELIVERIES.key);
+        // The ratio means something only when both cases ran in this invocation.
+        let same_run = !["fanout-1k", "fanout-1k-v2"]
+            .iter()
+            .any(|c| self.kept.contains(c));
+        let _ = writeln!(
+            out,
+            "- fan-out over v2 within 5 % of v1 (`fanout-1k-v2` / `fanout-1k`, same run): {} vs {} deliveries/s, ratio {} — {}",
+            v2.map_or("—".to_owned(), fmt_number),
+            v1.map_or("—".to_owned(), fmt_number),
+            ratio(v2, v1),
+            if same_run {
+                verdict(v2.zip(v1).map(|(a, b)| a >= 0.95 * b))
+            } else {
+                "not measured (one of the two cases is from an earlier run)"
+            }
+        );
+        let ephemeral = self.find("fanout-1k-ephemeral", "wshub", DELIVERIES.key);
+        let _ = writeln!(
+            out,
+            "- (no target) ephemeral fan-out against stored (`fanout-1k-ephemeral` / `fanout-1k-v2`): {} vs {} deliveries/s, ratio {}",
+            ephemeral.map_or("—".to_owned(), fmt_number),
+            v2.map_or("—".to_owned(), fmt_number),
+            ratio(ephemeral, v2)
+        );
+        let per_sub = self.find("idle-subs", "wshub", BYTES_PER_SUB.key);
+        let _ = writeln!(
+            out,
+            "- RSS per subscription ≤ 256 B on top of the idle v2 connection (`idle-subs`): {} B — {}",
+            per_sub.map_or("—".to_owned(), fmt_number),
+            verdict(per_sub.map(|b| b <= 256.0))
+        );
+        let churn = self.find("sub-churn", "wshub", SUBS_PER_S.key);
+        let _ = writeln!(
+            out,
+            "- ≥ 100 000 subscriptions/s on one core (`sub-churn`, subscribe + unsubscribe pairs answered): {} per second — {}\n",
+            churn.map_or("—".to_owned(), fmt_number),
+            verdict(churn.map(|n| n >= 100_000.0))
         );
         out
     }
@@ -541,7 +614,7 @@ impl Report<'_> {
 mod tests {
     use std::path::PathBuf;
 
-    use super::{BEGIN, END, fmt_number, median, merge_previous, splice};
+    use super::{BEGIN, END, Report, fmt_number, median, merge_previous, splice, spread};
     use crate::bench::cases::full_cases;
     use crate::servers::Server;
     use serde_json::json;
@@ -574,6 +647,64 @@ mod tests {
         assert_eq!(results[0], vec![vec![Ok(json!({"kib_per_conn": 3.7}))]]);
         assert_eq!(results[1], vec![vec![Ok(json!({"deliveries_per_s": 2.0}))]]);
         assert_eq!(results[2], vec![vec![Err("boom".to_owned())]]);
+    }
+
+    #[test]
+    fn spreads_and_wshub_only_rows() {
+        assert_eq!(spread(&[1.0]), "");
+        assert_eq!(
+            spread(&[300_000.0, 2_000_000.0, 900_000.0]),
+            " (min–max 300 000–2 000 000)"
+        );
+        let cases: Vec<_> = full_cases()
+            .into_iter()
+            .filter(|c| ["fanout-1k", "fanout-1k-v2"].contains(&c.name))
+            .collect();
+        let servers = [
+            Server::Wshub {
+                binary: PathBuf::from("wshub"),
+            },
+            Server::Peer {
+                name: "uws",
+                dir: PathBuf::from("uws"),
+            },
+        ];
+        let run = |v: f64| Ok(json!({"deliveries_per_s": v}));
+        let results = vec![
+            vec![vec![run(100.0)], vec![run(300.0), run(2000.0)]],
+            vec![vec![run(96.0)], vec![]],
+        ];
+        let report = Report {
+            command: "cargo xtask bench",
+            cases: &cases,
+            servers: &servers,
+            results: &results,
+            runs: 1,
+            notes: &[],
+            kept: &[],
+            elapsed: std::time::Duration::ZERO,
+            load_before: "",
+            pinning: crate::servers::Pinning::OneCore,
+        };
+        let text = report.render();
+        assert!(
+            text.contains("| **fanout-1k-v2** (v2: wshub only) | deliveries/s ↑ | 96 | n/a | — |"),
+            "{text}"
+        );
+        assert!(text.contains("uws 300 / 2000 (min–max 300–2000)"), "{text}");
+        assert!(text.contains("ratio 0.960 — **met**"), "{text}");
+        let kept = ["fanout-1k"];
+        let text = Report {
+            kept: &kept,
+            ..report
+        }
+        .render();
+        assert!(
+            text.contains(
+                "ratio 0.960 — not measured (one of the two cases is from an earlier run)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

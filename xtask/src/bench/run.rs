@@ -81,7 +81,7 @@ pub(super) fn run_once(
 }
 
 /// What a run's result says went missing: failed connections, lost, duplicated or reordered
-/// messages, failed handshakes. Never a speed.
+/// messages, failed handshakes, refused or unanswered requests. Never a speed.
 pub(super) fn losses(result: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     for key in [
@@ -91,6 +91,9 @@ pub(super) fn losses(result: &Value) -> Vec<String> {
         "reordered",
         "failed",
         "subscribers_ended",
+        "errors",
+        "unanswered",
+        "connections_ended",
     ] {
         if let Some(n) = result.get(key).and_then(Value::as_u64).filter(|n| *n > 0) {
             problems.push(format!("{key} = {n}"));
