@@ -221,12 +221,23 @@ impl<T> Hub<T> {
         });
         let members = entry.members.len();
         let announce_join = joined && self.config.announces(&project, members);
+        // The index shares the project map's id rather than keeping the caller's copy
+        // alive: one allocation per project, not one per member.
+        let project = self.canonical(&project).cloned().unwrap_or(project);
         self.index.insert(conn, (project, members - 1));
         Registered {
             members,
             joined,
             announce_join,
         }
+    }
+
+    /// The id this shard keeps for `project` while it has members: equal to `project`, and
+    /// shared (cloning it allocates nothing). A caller that holds a project id for as long
+    /// as a membership lasts keeps this one, so a project's id is allocated once, not once
+    /// per member.
+    pub fn canonical(&self, project: &ProjectId) -> Option<&ProjectId> {
+        self.projects.get_key_value(project).map(|(id, _)| id)
     }
 
     /// Removes `conn`; `None` if it was not registered.

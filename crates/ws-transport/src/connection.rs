@@ -136,6 +136,7 @@ impl pump::Application for HubApp<'_> {
         let oldest = batch.frames.iter().find_map(|o| o.accepted);
         let bytes = batch.frames.iter().map(|o| o.frame.len()).sum();
         out.extend(batch.frames.drain(..).map(|o| Message::Text(o.frame)));
+        pump::release_burst(&mut batch.frames);
         Written { bytes, oldest }
     }
 

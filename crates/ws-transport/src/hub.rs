@@ -448,6 +448,11 @@ impl SharedHub {
         registered
     }
 
+    /// The shared id of `project` while it has members here ([`Hub::canonical`]).
+    pub(crate) fn canonical(&self, project: &ProjectId) -> Option<ProjectId> {
+        self.shard(project).canonical(project).cloned()
+    }
+
     /// Removes the subscription [`SharedHub::subscribe`] registered as `key`.
     pub(crate) fn unsubscribe(
         &self,

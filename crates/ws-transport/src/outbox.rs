@@ -165,8 +165,10 @@ impl Outbox {
             state.bytes -= outgoing.frame.len();
             into.push(outgoing);
         }
-        if state.frames.is_empty() && state.frames.capacity() > 64 {
-            // A burst is over: give its memory back, idle connections must stay small.
+        if state.frames.is_empty() && state.frames.capacity() > crate::pump::KEPT_FRAMES {
+            // A burst is over (a wave of presence frames, a replay): give its memory back,
+            // idle connections must stay small. A queue that never holds more than a few
+            // frames keeps its buffer, so steady traffic does not allocate per frame.
             state.frames = VecDeque::new();
         }
         Commands {

@@ -247,6 +247,9 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
             }
             // A failed write leaves the rest undrained: never carry it into the next batch.
             out.clear();
+            // A burst (a replay, a wave of presence frames) must not leave its buffer to an
+            // idle connection for the rest of its life.
+            release_burst(&mut out);
         }
 
         if let Some(closed) = take_closed(pumps) {
@@ -265,6 +268,18 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
             () = pumps.wake_writer.notified() => {}
             () = sleep_until(timer) => pumps.lock().client.handle_timeout(Instant::now()),
         }
+    }
+}
+
+/// Frames a per-connection buffer keeps room for between writes; past that, the buffer is
+/// freed once empty (an allocation per large write, next to its system call, against the
+/// idle memory of every connection that once had a burst).
+pub(crate) const KEPT_FRAMES: usize = 8;
+
+/// Frees `buffer` when a burst left it larger than [`KEPT_FRAMES`].
+pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
+    if buffer.is_empty() && buffer.capacity() > KEPT_FRAMES {
+        *buffer = Vec::new();
     }
 }
 

@@ -95,13 +95,25 @@ pub trait Reauthorize: Send + Sync + fmt::Debug + 'static {
 struct State {
     session: Session,
     subs: Subscriptions<Utf8Bytes>,
-    /// The hub member id of each subscription, and back.
-    members: HashMap<ProjectId, ConnId>,
+    /// The project of each subscription, by its hub member id (the tag of its frames).
     projects: HashMap<ConnId, ProjectId>,
     /// Written before anything taken from the outbox: `subscribed` frames and replays.
     pending: Vec<Utf8Bytes>,
     /// A refreshed token's deadline, for the core (applied by the write pump).
     expiry: Option<Option<Instant>>,
+}
+
+impl State {
+    /// Forgets the hub member id of `project`'s subscription and returns it. A scan: at
+    /// most `limits.max_subscriptions` entries, on an unsubscribe, not on every frame.
+    fn forget(&mut self, project: &ProjectId) -> Option<ConnId> {
+        let key = self
+            .projects
+            .iter()
+            .find_map(|(key, p)| (p == project).then_some(*key))?;
+        self.projects.remove(&key);
+        Some(key)
+    }
 }
 
 /// The application the pumps of a v2 connection serve.
@@ -164,8 +176,9 @@ impl pump::Application for SessionApp<'_> {
             client.handle_refresh(at);
         }
         // A recovery's `subscribed` and replay go first: the frames taken with them are
-        // later than the read that produced them (the merge drops the overlap).
-        batch.frames.append(&mut state.pending);
+        // later than the read that produced them (the merge drops the overlap). Taken, not
+        // appended: the buffer of a burst is not kept.
+        batch.frames.extend(std::mem::take(&mut state.pending));
         let mut overflow = false;
         for outgoing in batch.taken.drain(..) {
             if outgoing.member == NO_MEMBER {
@@ -212,6 +225,8 @@ impl pump::Application for SessionApp<'_> {
     fn emit(&self, batch: &mut SessionBatch, out: &mut Vec<Message>) -> Written {
         let bytes = batch.frames.iter().map(|f| f.len()).sum();
         out.extend(batch.frames.drain(..).map(Message::Text));
+        pump::release_burst(&mut batch.frames);
+        pump::release_burst(&mut batch.taken);
         Written {
             bytes,
             oldest: batch.oldest.take(),
@@ -378,12 +393,14 @@ impl SessionApp<'_> {
                     return self.deny(id, target, denied);
                 }
             };
+            // The hub's id of the project, when it has one: held for as long as the
+            // subscription, it then costs no allocation of its own.
+            let project = self.hub.canonical(&project).unwrap_or(project);
             match state.subs.handle_subscribe(project.clone()) {
                 Ok(ticket) => {
                     let key = self.hub.next_conn();
-                    state.members.insert(project.clone(), key);
                     state.projects.insert(key, project);
-                    ticket
+                    (ticket, key)
                 }
                 Err(e) => {
                     drop(state);
@@ -392,8 +409,8 @@ impl SessionApp<'_> {
                 }
             }
         };
+        let (ticket, key) = ticket;
         let project = ticket.project().clone();
-        let key = self.lock().members[&project];
         // Registered first, so every publish from now on reaches the outbox; the recovery
         // read next overlaps it, and the merge drops the overlap.
         let registered = self.hub.subscribe(
@@ -467,7 +484,6 @@ impl SessionApp<'_> {
                     let mut state = self.lock();
                     let removed = state.subs.handle_recovery_failed(ticket);
                     if removed {
-                        state.members.remove(&project);
                         state.projects.remove(&key);
                     }
                     removed
@@ -493,10 +509,7 @@ impl SessionApp<'_> {
                     "not subscribed to this project",
                 );
             }
-            let key = state.members.remove(&project);
-            if let Some(key) = key {
-                state.projects.remove(&key);
-            }
+            let key = state.forget(&project);
             (project, key)
         };
         if let Some(key) = key {
@@ -549,10 +562,7 @@ impl SessionApp<'_> {
                 .into_iter()
                 .map(|project| {
                     state.subs.remove(&project);
-                    let key = state.members.remove(&project);
-                    if let Some(key) = key {
-                        state.projects.remove(&key);
-                    }
+                    let key = state.forget(&project);
                     (project, key)
                 })
                 .collect()
@@ -587,7 +597,6 @@ impl SessionApp<'_> {
             let Some(project) = state.projects.remove(&key) else {
                 return;
             };
-            state.members.remove(&project);
             state.subs.remove(&project);
             project
         };
@@ -712,7 +721,6 @@ pub(crate) fn run(
             state: Mutex::new(State {
                 session: Session::new(user.clone(), grants),
                 subs: Subscriptions::new(config.subscriptions),
-                members: HashMap::new(),
                 projects: HashMap::new(),
                 pending: Vec::new(),
                 expiry: None,
@@ -728,7 +736,7 @@ pub(crate) fn run(
         let client = new_client_until(client_config, expires_at);
         let pump::Ended { closed, socket } = pump::run(ws, &app, client, config.linger).await;
         let subscriptions: Vec<(ConnId, ProjectId)> =
-            app.lock().members.drain().map(|(p, k)| (k, p)).collect();
+            app.lock().projects.drain().collect();
         for (key, project) in &subscriptions {
             app.leave(*key, project);
         }
