@@ -106,20 +106,7 @@ impl pump::Application for HubApp<'_> {
         if batch.frames.iter().any(|o| o.presence_answer) {
             client.handle_presence_sent();
         }
-        // Frames taken before a close command still go out ahead of its close frame,
-        // but only while the connection is open.
-        if !client.is_open() {
-            batch.frames.clear();
-        }
-        if let Some(close) = batch.commands.close.take() {
-            if close.discards_queued() {
-                batch.frames.clear();
-            }
-            client.close(now, close);
-        }
-        if let Some(at) = batch.commands.drain_at.take() {
-            client.handle_drain(now, at);
-        }
+        batch.commands.apply(&mut batch.frames, client, now);
     }
 
     fn emit(&self, batch: &mut HubBatch, out: &mut Vec<Message>) -> Written {

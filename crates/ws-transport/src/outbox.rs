@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
 use ws_core::hub::QueueDepth;
-use ws_core::{Close, ConnId};
+use ws_core::{Client, Close, ConnId};
 
 use crate::tungstenite;
 
@@ -104,6 +104,26 @@ pub(crate) struct Commands {
     pub(crate) waiting: usize,
     pub(crate) close: Option<Close>,
     pub(crate) drain_at: Option<Instant>,
+}
+
+impl Commands {
+    /// Applies the commands taken with `frames` to the connection's core: frames taken
+    /// before a close command still go out ahead of its close frame, but only while the
+    /// connection is open, and not behind a close that discards them (4008).
+    pub(crate) fn apply<T>(&mut self, frames: &mut Vec<T>, client: &mut Client, now: Instant) {
+        if !client.is_open() {
+            frames.clear();
+        }
+        if let Some(close) = self.close.take() {
+            if close.discards_queued() {
+                frames.clear();
+            }
+            client.close(now, close);
+        }
+        if let Some(at) = self.drain_at.take() {
+            client.handle_drain(now, at);
+        }
+    }
 }
 
 impl Outbox {

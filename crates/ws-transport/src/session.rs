@@ -206,20 +206,7 @@ impl pump::Application for SessionApp<'_> {
             self.hub.metrics().slow_consumer();
             self.outbox.close(Close::slow_consumer());
         }
-        // Frames taken before a close command still go out ahead of its close frame, but
-        // only while the connection is open.
-        if !client.is_open() {
-            batch.frames.clear();
-        }
-        if let Some(close) = batch.commands.close.take() {
-            if close.discards_queued() {
-                batch.frames.clear();
-            }
-            client.close(now, close);
-        }
-        if let Some(at) = batch.commands.drain_at.take() {
-            client.handle_drain(now, at);
-        }
+        batch.commands.apply(&mut batch.frames, client, now);
     }
 
     fn emit(&self, batch: &mut SessionBatch, out: &mut Vec<Message>) -> Written {
