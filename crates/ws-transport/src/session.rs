@@ -180,19 +180,17 @@ impl pump::Application for SessionApp<'_> {
         // appended: the buffer of a burst is not kept.
         batch.frames.extend(std::mem::take(&mut state.pending));
         let mut overflow = false;
+        let State { projects, subs, .. } = &mut *state;
         for outgoing in batch.taken.drain(..) {
             if outgoing.member == NO_MEMBER {
                 batch.frames.push(outgoing.frame);
                 continue;
             }
-            let Some(project) = state.projects.get(&outgoing.member).cloned() else {
+            let Some(project) = projects.get(&outgoing.member) else {
                 continue; // unsubscribed since
             };
             let bytes = outgoing.frame.len();
-            match state
-                .subs
-                .handle_frame(&project, outgoing.offset, outgoing.frame, bytes)
-            {
+            match subs.handle_frame(project, outgoing.offset, outgoing.frame, bytes) {
                 Verdict::Deliver(frame) => {
                     batch.oldest = batch.oldest.or(outgoing.accepted);
                     batch.frames.push(frame);
