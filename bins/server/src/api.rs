@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use ws_core::envelope::{Payload, code};
 use ws_core::{IdempotencyKey, ProjectId, UserId};
 use ws_transport::broker::{BrokerError, HistoryQuery, Publication, Published, StoredMessage};
-use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
+use ws_transport::publish::{BROKER_UNAVAILABLE_MESSAGE, publish, publish_batch};
 use ws_transport::{Broker, SharedHub, json_error};
 
 use crate::http::{Body, Handle, json, method_not_allowed, not_found};
@@ -222,25 +222,39 @@ impl ApiHandler {
                 ),
             );
         }
-        let mut results = Vec::with_capacity(batch.messages.len());
-        for item in batch.messages {
-            let result = match self.batch_item(item.get()) {
-                Ok((project, publication)) => {
-                    match publish(&self.hub, &*self.broker, &project, publication).await {
-                        Ok(published) => published_json(published),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "batch item not published");
-                            item_error("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE)
-                        }
-                    }
+        // The checked items go to the broker together (one round trip on Redis), in the
+        // batch's order; a refused item keeps its place in the results.
+        let mut items = Vec::with_capacity(batch.messages.len());
+        let mut refused = Vec::with_capacity(batch.messages.len());
+        for item in &batch.messages {
+            match self.batch_item(item.get()) {
+                Ok(item) => {
+                    items.push(item);
+                    refused.push(None);
                 }
-                Err(refused) => {
+                Err(r) => refused.push(Some(r)),
+            }
+        }
+        let mut published = publish_batch(&self.hub, &*self.broker, items)
+            .await
+            .into_iter();
+        let results: Vec<String> = refused
+            .into_iter()
+            .map(|refused| match refused {
+                Some(refused) => {
                     let (code, message) = refused.code_message(self.max_message_bytes);
                     item_error(code, &message)
                 }
-            };
-            results.push(result);
-        }
+                None => match published.next() {
+                    Some(Ok(published)) => published_json(published),
+                    // `publish_batch` logged the broker's error; clients get the usual
+                    // sentence.
+                    Some(Err(_)) | None => {
+                        item_error("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE)
+                    }
+                },
+            })
+            .collect();
         json(
             StatusCode::OK,
             &format!(r#"{{"results":[{}]}}"#, results.join(",")),

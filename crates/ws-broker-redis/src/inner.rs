@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RedisResult};
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
 use ws_core::envelope::ServerFrame;
@@ -23,7 +23,7 @@ use crate::key_layout::KeyLayout;
 use crate::presence::Presence;
 use crate::scripts::Scripts;
 use crate::subscriber::Request;
-use crate::{budget, frame};
+use crate::{budget, frame, scripts};
 
 /// What the broker's tasks share.
 pub(crate) struct Inner {
@@ -182,28 +182,133 @@ impl Inner {
         }
     }
 
+    /// One publish: a batch of one ([`Inner::publish_all`]), so that both take one path.
     pub(crate) async fn publish(
         &self,
         project: &ProjectId,
         publication: Publication,
     ) -> Result<Published, BrokerError> {
+        self.publish_all(&[(project, &publication)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(BrokerError::unavailable("redis answered no publish")))
+    }
+
+    /// Publishes `items` in one round trip: a pipeline of one command per item, in the
+    /// items' order: EVALSHA of the publish script, or PUBLISH for an ephemeral item
+    /// (`frame::ephemeral_payload`: no offset, history or key). Redis runs a connection's
+    /// commands in the order they were sent, so each project's items take their offsets in
+    /// the items' order, and each item is still one atomic script (a single publish's
+    /// dedupe and offset logic, unchanged). One answer per item, in the items' order: a
+    /// failed item (a script error) does not stop the others; a lost connection or a
+    /// timeout (`command_timeout`, for the whole pipeline) fails every item, which may have
+    /// gone through, and is not retried (as for a single publish).
+    ///
+    /// A Redis that does not know the script (restarted, or `SCRIPT FLUSH`) answers NOSCRIPT
+    /// to an EVALSHA without running it. The items so answered, and only they, are sent once
+    /// more behind a SCRIPT LOAD, in one more round trip. That retry is exact: an item that
+    /// ran (a script that answered, a PUBLISH) is never sent twice, keyed or not. When every
+    /// EVALSHA answered NOSCRIPT (the usual case) the retried items keep the batch's order;
+    /// should another client load the script while the pipeline runs, a project's retried
+    /// items take offsets after its items that ran.
+    ///
+    /// Cluster: the items may live in different hash slots. A single Redis takes the
+    /// pipeline as it is; a Redis Cluster client would split it per node (another issue).
+    pub(crate) async fn publish_all(
+        &self,
+        items: &[(&ProjectId, &Publication)],
+    ) -> Vec<Result<Published, BrokerError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        // Each command's error is its own item's.
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for (project, publication) in items {
+            pipeline.add_command(self.publish_command(project, publication));
+        }
+        let mut answers = match self.send_publishes(&pipeline).await {
+            Ok(answers) => answers,
+            Err(e) => return vec![Err(e); items.len()],
+        };
+        let missing: Vec<usize> = (0..answers.len())
+            .filter(|&i| {
+                matches!(&answers[i], Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+            })
+            .collect();
+        let mut failed: Option<BrokerError> = None;
+        if !missing.is_empty() {
+            let commands: Vec<&redis::Cmd> = pipeline.cmd_iter().collect();
+            let mut retry = redis::pipe();
+            retry
+                .ignore_errors()
+                .cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(scripts::PUBLISH)
+                .ignore();
+            for &i in &missing {
+                retry.add_command(commands[i].clone());
+            }
+            match self.send_publishes(&retry).await {
+                Ok(retried) => {
+                    for (&i, answer) in missing.iter().zip(retried) {
+                        answers[i] = answer;
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for (i, (project, publication)) in items.iter().enumerate() {
+            let answer = match &failed {
+                Some(e) if missing.contains(&i) => Err(e.clone()),
+                _ => answers
+                    .get_mut(i)
+                    .map(|a| std::mem::replace(a, Ok(redis::Value::Nil)))
+                    .unwrap_or_else(|| {
+                        Err(RedisError::from((
+                            ErrorKind::Client,
+                            "redis answered fewer commands than sent",
+                        )))
+                    })
+                    .map_err(|e| BrokerError::caused_by("redis", e)),
+            };
+            results.push(answer.and_then(|value| self.published(project, publication, value)));
+        }
+        results
+    }
+
+    /// The command publishing `publication` to `project`, for a pipeline.
+    fn publish_command(&self, project: &ProjectId, publication: &Publication) -> redis::Cmd {
         let origin = publication.except.map(|conn| Origin {
             node: self.node.clone(),
             conn,
         });
         if publication.ephemeral {
-            return self
-                .publish_ephemeral(project, &publication, origin.as_ref())
-                .await;
+            let frame = ServerFrame::EphemeralMessage {
+                from: &publication.from,
+                data: publication.data.as_raw(),
+                ts: publication.ts,
+                ephemeral: true,
+            }
+            .to_json();
+            let mut command = redis::cmd("PUBLISH");
+            command
+                .arg(self.keys.channel(project))
+                .arg(frame::ephemeral_payload(&frame, origin.as_ref()));
+            return command;
         }
-        let (head, tail) = frame::message_parts(&publication);
+        let (head, tail) = frame::message_parts(publication);
         let history = self.config.history_for(project);
-        let mut invocation = self.scripts.publish.prepare_invoke();
-        invocation
-            .key(self.keys.meta(project))
-            .key(self.keys.history(project))
-            .key(self.keys.keys(project))
-            .key(self.keys.key_order(project))
+        // `scripts::PUBLISH`'s keys and arguments.
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.scripts.publish.get_hash())
+            .arg(4)
+            .arg(self.keys.meta(project))
+            .arg(self.keys.history(project))
+            .arg(self.keys.keys(project))
+            .arg(self.keys.key_order(project))
             .arg(new_epoch())
             .arg(head)
             .arg(tail)
@@ -214,47 +319,44 @@ impl Inner {
             .arg(history.max_bytes)
             .arg(publication.key.as_ref().map_or("", |k| k.as_str()))
             .arg(Origin::suffix(origin.as_ref()));
-        let invocation = &invocation;
-        let (offset, bytes, ms, duplicate) = self
-            .call(false, |mut c| async move {
-                invocation.invoke_async::<(u64, u64, u64, u8)>(&mut c).await
-            })
-            .await?;
+        command
+    }
+
+    /// Sends a pipeline of publishes: one round trip, counted in
+    /// `wshub_broker_publish_round_trips_total`. Each command's answer or error in order
+    /// (the pipeline ignores errors: they are its items').
+    async fn send_publishes(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<Vec<RedisResult<redis::Value>>, BrokerError> {
+        self.hub.metrics().publish_round_trip();
+        self.call(false, |mut c| async move {
+            pipeline
+                .query_async::<Vec<RedisResult<redis::Value>>>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// What Redis answered to `publication`'s command: for a stored one, the script's
+    /// `{offset, bytes, ms, duplicate}`, whose bytes go to the budget.
+    fn published(
+        &self,
+        project: &ProjectId,
+        publication: &Publication,
+        value: redis::Value,
+    ) -> Result<Published, BrokerError> {
+        if publication.ephemeral {
+            return Ok(Published::ephemeral());
+        }
+        let (offset, bytes, ms, duplicate): (u64, u64, u64, u8) =
+            redis::from_redis_value(value).map_err(|e| BrokerError::caused_by("redis", e))?;
         if duplicate == 1 {
             return Ok(Published::duplicate(offset));
         }
         // Accounted in the background: the deployment's keys are not the project's.
         self.report(project, bytes, ms);
         Ok(Published::stored(offset))
-    }
-
-    /// An ephemeral message: one PUBLISH on the project's channel, without offsets, history
-    /// or keys (`frame::ephemeral_payload`).
-    async fn publish_ephemeral(
-        &self,
-        project: &ProjectId,
-        publication: &Publication,
-        origin: Option<&Origin>,
-    ) -> Result<Published, BrokerError> {
-        let frame = ServerFrame::EphemeralMessage {
-            from: &publication.from,
-            data: publication.data.as_raw(),
-            ts: publication.ts,
-            ephemeral: true,
-        }
-        .to_json();
-        let payload = frame::ephemeral_payload(&frame, origin);
-        let channel = self.keys.channel(project);
-        let (channel, payload) = (&channel, &payload);
-        self.call(false, |mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await?;
-        Ok(Published::ephemeral())
     }
 
     pub(crate) async fn recover(
@@ -493,7 +595,7 @@ mod tests {
     #[test]
     fn broker_errors_keep_their_source_and_their_text() {
         use std::error::Error as _;
-        let redis = || RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        let redis = || RedisError::from((ErrorKind::Io, "connection refused"));
         let text = redis().to_string();
         let e = BrokerError::caused_by("redis", redis());
         assert_eq!(e.to_string(), format!("broker unavailable: redis: {text}"));

@@ -18,6 +18,9 @@
 //!
 //! - Order: Redis runs a script atomically and a pub/sub connection delivers in the order
 //!   messages were published, so every node sees a project's messages in offset order.
+//! - Batches (`Broker::publish_batch`): one pipeline of the items' EVALSHA (or PUBLISH for
+//!   an ephemeral item), one round trip; Redis runs them in order, so each project's items
+//!   keep the batch's order. A single publish is a batch of one.
 //! - History: a capped list per project (`history.size`, `history.max_bytes`,
 //!   `history.ttl`), and a budget for the deployment (`history.max_total_bytes`, see
 //!   `budget.rs`: the oldest idle projects are freed when over it); offsets and the
@@ -130,6 +133,19 @@ impl Broker for RedisBroker {
         publication: Publication,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(self.inner.publish(project, publication))
+    }
+
+    /// One round trip for the whole batch: a pipeline of the items' publishes, in order
+    /// (`Inner::publish_all`).
+    fn publish_batch<'a>(
+        &'a self,
+        items: Vec<(ProjectId, Publication)>,
+    ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
+        Box::pin(async move {
+            let items: Vec<(&ProjectId, &Publication)> =
+                items.iter().map(|(p, x)| (p, x)).collect();
+            self.inner.publish_all(&items).await
+        })
     }
 
     fn recover<'a>(

@@ -25,7 +25,7 @@ use redis::Script;
 /// Lua). A remembered key answers its first offset with `duplicate = 1` and publishes
 /// nothing; checking and recording in the same script as the append is what makes two
 /// nodes racing one key publish it once. A new epoch forgets every key with the history.
-const PUBLISH: &str = r"
+pub(crate) const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]

@@ -304,6 +304,26 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         publication: Publication,
     ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
+    /// Publishes every item, in order: one answer per item, in the items' order. Each
+    /// project's items take offsets in the order they come, and one failed item does not
+    /// stop the others.
+    ///
+    /// The default publishes them one by one, each after the previous one answered: right
+    /// for a broker that answers at once (the memory broker). A networked broker sends the
+    /// batch in one round trip where it can (the Redis broker: one pipeline).
+    fn publish_batch<'a>(
+        &'a self,
+        items: Vec<(ProjectId, Publication)>,
+    ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(items.len());
+            for (project, publication) in items {
+                results.push(self.publish(&project, publication).await);
+            }
+            results
+        })
+    }
+
     /// What a client starting at `position` gets: the stream's epoch and newest offset, and
     /// the messages to replay ([`Replay::decide`]).
     fn recover<'a>(

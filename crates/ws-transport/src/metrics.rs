@@ -19,6 +19,9 @@ pub struct Metrics {
     published: AtomicU64,
     slow_consumers: AtomicU64,
     broker_errors: AtomicU64,
+    /// Requests a networked broker sent for publishes (a command or a pipeline, answered
+    /// together): a Redis batch is one, an embedded broker never counts any.
+    publish_round_trips: AtomicU64,
     fanout_latency: Histogram<LATENCY_BUCKETS>,
     broker_latency: Histogram<LATENCY_BUCKETS>,
     queue_depth: Histogram<DEPTH_BUCKETS>,
@@ -94,6 +97,12 @@ impl Metrics {
     /// The broker failed a call.
     pub fn broker_error(&self) {
         self.broker_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A networked broker sent one request for publishes (one command, or one pipeline of
+    /// them) and waited for its answer: a round trip.
+    pub fn publish_round_trip(&self) {
+        self.publish_round_trips.fetch_add(1, Relaxed);
     }
 
     /// A member was judged a slow consumer (4008).
@@ -230,6 +239,11 @@ impl Metrics {
                 "Broker calls that failed.",
                 &self.broker_errors,
             ),
+            (
+                "wshub_broker_publish_round_trips_total",
+                "Round trips to a networked broker for publishes (a Redis batch takes one).",
+                &self.publish_round_trips,
+            ),
         ];
         for (name, help, value) in counters {
             writeln!(out, "# HELP {name} {help}")?;
@@ -349,6 +363,7 @@ mod tests {
         m.fanout_latency(Duration::from_millis(30));
         assert_eq!(m.history_bytes_add(100), 100);
         assert_eq!(m.history_bytes_add(-40), 60);
+        m.publish_round_trip();
         let text = m.encode(&Gauges {
             version: "1.2.3",
             connections: 2,
@@ -369,6 +384,7 @@ mod tests {
             "wshub_fanout_latency_seconds_bucket{le=\"0.05\"} 2",
             "wshub_fanout_latency_seconds_bucket{le=\"+Inf\"} 2",
             "wshub_fanout_latency_seconds_count 2",
+            "wshub_broker_publish_round_trips_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,7 +1,8 @@
 //! One publish, whoever sends it: a client over its WebSocket (`connection.rs`) or the
-//! backend over the HTTP API (the server's `api.rs`). Both come through [`publish`], so a
-//! message is stamped, timed, counted and its failure logged in one place; each caller only
-//! turns the outcome into its own answer (an `ack` or `error` frame, a `202` or `503`).
+//! backend over the HTTP API (the server's `api.rs`). Both come through [`publish`] (or
+//! [`publish_batch`] for `POST /api/messages`), so a message is stamped, timed, counted and
+//! its failure logged in one place; each caller only turns the outcome into its own answer
+//! (an `ack` or `error` frame, a `202` or `503`, a batch's result).
 
 use std::time::Instant;
 
@@ -56,4 +57,56 @@ pub async fn publish(
             Err(e)
         }
     }
+}
+
+/// Publishes `items` in order through [`Broker::publish_batch`] (one round trip on Redis):
+/// one answer per item, in the items' order; each project's items take offsets in the
+/// order they come, and a failed item does not stop the others. Each item is counted and
+/// its failure logged as [`publish`] does; its time is the batch's, from the call to the
+/// broker's answer, which is how long the item waited.
+///
+/// ```
+/// use futures_util::FutureExt;
+/// use ws_core::{AdmissionConfig, HubConfig, ProjectId, envelope::Payload};
+/// use ws_transport::broker::Publication;
+/// use ws_transport::{MemoryBroker, SharedHub, publish::publish_batch};
+///
+/// let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
+/// let broker = MemoryBroker::new(hub.clone(), Default::default(), 1);
+/// let item = |project: &str, n: u32| {
+///     let data = Payload::from_json(n.to_string()).unwrap();
+///     (ProjectId::parse(project).unwrap(), Publication::new("api".to_owned(), data))
+/// };
+/// let items = vec![item("a", 1), item("b", 2), item("a", 3)];
+/// let results = publish_batch(&hub, &broker, items).now_or_never().unwrap();
+/// let offsets: Vec<_> = results.into_iter().map(|r| r.unwrap().offset).collect();
+/// assert_eq!(offsets, [Some(1), Some(1), Some(2)]);
+/// ```
+pub async fn publish_batch(
+    hub: &SharedHub,
+    broker: &dyn Broker,
+    items: Vec<(ProjectId, Publication)>,
+) -> Vec<Result<Published, BrokerError>> {
+    let len = items.len();
+    // Kept for the log lines of failed items.
+    let projects: Vec<ProjectId> = items.iter().map(|(p, _)| p.clone()).collect();
+    let started = Instant::now();
+    let mut results = broker.publish_batch(items).await;
+    let took = started.elapsed();
+    debug_assert_eq!(results.len(), len, "a broker answers every item of a batch");
+    results.resize_with(len, || {
+        Err(BrokerError::unavailable(
+            "the broker did not answer this batch item",
+        ))
+    });
+    for (result, project) in results.iter().zip(&projects) {
+        match result {
+            Ok(_) => hub.metrics().published(took),
+            Err(e) => {
+                hub.metrics().broker_error();
+                debug!(%project, error = %e, "batch publish failed");
+            }
+        }
+    }
+    results
 }

@@ -400,6 +400,140 @@ async fn a_batch_with_bad_items_publishes_the_others(nodes: &[Server]) {
     assert_eq!(status, 405);
 }
 
+/// `wshub_broker_publish_round_trips_total` of `server`.
+async fn publish_round_trips(server: &Server) -> u64 {
+    let (status, _, body) = http("GET", &server.http("/metrics"), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("wshub_broker_publish_round_trips_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no round trip counter in\n{body}"))
+}
+
+/// A batch of 50 items over 5 projects (`rt-0` … `rt-4`, interleaved), `data` from
+/// `first`: each item answers its project's next offset, in the batch's order.
+async fn batch_of_50(server: &Server, first: u64) {
+    let items: Vec<Value> = (first..first + 50)
+        .map(|i| json!({"project": format!("rt-{}", i % 5), "data": i}))
+        .collect();
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/messages",
+        &json!({ "messages": items }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let expected: Vec<Value> = (first..first + 50)
+        .map(|i| json!({ "offset": i / 5 + 1 }))
+        .collect();
+    assert_eq!(results, &expected, "{body}");
+}
+
+/// The `data` of the messages of `rt-3` that `member` received up to a marker.
+async fn live_data(server: &Server, member: &mut Ws) -> Vec<u64> {
+    until_marker(server, member, "rt-3")
+        .await
+        .iter()
+        .map(|m| m["data"].as_u64().unwrap())
+        .collect()
+}
+
+/// Issue #17's "one Redis round trip per batch": a batch of 50 items over 5 projects takes
+/// one round trip on Redis (none on the memory broker, which answers at once), each
+/// project's items take offsets in the batch's order, and a member on another node gets
+/// them in that order. On Redis, a Redis that forgot the publish script (`SCRIPT FLUSH`)
+/// costs one more round trip and publishes every item exactly once; a project whose keys
+/// Redis cannot use fails its item alone.
+async fn a_batch_takes_one_round_trip_in_order(nodes: &[Server], redis: Option<&Redis>) {
+    let (mut member, _) = join(&nodes[0], "rt-3", "watcher").await;
+    let node = other(nodes);
+    // A fresh Redis does not know the publish script yet: the first publish loads it (one
+    // round trip more, as the `SCRIPT FLUSH` below shows).
+    let (status, body) = publish_http(node, "rt-warm", json!({"data": 0})).await;
+    assert_eq!(status, 202, "{body}");
+    if let Some(redis) = redis {
+        assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    }
+    let before = publish_round_trips(node).await;
+    batch_of_50(node, 0).await;
+    let round_trips = publish_round_trips(node).await - before;
+    assert_eq!(round_trips, u64::from(redis.is_some()));
+    if let Some(redis) = redis {
+        // Every item ran its own script (the budget's reports may add EVALSHAs later).
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        let evalsha: u64 = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|l| l.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no EVALSHA in {stats}"));
+        assert!(evalsha >= 50, "{stats}");
+    }
+    for project in 0..5 {
+        let page = history(&nodes[0], &format!("rt-{project}"), "").await;
+        let data: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..50).filter(|i| i % 5 == project).collect();
+        assert_eq!(data, expected, "rt-{project}");
+        assert_eq!(offsets(&page["messages"]), (1..=10).collect::<Vec<_>>());
+    }
+    let Some(redis) = redis else {
+        let live = live_data(&nodes[0], &mut member).await;
+        assert_eq!(live, [3, 8, 13, 18, 23, 28, 33, 38, 43, 48]);
+        return;
+    };
+
+    // A Redis that lost its scripts answers NOSCRIPT to every EVALSHA without running
+    // it: the items are sent again behind a SCRIPT LOAD, once each.
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let before = publish_round_trips(node).await;
+    batch_of_50(node, 50).await;
+    assert_eq!(publish_round_trips(node).await - before, 2);
+    for project in 0..5 {
+        let page = history(&nodes[0], &format!("rt-{project}"), "").await;
+        assert_eq!(offsets(&page["messages"]), (1..=20).collect::<Vec<_>>());
+        let data: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..100).filter(|i| i % 5 == project).collect();
+        assert_eq!(data, expected, "rt-{project}");
+    }
+    let live = live_data(&nodes[0], &mut member).await;
+    assert_eq!(live, (0..100).filter(|i| i % 5 == 3).collect::<Vec<_>>());
+
+    // A project whose meta is not a hash: its script fails, its item alone.
+    assert_eq!(redis.cli(&["SET", "wshub:{rt-bad}:meta", "x"]), "OK");
+    let batch = json!({"messages": [
+        {"project": "rt-0", "data": "a"},
+        {"project": "rt-bad", "data": "b"},
+        {"project": "rt-0", "data": "c", "key": "c"},
+        {"project": "rt-1", "data": "d", "ephemeral": true},
+        {"project": "rt-0", "data": "e", "key": "c"},
+    ]});
+    let before = publish_round_trips(node).await;
+    let (status, body) = api(node, "POST", "/api/messages", &batch.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(publish_round_trips(node).await - before, 1);
+    assert_eq!(
+        body["results"],
+        json!([
+            {"offset": 21},
+            {"error": "broker_unavailable", "message": "the message broker is unavailable; retry later"},
+            {"offset": 22},
+            {},
+            {"offset": 22, "duplicate": true},
+        ])
+    );
+}
+
 async fn paging_walks_2500_messages_in_pages_of_1000(nodes: &[Server]) {
     let p = "paging";
     for chunk in 0..25 {
@@ -563,4 +697,15 @@ async fn memory_paging_walks_2500_messages_in_pages_of_1000() {
 async fn redis_paging_walks_2500_messages_in_pages_of_1000() {
     let redis = Redis::start();
     paging_walks_2500_messages_in_pages_of_1000(&redis_nodes(&redis)).await;
+}
+
+#[tokio::test]
+async fn memory_a_batch_takes_no_round_trip_and_keeps_each_projects_order() {
+    a_batch_takes_one_round_trip_in_order(&memory(), None).await;
+}
+
+#[tokio::test]
+async fn redis_a_batch_takes_one_round_trip_and_keeps_each_projects_order() {
+    let redis = Redis::start();
+    a_batch_takes_one_round_trip_in_order(&redis_nodes(&redis), Some(&redis)).await;
 }
