@@ -2,7 +2,7 @@
 //! the checks of SPEC §3 in order, then the upgrade (or, for a check, `204`).
 //!
 //! The router parses the path and the project once and hands the request to
-//! `WebSocketRoute::handshake` with its [`Handshake`], which runs the route's own layer
+//! `WebSocketRoute::handshake` with its `Handshake`, which runs the route's own layer
 //! stack. For a request that fails several checks, the public contract is the first failure
 //! (docs/security.md):
 //!
