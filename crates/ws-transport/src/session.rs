@@ -735,8 +735,7 @@ pub(crate) fn run(
         client_config.protocol = Protocol::V2;
         let client = new_client_until(client_config, expires_at);
         let pump::Ended { closed, socket } = pump::run(ws, &app, client, config.linger).await;
-        let subscriptions: Vec<(ConnId, ProjectId)> =
-            app.lock().projects.drain().collect();
+        let subscriptions: Vec<(ConnId, ProjectId)> = app.lock().projects.drain().collect();
         for (key, project) in &subscriptions {
             app.leave(*key, project);
         }
