@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
-use http_body_util::Full;
 
 use crate::http::Body;
 
@@ -24,7 +23,7 @@ pub fn client_js() -> Response<Body> {
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Body::new(Bytes::from_static(body.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // The page and the client change with the binary: never serve a stale copy.

@@ -9,13 +9,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 use ws_transport::json_error;
 
 /// The body of every answer.
-pub(crate) type Body = Full<Bytes>;
+pub(crate) type Body = ws_transport::Body;
 
 /// The future of a boxed, infallible route.
 pub(crate) type BoxFuture =
@@ -71,7 +70,7 @@ where
 
 /// `status` with a JSON `body`.
 pub(crate) fn json(status: StatusCode, body: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    let mut response = Response::new(Body::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -10,10 +10,12 @@
 //! │                          WebSocketRoute: Upgrader::check (not for checks) → draining
 //! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
 //! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
+//! ├─ GET /sse/projects/{id}  the same WebSocketRoute, without the upgrade check: 200
+//! │                          text/event-stream (Last-Event-ID: 400 invalid_query if bad)
 //! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
 //! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages, POST /api/messages
 //! │                          ApiKey → ApiHandler (the ApiPath the router parsed)
-//! └─ anything else, or a bad {id}: 404; another method on /ws/projects/{id}: 405
+//! └─ anything else, or a bad {id}: 404; another method on /ws/projects/{id} or /sse/projects/{id}: 405
 //! ```
 
 use std::convert::Infallible;
@@ -48,7 +50,10 @@ enum Route {
     Readyz,
     /// `GET /ws/projects/{project}`, `GET /ws`, `GET /ws/check[/projects/{project}]`.
     WebSocket(Handshake),
-    /// Another method on `/ws/projects/{project}`.
+    /// `GET /sse/projects/{project}`: a server-sent event stream, through the WebSocket
+    /// route's checks but the upgrade's.
+    Sse(ProjectId),
+    /// Another method on `/ws/projects/{project}` or `/sse/projects/{project}`.
     WebSocketMethod,
     Admin,
     /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
@@ -82,6 +87,11 @@ impl Route {
             ["ws", "check"] => Self::WebSocketMethod,
             ["ws", "check", "projects", project] => match ProjectId::parse(project) {
                 Ok(project) if get => Self::WebSocket(Handshake::CheckV1(project)),
+                Ok(_) => Self::WebSocketMethod,
+                Err(_) => Self::NotFound,
+            },
+            ["sse", "projects", project] => match ProjectId::parse(project) {
+                Ok(project) if get => Self::Sse(project),
                 Ok(_) => Self::WebSocketMethod,
                 Err(_) => Self::NotFound,
             },
@@ -163,6 +173,7 @@ impl Handle for Routes {
             Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
             Route::Readyz => self.readyz(),
             Route::WebSocket(target) => self.websocket.handshake(target, req).await,
+            Route::Sse(project) => self.websocket.handshake(Handshake::Sse(project), req).await,
             Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
             Route::Admin => call(self.admin.clone(), req).await,
             Route::Api(path) => {

@@ -44,6 +44,7 @@ use ws_auth::{
     SetClientIp, SharedVerifier,
 };
 use ws_core::envelope::v2::{MAX_LAST, Recover, Target};
+use ws_core::sse::EventId;
 use ws_core::{Operation, Ops, ProjectId, UserId};
 use ws_transport::{
     Admitted, AdmittedSession, Reauthorize, RemoteAddr, Renewed, SharedHub, Upgrader, json_error,
@@ -101,10 +102,10 @@ impl WebSocketRoute {
         target: Handshake,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
-        if !target.is_check()
+        if target.is_upgrade()
             && let Err(refusal) = Upgrader::check(&req)
         {
-            return refusal;
+            return refusal.map(Body::from);
         }
         if self.hub.is_draining() {
             let mut response = json_error(
@@ -117,7 +118,9 @@ impl WebSocketRoute {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         }
-        if let Handshake::V1(project) | Handshake::CheckV1(project) = &target {
+        if let Handshake::V1(project) | Handshake::CheckV1(project) | Handshake::Sse(project) =
+            &target
+        {
             req.extensions_mut()
                 .insert(ProjectScope(project.to_string()));
         }
@@ -137,11 +140,15 @@ pub(crate) enum Handshake {
     CheckV1(ProjectId),
     /// `GET /ws/check`: would a v2 handshake pass?
     CheckV2,
+    /// `GET /sse/projects/{project}`: a server-sent event stream (SPEC §14), checked as a
+    /// v1 handshake but for the upgrade.
+    Sse(ProjectId),
 }
 
 impl Handshake {
-    fn is_check(&self) -> bool {
-        matches!(self, Self::CheckV1(_) | Self::CheckV2)
+    /// Whether the request must be a WebSocket upgrade (SPEC §3 step 1).
+    fn is_upgrade(&self) -> bool {
+        matches!(self, Self::V1(_) | Self::V2)
     }
 }
 
@@ -256,9 +263,25 @@ impl Service<Request<Incoming>> for UpgradeHandler {
                         remote,
                         ops,
                     };
-                    self.upgrader.upgrade(req, who)
+                    self.upgrader.upgrade(req, who).map(Body::from)
                 }
                 Err(message) => invalid_query(message),
+            },
+            Handshake::Sse(project) => match last_event_id(&req) {
+                Ok(since) => {
+                    let who = Admitted {
+                        user: UserId::new(claims.sub),
+                        project,
+                        expires_at,
+                        since,
+                        remote,
+                        // A stream only receives: subscribe is all it does, and JwtAuth
+                        // checked it.
+                        ops: Ops::NONE,
+                    };
+                    self.upgrader.event_stream(who)
+                }
+                Err(message) => invalid_query(&message),
             },
             Handshake::CheckV1(_) => match recovery_query(query) {
                 Ok(_) => no_content(),
@@ -304,7 +327,7 @@ impl Service<Request<Incoming>> for UpgradeHandler {
                         subscribe,
                         remote,
                     };
-                    self.upgrader.upgrade_session(req, who)
+                    self.upgrader.upgrade_session(req, who).map(Body::from)
                 }
             }
         };
@@ -402,6 +425,36 @@ fn session_query(query: &str, max: usize) -> Result<Vec<(Target, Recover)>, Stri
         .collect()
 }
 
+/// The position an event stream recovers from (SPEC §14): the `Last-Event-ID` header, or
+/// for clients that cannot set it the `last_event_id` query (percent-decoded); the header
+/// wins. Either must be `<epoch>:<offset>` exactly ([`EventId`]); an empty header is none,
+/// as the SSE spec lets a client reset it.
+fn last_event_id<B>(req: &Request<B>) -> Result<Option<(u64, String)>, String> {
+    let header = match req.headers().get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| "Last-Event-ID must be <epoch>:<offset>".to_owned())?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let query = req.uri().query().unwrap_or("");
+    let from_query = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("last_event_id="))
+        .next_back()
+        .map(|v| percent_decode(v).map_err(|e| format!("last_event_id: {e}")))
+        .transpose()?;
+    let Some(id) = header.or(from_query).filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    let id: EventId = id
+        .parse()
+        .map_err(|e: ws_core::sse::InvalidEventId| e.to_string())?;
+    Ok(Some((id.offset, id.epoch)))
+}
+
 /// `since=<offset>&epoch=<epoch>` from the query: both, or neither.
 fn recovery_query(query: &str) -> Result<Option<(u64, String)>, &'static str> {
     let mut since = None;
@@ -426,7 +479,33 @@ fn recovery_query(query: &str) -> Result<Option<(u64, String)>, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::recovery_query;
+    use super::{last_event_id, recovery_query};
+
+    fn last(header: Option<&str>, uri: &str) -> Result<Option<(u64, String)>, String> {
+        let mut req = http::Request::builder().uri(uri);
+        if let Some(h) = header {
+            req = req.header("last-event-id", h);
+        }
+        last_event_id(&req.body(()).unwrap())
+    }
+
+    #[test]
+    fn last_event_id_from_the_header_or_the_query() {
+        assert_eq!(last(None, "/sse/projects/p"), Ok(None));
+        assert_eq!(last(Some(""), "/sse/projects/p"), Ok(None));
+        assert_eq!(
+            last(Some("e1:5"), "/sse/projects/p?last_event_id=e2:9"),
+            Ok(Some((5, "e1".to_owned())))
+        );
+        assert_eq!(
+            last(None, "/sse/projects/p?access_token=t&last_event_id=e%3A1:9"),
+            Ok(Some((9, "e:1".to_owned())))
+        );
+        assert!(last(Some("garbage"), "/sse/projects/p").is_err());
+        assert!(last(Some("e:-1"), "/sse/projects/p").is_err());
+        assert!(last(None, "/sse/projects/p?last_event_id=e:x").is_err());
+        assert!(last(None, "/sse/projects/p?last_event_id=%zz").is_err());
+    }
 
     #[test]
     fn recovery_needs_both_since_and_epoch() {

@@ -28,6 +28,7 @@
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
 //! - [`session`]: what one v2 connection may do: grants, namespaces, the personal stream.
 //! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
+//! - [`sse`]: server-sent events: the event id, its parser, the events, a stream's timers.
 //! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes;
 //!   [`envelope::v2`]: the requests and frames of the v2 protocol.
 //! - [`CloseCode`] and [`Close`]: every close carries a code and a reason.
@@ -47,6 +48,7 @@ pub mod ids;
 pub mod namespace;
 pub mod retention;
 pub mod session;
+pub mod sse;
 pub mod subscriptions;
 
 pub use admission::{Admission, AdmissionConfig};

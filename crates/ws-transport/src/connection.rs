@@ -353,7 +353,7 @@ pub(crate) fn refuse<'a>(
 }
 
 /// Unregisters, and tells the project when the user's last connection left.
-fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted) {
+pub(crate) fn leave(hub: &SharedHub, conn: ConnId, who: &Admitted) {
     let Some(gone) = hub.unregister(conn, &who.project) else {
         return;
     };

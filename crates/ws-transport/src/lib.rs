@@ -53,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod body;
 pub mod broker;
 mod config;
 mod connection;
@@ -65,10 +66,12 @@ mod pump;
 mod serve;
 mod session;
 mod socket;
+mod sse;
 mod tls;
 mod traffic;
 mod upgrade;
 
+pub use body::Body;
 pub use broker::{Broker, MemoryBroker};
 pub use config::TransportConfig;
 pub use connection::Admitted;

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::server::conn::http1;
@@ -38,25 +37,27 @@ pub struct RemoteAddr(pub SocketAddr);
 /// left hyper at the upgrade and are drained through the hub.
 ///
 /// `handshake_timeout` bounds how long a client may take to send its request headers.
-pub async fn serve<S>(
+pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     shutdown: CancellationToken,
     handshake_timeout: Duration,
     grace: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     accept_loop(listener, service, None, shutdown, handshake_timeout, grace).await;
 }
 
 /// [`serve`] over TLS (`https://`, `wss://`): the TLS handshake must also finish within
 /// `handshake_timeout`; a client that does not speak TLS is dropped.
-pub async fn serve_tls<S>(
+pub async fn serve_tls<S, B>(
     listener: TcpListener,
     service: S,
     tls: Arc<TlsConfig>,
@@ -64,11 +65,13 @@ pub async fn serve_tls<S>(
     handshake_timeout: Duration,
     grace: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     accept_loop(
         listener,
@@ -81,7 +84,7 @@ pub async fn serve_tls<S>(
     .await;
 }
 
-async fn accept_loop<S>(
+async fn accept_loop<S, B>(
     listener: TcpListener,
     service: S,
     tls: Option<Arc<TlsConfig>>,
@@ -89,11 +92,13 @@ async fn accept_loop<S>(
     handshake_timeout: Duration,
     grace: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = http1::Builder::new();
     builder
@@ -184,7 +189,9 @@ async fn serve_connection<I, S>(
 ) -> hyper::Result<()>
 where
     I: Read + Write + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+    S: HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = builder.serve_connection(io, service).with_upgrades();

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::body::Body;
 use crate::broker::Broker;
 use crate::config::TransportConfig;
 use crate::connection::{self, Admitted};
 use crate::hub::SharedHub;
 use crate::session::{self, AdmittedSession, Reauthorize};
 use crate::socket::{self, PendingUpgrade};
+use crate::sse;
 
 /// The subprotocol wshub answers when a client offers it (defined with the frames).
 pub use ws_core::envelope::{SUBPROTOCOL, SUBPROTOCOL_V2};
@@ -175,6 +178,40 @@ impl Upgrader {
             );
         }
         Ok((response, websocket))
+    }
+
+    /// Answers `200 text/event-stream` at once and starts the server-sent event stream of
+    /// `who` (`GET /sse/projects/{p}`, SPEC §14), a hub member like a v1 connection; its
+    /// `since` comes from `Last-Event-ID`.
+    ///
+    /// The request must have passed authentication. The stream is tracked with the
+    /// connections ([`Upgrader::tracker`]), so shutdown waits for its `event: close`.
+    pub fn event_stream(&self, who: Admitted) -> Response<Body> {
+        let (tx, rx) = mpsc::channel(sse::CHANNEL_CHUNKS);
+        let conn = self.hub.next_conn();
+        let span =
+            tracing::info_span!("sse", conn = conn.0, user = %who.user, project = %who.project);
+        self.tracker.spawn(
+            sse::run(
+                tx,
+                self.hub.clone(),
+                Arc::clone(&self.broker),
+                Arc::clone(&self.config),
+                conn,
+                who,
+            )
+            .instrument(span),
+        );
+        let mut response = Response::new(Body::stream(rx));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // nginx buffers answers unless told not to: events would arrive in bursts.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        response
     }
 
     /// The hub connections are registered in.

@@ -22,5 +22,6 @@ mod retention;
 mod scale;
 mod security;
 mod shutdown;
+mod sse;
 mod tls;
 mod v2;

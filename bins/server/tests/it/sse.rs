@@ -1,0 +1,352 @@
+//! Server-sent events (SPEC §14), spoken over raw TCP as `curl -N` would: the request, the
+//! chunked body, the events.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::*;
+
+/// One event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    id: Option<String>,
+    event: String,
+    data: String,
+}
+
+impl Event {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// A stream being read: the chunked body, cut into events.
+struct Sse {
+    reader: BufReader<TcpStream>,
+    buffer: String,
+    heartbeats: usize,
+}
+
+/// `GET /sse/projects/{project}` with `headers`; the stream, or a refusal's status and body.
+async fn open(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    recv_buffer: Option<u32>,
+) -> Result<Sse, (u16, Value)> {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n",
+        server.addr
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        head.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let header = |name: &str| head.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if status != 200 {
+        let len: usize = header("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).await.unwrap();
+        return Err((status, serde_json::from_slice(&body).unwrap()));
+    }
+    assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
+    assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+    assert_eq!(header("transfer-encoding").as_deref(), Some("chunked"));
+    Ok(Sse {
+        reader,
+        buffer: String::new(),
+        heartbeats: 0,
+    })
+}
+
+async fn stream(server: &Server, project: &str, user: &str, last: Option<&str>) -> Sse {
+    let bearer = format!("Bearer {}", token(user, &[project]));
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if let Some(last) = last {
+        headers.push(("last-event-id", last));
+    }
+    let path = format!("/sse/projects/{project}");
+    open(server, &path, &headers, None).await.unwrap()
+}
+
+impl Sse {
+    /// The next event; `None` once the stream ended. Heartbeats are counted, not returned.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    id: None,
+                    event: "message".to_owned(),
+                    data: String::new(),
+                };
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    match line.split_once(": ") {
+                        _ if line.is_empty() || line.starts_with(':') => {}
+                        Some(("id", v)) => event.id = Some(v.to_owned()),
+                        Some(("event", v)) => event.event = v.to_owned(),
+                        Some(("data", v)) => data.push(v),
+                        _ => panic!("unexpected line {line:?}"),
+                    }
+                }
+                if data.is_empty() && event.id.is_none() {
+                    self.heartbeats += 1;
+                    continue;
+                }
+                event.data = data.join("\n");
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout(STEP, self.chunk())
+                .await
+                .expect("no event in time")?;
+            self.buffer.push_str(&chunk);
+        }
+    }
+
+    /// One chunk of the body; `None` at its end.
+    async fn chunk(&mut self) -> Option<String> {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).await.unwrap() == 0 {
+            return None;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        self.reader.read_exact(&mut chunk).await.unwrap();
+        if size == 0 {
+            return None;
+        }
+        chunk.truncate(size);
+        Some(String::from_utf8(chunk).unwrap())
+    }
+
+    /// The next event, which must be a message; its offset.
+    async fn message(&mut self, epoch: &str) -> u64 {
+        let event = self.next().await.expect("the stream ended");
+        assert_eq!(event.event, "message", "{event:?}");
+        let frame = event.json();
+        let offset = frame["offset"].as_u64().unwrap();
+        assert_eq!(event.id, Some(format!("{epoch}:{offset}")));
+        assert_eq!(frame["type"], "message");
+        offset
+    }
+}
+
+async fn publish_n(server: &Server, project: &str, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        let body = json!({"data": {"n": i}}).to_string();
+        let (status, _) = api(
+            server,
+            "POST",
+            &format!("/api/projects/{project}/messages"),
+            &body,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+}
+
+#[tokio::test]
+async fn sse_events_carry_ids_and_last_event_id_recovers_exactly_what_was_missed() {
+    let server = Server::start("");
+    let mut first = stream(&server, "p", "alice", None).await;
+    let welcome = first.next().await.unwrap();
+    assert_eq!(welcome.event, "welcome");
+    let frame = welcome.json();
+    let epoch = frame["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(welcome.id, Some(format!("{epoch}:0")));
+    assert_eq!(
+        (frame["recovered"].clone(), frame["offset"].clone()),
+        (json!(false), json!(0))
+    );
+
+    publish_n(&server, "p", 1..=3).await;
+    for n in 1..=3 {
+        assert_eq!(first.message(&epoch).await, n);
+    }
+    drop(first);
+
+    // Publishes go on while the client reconnects from the last id it saw.
+    let publisher = {
+        let addr = server.http("");
+        tokio::spawn(async move {
+            for i in 4..=40u64 {
+                let body = json!({"data": {"n": i}}).to_string();
+                let key = format!("Bearer {API_KEY}");
+                let (status, _, _) = http(
+                    "POST",
+                    &format!("{addr}/api/projects/p/messages"),
+                    &[
+                        ("authorization", &key),
+                        ("content-type", "application/json"),
+                    ],
+                    &body,
+                )
+                .await;
+                assert_eq!(status, 202);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut again = stream(&server, "p", "alice", Some(&format!("{epoch}:3"))).await;
+    let welcome = again.next().await.unwrap();
+    assert_eq!(welcome.event, "welcome");
+    assert_eq!(welcome.id, None, "a recovery keeps the client's id");
+    assert_eq!(welcome.json()["recovered"], true);
+    for n in 4..=40 {
+        assert_eq!(again.message(&epoch).await, n, "no gap, no duplicate");
+    }
+    publisher.await.unwrap();
+}
+
+#[tokio::test]
+async fn sse_a_lost_recovery_sends_reset_first_and_moves_the_id_to_the_present() {
+    let server = Server::start("");
+    publish_n(&server, "p", 1..=2).await;
+    let mut sse = stream(&server, "p", "alice", Some("stale-epoch:1")).await;
+    let reset = sse.next().await.unwrap();
+    assert_eq!(reset.event, "reset");
+    let data = reset.json();
+    let epoch = data["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(data["offset"], 2);
+    assert_eq!(reset.id, Some(format!("{epoch}:2")));
+    publish_n(&server, "p", 3..=3).await;
+    assert_eq!(sse.message(&epoch).await, 3);
+}
+
+#[tokio::test]
+async fn sse_refusals_are_the_handshake_ones_as_json() {
+    let server = Server::start("");
+    let refused = |r: Result<Sse, (u16, Value)>| match r {
+        Ok(_) => panic!("not refused"),
+        Err((status, body)) => (status, body["error"].as_str().unwrap().to_owned()),
+    };
+    let path = "/sse/projects/p";
+    assert_eq!(
+        refused(open(&server, path, &[], None).await),
+        (401, "missing_token".to_owned())
+    );
+    let other = format!("Bearer {}", token("alice", &["other"]));
+    assert_eq!(
+        refused(open(&server, path, &[("authorization", &other)], None).await),
+        (403, "forbidden".to_owned())
+    );
+    let bearer = format!("Bearer {}", token("alice", &["p"]));
+    for garbage in ["garbage", "e:-1", "e:1.5", ":3"] {
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("last-event-id", garbage),
+        ];
+        assert_eq!(
+            refused(open(&server, path, &headers, None).await),
+            (400, "invalid_query".to_owned()),
+            "{garbage}"
+        );
+    }
+    let query = format!(
+        "{path}?access_token={}&last_event_id=nope",
+        token("alice", &["p"])
+    );
+    assert_eq!(
+        refused(open(&server, &query, &[], None).await),
+        (400, "invalid_query".to_owned())
+    );
+    let (status, headers, _) = http("POST", &server.http(path), &[], "").await;
+    assert_eq!(status, 405);
+    assert!(headers.iter().any(|(k, v)| k == "allow" && v == "GET"));
+    let (status, _, _) = http("GET", &server.http("/sse/projects/bad%20id"), &[], "").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn sse_heartbeats_are_comment_lines_every_ping_interval() {
+    let server = Server::start("[timeouts]\nping_interval = \"300ms\"\n");
+    let mut sse = stream(&server, "p", "alice", None).await;
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    publish_n(&server, "p", 1..=1).await;
+    let event = sse.next().await.unwrap();
+    assert_eq!(event.event, "message");
+    assert!(sse.heartbeats >= 2, "{} heartbeats", sse.heartbeats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_a_reader_that_cannot_keep_up_ends_with_close_4008_and_harms_no_one() {
+    let server = Server::start("[limits]\nsend_queue_bytes = 2097152\n");
+    let bearer = format!("Bearer {}", token("slow", &["p"]));
+    let mut slow = open(
+        &server,
+        "/sse/projects/p",
+        &[("authorization", &bearer)],
+        Some(4096),
+    )
+    .await
+    .unwrap();
+    assert_eq!(slow.next().await.unwrap().event, "welcome");
+    let mut fast = stream(&server, "p", "fast", None).await;
+    let epoch = fast.next().await.unwrap().json()["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let big = "x".repeat(30 * 1024);
+    // The fast reader keeps pace with the publisher, in rounds; the slow one reads nothing.
+    for round in 0..60 {
+        for _ in 0..10 {
+            let body = json!({"data": big}).to_string();
+            let (status, _) = api(&server, "POST", "/api/projects/p/messages", &body).await;
+            assert_eq!(status, 202);
+        }
+        for n in 1..=10 {
+            assert_eq!(fast.message(&epoch).await, round * 10 + n);
+        }
+    }
+    // Now the slow one reads: what got through, then the close.
+    let mut last = None;
+    while let Some(event) = slow.next().await {
+        last = Some(event);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.event, "close");
+    assert_eq!(last.json()["code"], 4008);
+}
+
+#[tokio::test]
+async fn sse_drain_ends_the_stream_with_close_1001() {
+    let mut server = Server::start("[shutdown]\ndrain = \"500ms\"\n");
+    let mut sse = stream(&server, "p", "alice", None).await;
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    let terminated = tokio::task::spawn_blocking(move || server.terminate());
+    let close = sse.next().await.unwrap();
+    assert_eq!(close.event, "close");
+    assert_eq!(close.json()["code"], 1001);
+    assert_eq!(sse.next().await, None, "the stream ends after the close");
+    assert!(terminated.await.unwrap().success());
+}
