@@ -19,6 +19,7 @@ async function setup(options = {}) {
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     now: clock.now,
+    fetch: null,
     ...options,
   });
   const states = [];
