@@ -708,7 +708,7 @@ class Link extends Emitter {
     sub.asked = Number.isInteger(sub.offset) && !!sub.epoch;
     if (sub.asked) Object.assign(f, { since: sub.offset, epoch: sub.epoch });
     else if (sub.last) f.last = sub.last;
-    this.request(sub.project, 'subscribe', f).then(
+    this.request(sub.project, 'subscribe', f, false, [
       (a) => this.#subscribed(sub, a),
       (err) => {
         if (err.code === 'closed' || this.subs.get(sub.project) !== sub) return;
@@ -716,7 +716,7 @@ class Link extends Emitter {
         sub._set('failed', { code: err.code, reason: err.message });
         sub._emit('error', err);
       },
-    );
+    ]);
   }
   #subscribed(sub, frame) {
     const recovered = sub.asked && frame.recovered === true;
@@ -742,7 +742,7 @@ class Link extends Emitter {
    * Sends a request and resolves with its answer. Publishes (v2) carry a key: unacknowledged
    * ones are sent again after a reconnect and the server dedupes them.
    */
-  request(project, type, fields, isPublish = false) {
+  request(project, type, fields, isPublish = false, sync) {
     if (this.#stopped) return Promise.reject(new WshubError('closed', 'wshub: the connection is closed'));
     const frame = { type, ...fields };
     if (this.v2 && project !== null) frame.project = project;
@@ -763,7 +763,7 @@ class Link extends Emitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise((resolve, reject) => {
+    const make = (resolve, reject) => {
       const r = { type, frame, resolve, reject, sent: false, everSent: false, project };
       r.timer = this.#T(() => {
         this.#settle(id, new WshubError('timeout', `wshub: no answer to ${type} ${id} within ${this.timeout} ms${r.everSent ? '' : ' (never sent)'}`, { sent: r.everSent }));
@@ -771,7 +771,9 @@ class Link extends Emitter {
       this.#pending.set(id, r);
       this.#queue.push(id);
       this.#pump();
-    });
+    };
+    // Internal requests answer synchronously, so a subscription's state follows its frames.
+    return sync ? make(...sync) : new Promise(make);
   }
 
   #settle(id, err, value) {
