@@ -168,15 +168,15 @@ class Handle {
     this._link.reconnect();
   }
   /** Lets go of this handle; the socket closes when the last one is released, after the grace period. */
-  release(graceMs) {
+  release(graceMs, reason) {
     if (this.#released) return;
     this.#released = true;
-    this.#link._release(graceMs);
+    this.#link._release(graceMs, reason);
     for (const off of this.#offs) off();
   }
   /** Releases at once, without a grace period. */
-  close() {
-    this.release(0);
+  close(reason) {
+    this.release(0, reason);
   }
 }
 
@@ -376,11 +376,11 @@ class Link extends Emitter {
     this.#holders += 1;
     this.#clear('release');
   }
-  _release(graceMs = this.#o.releaseGraceMs ?? RELEASE_GRACE_MS) {
+  _release(graceMs = this.#o.releaseGraceMs ?? RELEASE_GRACE_MS, reason) {
     this.#holders -= 1;
     if (this.#holders > 0) return;
     if (graceMs > 0) this.#timer('release', graceMs, () => this.#holders <= 0 && this.close());
-    else this.close();
+    else this.close(reason);
   }
 
   _start() {
@@ -582,7 +582,6 @@ class Link extends Emitter {
   /** After a refused handshake: asks /ws/check whether the server refuses us, and why. */
   async #check(f, code, reason) {
     const gen = ++this.#gen;
-    this.#set('reconnecting', { delay: null, attempt: this.#attempt, code, reason });
     const sub = !this.v2 && [...this.subs.values()][0];
     const url = `${this.#url.replace(/^ws/i, 'http')}/ws/check${sub ? `/projects/${sub.project}` : ''}?access_token=${encodeURIComponent(this.#token)}`;
     let status = 0;
