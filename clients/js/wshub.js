@@ -22,7 +22,7 @@ export const REFRESH_AHEAD_MS = 30000;
 export const TOKEN_FAILURES_MAX = 5;
 export const VERSION = '0.2.0';
 
-const PUBLISH_ERROR_CODES = new Set(['rate_limited', 'broker_unavailable', 'publish_not_allowed', 'forbidden']);
+const PUBLISH_ERROR_CODES = /^(rate_limited|broker_unavailable|publish_not_allowed|forbidden)$/;
 const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010]);
 const PROJECT_ID = /^([A-Za-z0-9._:-]{1,128}|~user)$/;
 const noop = () => {};
@@ -43,7 +43,7 @@ export function backoffDelay(attempt, random = Math.random, base = BACKOFF_BASE_
 
 export class WshubError extends Error {
   constructor(code, message, details = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    super(`wshub: ${message}`, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'WshubError';
     this.code = code;
     for (const k of ['closeCode', 'reason', 'sent', 'status', 'project']) if (details[k] !== undefined) this[k] = details[k];
@@ -142,12 +142,12 @@ class Handle {
     return this.#link;
   }
   get _link() {
-    if (this.#released) throw new WshubError('released', 'wshub: this handle was released');
+    if (this.#released) throw new WshubError('released', 'this handle was released');
     return this.#link;
   }
   _req(project, type, fields, isPublish) {
-    if (this.#released) return Promise.reject(new WshubError('closed', 'wshub: this handle was released'));
-    return this.#link.request(project, type, fields, isPublish);
+    if (this.#released) return Promise.reject(new WshubError('closed', 'this handle was released'));
+    return this.#link._request(project, type, fields, isPublish);
   }
   get state() {
     return this.#link.state;
@@ -195,7 +195,7 @@ class Connection extends Handle {
     return this._raw.welcome;
   }
   _sub() {
-    return [...this._raw.subs.values()][0];
+    return [...this._raw._subs.values()][0];
   }
   on(event, fn) {
     return ['message', 'presence', 'recovered'].includes(event) ? this._sub().on(event, fn) : super.on(event, fn);
@@ -233,30 +233,21 @@ class Hub extends Handle {
 class Subscription extends Emitter {
   constructor(link, project, options) {
     super();
-    this.link = link;
+    this._lk = link;
     this.project = project;
     this.state = 'subscribing';
     const pos = options.position || {};
     this.offset = Number.isInteger(pos.offset) ? pos.offset : null;
     this.epoch = typeof pos.epoch === 'string' ? pos.epoch : null;
-    this.last = options.last;
-    this.asked = false;
+    this._last = options.last;
+    this._asked = false;
   }
   /** `{offset, epoch}`: keep it (sessionStorage) and pass it as `position` to resume after a reload. */
   get position() {
     return { offset: this.offset, epoch: this.epoch };
   }
-  publish(data, options) {
-    return this.link.request(this.project, 'publish', { data, ...options }, true);
-  }
-  presence() {
-    return this.link.request(this.project, 'presence', {}).then((a) => a.users);
-  }
-  history(options = {}) {
-    return this.link.request(this.project, 'history', options);
-  }
   unsubscribe() {
-    this.link._unsubscribe(this);
+    this._lk._unsubscribe(this);
   }
   _set(state, details = {}) {
     this.state = state;
@@ -268,7 +259,7 @@ class Subscription extends Emitter {
       this.offset = frame.offset;
     }
     const m = { offset: frame.offset, from: frame.from, data: frame.data, ts: frame.ts };
-    if (this.link.v2) m.project = this.project;
+    if (this._lk._v2) m.project = this.project;
     if (frame.ephemeral) m.ephemeral = true;
     this._emit('message', m);
   }
@@ -277,27 +268,27 @@ class Subscription extends Emitter {
 /** A token bucket: `rate` per second, bursts of `rate`. */
 class Bucket {
   constructor(rate, now) {
-    this.rate = rate;
-    this.tokens = rate;
-    this.now = now;
-    this.at = now();
+    this._rate = rate;
+    this._tokens = rate;
+    this._now = now;
+    this._at = now();
   }
   /** 0 when a token was taken, else the ms until one is available. */
   take() {
-    const t = this.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((t - this.at) * this.rate) / 1000);
-    this.at = t;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
+    const t = this._now();
+    this._tokens = Math.min(this._rate, this._tokens + ((t - this._at) * this._rate) / 1000);
+    this._at = t;
+    if (this._tokens >= 1) {
+      this._tokens -= 1;
       return 0;
     }
-    return Math.ceil(((1 - this.tokens) * 1000) / this.rate);
+    return Math.ceil(((1 - this._tokens) * 1000) / this._rate);
   }
 }
 
 class Link extends Emitter {
   state = 'idle';
-  subs = new Map();
+  _subs = new Map();
   welcome = null;
   #o;
   #url;
@@ -325,7 +316,7 @@ class Link extends Emitter {
   #listening = [];
   #T;
   #C;
-  now;
+  _now;
 
   constructor(url, project, o, key) {
     super();
@@ -333,20 +324,20 @@ class Link extends Emitter {
     this.url = url;
     this.#url = url;
     this.#key = key;
-    this.v2 = project === undefined;
+    this._v2 = project === undefined;
     this.#token = typeof o.token === 'string' ? o.token : null;
     this.#getToken = typeof o.getToken === 'function' ? o.getToken : null;
     this.#needToken = this.#token === null;
     this.#WS = o.WebSocket ?? globalThis.WebSocket;
     this.#T = o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
     this.#C = o.clearTimeout ?? ((id) => clearTimeout(id));
-    this.now = o.now ?? Date.now;
-    this.random = o.random ?? Math.random;
-    this.timeout = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this._now = o.now ?? Date.now;
+    this._random = o.random ?? Math.random;
+    this._timeout = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     this.#bo = { baseMs: BACKOFF_BASE_MS, capMs: BACKOFF_CAP_MS, attempts: Infinity, ...o.backoff };
-    this.#buckets = { publish: new Bucket(o.publishRate ?? 40, this.now), request: new Bucket(o.requestRate ?? 15, this.now) };
-    this.maxQueue = o.maxQueue ?? 100;
-    if (!this.v2) this.subs.set(project, new Subscription(this, project, { position: o.position }));
+    this.#buckets = { publish: new Bucket(o.publishRate ?? 40, this._now), request: new Bucket(o.requestRate ?? 15, this._now) };
+    this._maxQueue = o.maxQueue ?? 100;
+    if (!this._v2) this._subs.set(project, new Subscription(this, project, { position: o.position }));
   }
 
   #log(level, ...args) {
@@ -369,7 +360,7 @@ class Link extends Emitter {
     const a = tokenClaims(token).sub;
     const b = tokenClaims(this.#token).sub;
     if (a !== undefined && b !== undefined && a !== b) {
-      throw new WshubError('user_mismatch', `wshub: this page is connected to ${this.url} as another user; release every handle first`);
+      throw new WshubError('user_mismatch', 'connected as another user; release every handle first');
     }
   }
   _retain() {
@@ -460,7 +451,7 @@ class Link extends Emitter {
         token = await this.#getToken();
       } catch (err) {
         if (gen !== this.#gen) return;
-        this.#emitError(new WshubError('token_refresh_failed', 'wshub: getToken() failed', { cause: err }));
+        this.#emitError(new WshubError('token_refresh_failed', 'getToken() failed', { cause: err }));
         if (++this.#tokenFailures >= TOKEN_FAILURES_MAX) return this.#stop(null, 'getToken() kept failing', false);
         return this.#retry(null, 'token refresh failed');
       }
@@ -468,7 +459,7 @@ class Link extends Emitter {
       this.#tokenFailures = 0;
       if (token === null || token === undefined) return this.#stop(null, 'no token', false);
       if (typeof token !== 'string' || token === '') {
-        this.#emitError(new WshubError('token_refresh_failed', 'wshub: getToken() gave no token'));
+        this.#emitError(new WshubError('token_refresh_failed', 'getToken() gave no token'));
         return this.#retry(null, 'token refresh failed');
       }
       this.#token = token;
@@ -479,20 +470,20 @@ class Link extends Emitter {
 
   #socketUrl() {
     const enc = (p) => encodeURIComponent(p).replace(/%3A/gi, ':');
-    if (this.v2) return `${this.#url}/ws`;
-    const sub = [...this.subs.values()][0];
+    if (this._v2) return `${this.#url}/ws`;
+    const sub = [...this._subs.values()][0];
     let url = `${this.#url}/ws/projects/${enc(sub.project)}`;
-    sub.asked = Number.isInteger(sub.offset) && !!sub.epoch;
-    if (sub.asked) url += `?since=${sub.offset}&epoch=${encodeURIComponent(sub.epoch)}`;
+    sub._asked = Number.isInteger(sub.offset) && !!sub.epoch;
+    if (sub._asked) url += `?since=${sub.offset}&epoch=${encodeURIComponent(sub.epoch)}`;
     return url;
   }
 
   #open() {
     let ws;
     try {
-      ws = new this.#WS(this.#socketUrl(), [this.v2 ? PROTOCOL_V2 : PROTOCOL, BEARER_PREFIX + this.#token]);
+      ws = new this.#WS(this.#socketUrl(), [this._v2 ? PROTOCOL_V2 : PROTOCOL, BEARER_PREFIX + this.#token]);
     } catch (err) {
-      this.#emitError(new WshubError('invalid_socket', `wshub: cannot open a WebSocket: ${err && err.name}`, { cause: err }));
+      this.#emitError(new WshubError('invalid_socket', `cannot open a WebSocket: ${err && err.name}`, { cause: err }));
       return this.#stop(null, 'cannot open a WebSocket', false);
     }
     this.#ws = ws;
@@ -540,29 +531,29 @@ class Link extends Emitter {
   }
 
   #onClose(code, reason, wait = false) {
-    const stable = this.#welcomeAt !== null && this.now() - this.#welcomeAt >= STABLE_MS;
+    const stable = this.#welcomeAt !== null && this._now() - this.#welcomeAt >= STABLE_MS;
     const opened = this.#opened;
     this.#detach();
     if (stable) {
       this.#attempt = 0;
       this.#failures = 0;
     }
-    for (const sub of this.subs.values()) if (sub.state === 'subscribed') sub._set('subscribing');
+    for (const sub of this._subs.values()) if (sub.state === 'subscribed') sub._set('subscribing');
     for (const [id, r] of this.#pending) {
-      if (['subscribe', 'unsubscribe', 'refresh'].includes(r.type)) {
+      if (['subscribe', 'unsubscribe', 'refresh'].includes(r._type)) {
         // Asked again (or moot) on the next connection.
         this.#pending.delete(id);
-        this.#C(r.timer);
+        this.#C(r._timer);
         continue;
       }
-      if (!r.sent) continue;
-      r.sent = false;
+      if (!r._sent) continue;
+      r._sent = false;
       // A keyed publish is sent again with its key (the server dedupes); others may have landed.
-      if (r.type === 'publish' && !(this.v2 && r.frame.key && !r.frame.ephemeral)) {
-        this.#settle(id, new WshubError('connection_closed', `wshub: connection closed (${code}) before the ack of publish ${id}`, { closeCode: code, reason, sent: true }));
+      if (r._type === 'publish' && !(this._v2 && r._frame.key && !r._frame.ephemeral)) {
+        this.#settle(id, new WshubError('connection_closed', `closed (${code}) before the ack`, { closeCode: code, reason, sent: true }));
       }
     }
-    this.#queue = [...this.#pending.keys()].filter((id) => !this.#pending.get(id).sent);
+    this.#queue = [...this.#pending.keys()].filter((id) => !this.#pending.get(id)._sent);
     if (wait) return this.#set('reconnecting', { delay: null, attempt: this.#attempt, code, reason });
     const action = closeAction(code);
     if (action === 'stop' || (action === 'refresh' && !this.#getToken)) return this.#stop(code, reason, true);
@@ -582,7 +573,7 @@ class Link extends Emitter {
   /** After a refused handshake: asks /ws/check whether the server refuses us, and why. */
   async #check(f, code, reason) {
     const gen = ++this.#gen;
-    const sub = !this.v2 && [...this.subs.values()][0];
+    const sub = !this._v2 && [...this._subs.values()][0];
     const url = `${this.#url.replace(/^ws/i, 'http')}/ws/check${sub ? `/projects/${sub.project}` : ''}?access_token=${encodeURIComponent(this.#token)}`;
     let status = 0;
     let body = {};
@@ -616,7 +607,7 @@ class Link extends Emitter {
 
   #retry(code, reason, atLeast = 0) {
     if (++this.#failures > this.#bo.attempts) return this.#stop(code, `gave up after ${this.#bo.attempts} attempts`, true);
-    const delay = Math.max(atLeast, backoffDelay(this.#attempt, this.random, this.#bo.baseMs, this.#bo.capMs));
+    const delay = Math.max(atLeast, backoffDelay(this.#attempt, this._random, this.#bo.baseMs, this.#bo.capMs));
     this.#attempt += 1;
     this.#set('reconnecting', { delay, attempt: this.#attempt, code, reason });
     this.#log('debug', `reconnecting in ${Math.round(delay)} ms after ${code} ${reason}`);
@@ -629,14 +620,14 @@ class Link extends Emitter {
     for (const n of Object.keys(this.#timers)) if (n !== 'release') this.#clear(n);
     if (registry().get(this.#key) === this) registry().delete(this.#key);
     for (const id of [...this.#pending.keys()]) {
-      this.#settle(id, new WshubError('closed', `wshub: connection closed (${code ?? 'no code'}${reason ? ` ${reason}` : ''})`, { closeCode: code ?? undefined, reason }));
+      this.#settle(id, new WshubError('closed', `connection closed (${code ?? 'no code'}${reason ? ` ${reason}` : ''})`, { closeCode: code ?? undefined, reason }));
     }
     this.#queue = [];
     if (report && code !== 1000) {
-      this.#emitError(new WshubError('closed', `wshub: the server closed the connection with ${code} ${reason}; not reconnecting`, { closeCode: code, reason }));
+      this.#emitError(new WshubError('closed', `closed by the server: ${code} ${reason}`, { closeCode: code, reason }));
     }
     this.#set('closed', { code, reason });
-    for (const sub of this.subs.values()) sub._set('closed', { code, reason });
+    for (const sub of this._subs.values()) sub._set('closed', { code, reason });
   }
 
   #set(state, details = {}) {
@@ -669,8 +660,8 @@ class Link extends Emitter {
   #scheduleRefresh() {
     this.#clear('refresh');
     const exp = tokenClaims(this.#token).exp;
-    if (!this.v2 || !this.#getToken || !Number.isFinite(exp)) return;
-    const left = exp * 1000 - this.now();
+    if (!this._v2 || !this.#getToken || !Number.isFinite(exp)) return;
+    const left = exp * 1000 - this._now();
     const ahead = Math.min(this.#o.refreshAheadMs ?? REFRESH_AHEAD_MS, left / 2);
     this.#timer('refresh', Math.min(2 ** 31 - 1, Math.max(0, left - ahead)), async () => {
       const gen = this.#gen;
@@ -678,10 +669,10 @@ class Link extends Emitter {
       try {
         token = await this.#getToken();
       } catch (err) {
-        return this.#emitError(new WshubError('token_refresh_failed', 'wshub: getToken() failed', { cause: err }));
+        return this.#emitError(new WshubError('token_refresh_failed', 'getToken() failed', { cause: err }));
       }
       if (gen !== this.#gen || typeof token !== 'string' || !token) return;
-      this.request(null, 'refresh', { token }).then(
+      this._request(null, 'refresh', { token }).then(
         () => {
           this.#token = token;
           this.#scheduleRefresh();
@@ -695,78 +686,78 @@ class Link extends Emitter {
 
   subscribe(project, options) {
     if (typeof project !== 'string' || !PROJECT_ID.test(project)) throw new TypeError(`wshub: invalid project ${project}`);
-    let sub = this.subs.get(project);
+    let sub = this._subs.get(project);
     if (sub) return sub;
     sub = new Subscription(this, project, options);
-    this.subs.set(project, sub);
+    this._subs.set(project, sub);
     if (this.state === 'open') this.#subscribe(sub);
     return sub;
   }
   #subscribe(sub) {
     const f = { project: sub.project };
-    sub.asked = Number.isInteger(sub.offset) && !!sub.epoch;
-    if (sub.asked) Object.assign(f, { since: sub.offset, epoch: sub.epoch });
-    else if (sub.last) f.last = sub.last;
-    this.request(sub.project, 'subscribe', f, false, [
+    sub._asked = Number.isInteger(sub.offset) && !!sub.epoch;
+    if (sub._asked) Object.assign(f, { since: sub.offset, epoch: sub.epoch });
+    else if (sub._last) f.last = sub._last;
+    this._request(sub.project, 'subscribe', f, false, [
       (a) => this.#subscribed(sub, a),
       (err) => {
-        if (err.code === 'closed' || this.subs.get(sub.project) !== sub) return;
-        this.subs.delete(sub.project);
+        if (err.code === 'closed' || this._subs.get(sub.project) !== sub) return;
+        this._subs.delete(sub.project);
         sub._set('failed', { code: err.code, reason: err.message });
         sub._emit('error', err);
       },
     ]);
   }
   #subscribed(sub, frame) {
-    const recovered = sub.asked && frame.recovered === true;
+    const recovered = sub._asked && frame.recovered === true;
     if (!recovered) {
       sub.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
       sub.offset = Number.isInteger(frame.offset) ? frame.offset : null;
     }
     sub._set('subscribed');
-    if (sub.asked) {
+    if (sub._asked) {
       const r = { recovered, missed: recovered ? frame.missed | 0 : 0, epoch: sub.epoch, offset: sub.offset };
       if (frame.lost_reason) r.lost_reason = frame.lost_reason;
       sub._emit('recovered', r);
     }
   }
   _unsubscribe(sub) {
-    if (this.subs.get(sub.project) !== sub) return;
-    this.subs.delete(sub.project);
+    if (this._subs.get(sub.project) !== sub) return;
+    this._subs.delete(sub.project);
     sub._set('unsubscribed', { reason: 'client' });
-    if (this.state === 'open') this.request(sub.project, 'unsubscribe', { project: sub.project }).catch(noop);
+    if (this.state === 'open') this._request(sub.project, 'unsubscribe', { project: sub.project }).catch(noop);
   }
 
   /**
    * Sends a request and resolves with its answer. Publishes (v2) carry a key: unacknowledged
    * ones are sent again after a reconnect and the server dedupes them.
    */
-  request(project, type, fields, isPublish = false, sync) {
-    if (this.#stopped) return Promise.reject(new WshubError('closed', 'wshub: the connection is closed'));
+  _request(project, type, fields, isPublish = false, sync) {
+    if (this.#stopped) return Promise.reject(new WshubError('closed', 'the connection is closed'));
     const frame = { type, ...fields };
-    if (this.v2 && project !== null) frame.project = project;
+    if (this._v2 && project !== null) frame.project = project;
     if (isPublish) {
       const d = frame.data;
       if (d === undefined || d === null || typeof d === 'function' || typeof d === 'symbol') {
         return Promise.reject(new TypeError('wshub: publish() needs data (any JSON value but null)'));
       }
-      if (this.v2 && frame.key === undefined && !frame.ephemeral) frame.key = randomKey();
-      const queued = [...this.#pending.values()].filter((r) => r.type === 'publish' && !r.sent).length;
-      if (queued >= this.maxQueue) return Promise.reject(new WshubError('queue_full', `wshub: ${queued} publishes already wait for the connection`, { sent: false }));
+      if (this._v2 && frame.key === undefined && !frame.ephemeral) frame.key = randomKey();
+      const queued = [...this.#pending.values()].filter((r) => r._type === 'publish' && !r._sent).length;
+      if (queued >= this._maxQueue) return Promise.reject(new WshubError('queue_full', 'queue full', { sent: false }));
     }
-    const id = (this.v2 ? 'r' : 'p') + this.#nextId++;
+    const id = (this._v2 ? 'r' : 'p') + this.#nextId++;
     // v1 answers presence without an id: only its publishes carry one.
-    if (this.v2 || isPublish) frame.id = id;
+    if (this._v2 || isPublish) frame.id = id;
     try {
       JSON.stringify(frame);
     } catch (err) {
       return Promise.reject(err);
     }
     const make = (resolve, reject) => {
-      const r = { type, frame, resolve, reject, sent: false, everSent: false, project };
-      r.timer = this.#T(() => {
-        this.#settle(id, new WshubError('timeout', `wshub: no answer to ${type} ${id} within ${this.timeout} ms${r.everSent ? '' : ' (never sent)'}`, { sent: r.everSent }));
-      }, this.timeout);
+      const r = { _type: type, _frame: frame, _res: resolve, _rej: reject, _sent: false, _ever: false, _project: project };
+      r._timer = this.#T(() => {
+        this.#settle(id, new WshubError('timeout', `no answer to ${type} in ${this._timeout} ms${r._ever ? '' : ' (never sent)'}`, { sent: r._ever }));
+      }, this._timeout);
       this.#pending.set(id, r);
       this.#queue.push(id);
       this.#pump();
@@ -779,9 +770,9 @@ class Link extends Emitter {
     const r = this.#pending.get(id);
     if (!r) return;
     this.#pending.delete(id);
-    this.#C(r.timer);
-    if (err) r.reject(err);
-    else r.resolve(value);
+    this.#C(r._timer);
+    if (err) r._rej(err);
+    else r._res(value);
   }
 
   /** Sends queued requests in order, publishes and paced requests through their token buckets. */
@@ -790,15 +781,15 @@ class Link extends Emitter {
     while (this.#queue.length) {
       const id = this.#queue[0];
       const r = this.#pending.get(id);
-      if (!r || r.sent) {
+      if (!r || r._sent) {
         this.#queue.shift();
         continue;
       }
-      const bucket = r.type === 'publish' ? this.#buckets.publish : r.type === 'presence' || r.type === 'history' ? this.#buckets.request : null;
+      const bucket = r._type === 'publish' ? this.#buckets.publish : r._type === 'presence' || r._type === 'history' ? this.#buckets.request : null;
       const wait = bucket ? bucket.take() : 0;
       if (wait > 0) return this.#timer('pump', wait, () => this.#pump());
-      if (!this.#send(r.frame)) return;
-      r.sent = r.everSent = true;
+      if (!this.#send(r._frame)) return;
+      r._sent = r._ever = true;
       this.#queue.shift();
     }
   }
@@ -817,13 +808,13 @@ class Link extends Emitter {
   #onText(raw) {
     let frame;
     try {
-      frame = JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
+      frame = JSON.parse(raw);
     } catch {
-      return this.#emitError(new WshubError('bad_frame', 'wshub: the server sent a frame that is not JSON'));
+      return this.#emitError(new WshubError('bad_frame', 'frame is not JSON'));
     }
     if (frame === null || typeof frame !== 'object') return;
     if (this.#welcomeAt !== null) this.#alive();
-    const sub = this.v2 ? this.subs.get(frame.project) : [...this.subs.values()][0];
+    const sub = this._v2 ? this._subs.get(frame.project) : [...this._subs.values()][0];
     const answer = frame.id !== undefined && this.#pending.get(frame.id);
     switch (frame.type) {
       case 'welcome':
@@ -846,18 +837,12 @@ class Link extends Emitter {
       case 'subscribed':
       case 'history':
       case 'refreshed':
-        if (answer) return this.#settle(frame.id, null, frame);
-        if (frame.type === 'subscribed' && this.v2) {
-          // A subscription of the query (not used by this client) or a server push.
-          const s = this.subs.get(frame.project);
-          if (s) this.#subscribed(s, frame);
-        }
-        return;
+        return this.#settle(frame.id, null, frame);
       case 'unsubscribed':
         if (answer) this.#settle(frame.id, null, frame);
         else if (sub) {
-          this.subs.delete(sub.project);
-          const err = new WshubError(frame.reason || 'unsubscribed', `wshub: the server ended the subscription to ${sub.project} (${frame.reason})`, { project: sub.project, reason: frame.reason });
+          this._subs.delete(sub.project);
+          const err = new WshubError(frame.reason || 'unsubscribed', `the server ended the subscription to ${sub.project} (${frame.reason})`, { project: sub.project, reason: frame.reason });
           sub._set('unsubscribed', { reason: frame.reason });
           sub._emit('error', err);
           this.#emitError(err);
@@ -871,23 +856,23 @@ class Link extends Emitter {
   }
 
   #oldest(type) {
-    for (const [id, r] of this.#pending) if (r.sent && r.type === type) return id;
+    for (const [id, r] of this.#pending) if (r._sent && r._type === type) return id;
     return null;
   }
 
   #onWelcome(frame) {
     if (this.#welcomeAt !== null) return;
     this.welcome = frame;
-    this.#welcomeAt = this.now();
+    this.#welcomeAt = this._now();
     this.#handshakeFailures = 0;
     this.#clear('connect');
     this.#set('open');
     this._emit('welcome', frame);
     this.#alive();
     this.#scheduleRefresh();
-    if (this.v2) for (const sub of this.subs.values()) this.#subscribe(sub);
-    else this.#subscribed([...this.subs.values()][0], frame);
-    this.#queue = [...this.#queue.filter((id) => this.#pending.get(id)?.type === 'subscribe'), ...this.#queue.filter((id) => this.#pending.get(id)?.type !== 'subscribe')];
+    if (this._v2) for (const sub of this._subs.values()) this.#subscribe(sub);
+    else this.#subscribed([...this._subs.values()][0], frame);
+    this.#queue = [...this.#queue.filter((id) => this.#pending.get(id)?._type === 'subscribe'), ...this.#queue.filter((id) => this.#pending.get(id)?._type !== 'subscribe')];
     this.#pump();
   }
 
@@ -895,10 +880,10 @@ class Link extends Emitter {
     const code = typeof frame.code === 'string' ? frame.code : 'unknown';
     const err = new WshubError(code, typeof frame.message === 'string' && frame.message ? frame.message : code, { project: frame.project });
     // v1 error frames carry no id: the server answers publishes in order, so the oldest is meant.
-    const id = answer ? frame.id : !this.v2 && PUBLISH_ERROR_CODES.has(code) ? this.#oldest('publish') : null;
+    const id = answer ? frame.id : !this._v2 && PUBLISH_ERROR_CODES.test(code) ? this.#oldest('publish') : null;
     const r = id && this.#pending.get(id);
     if (r) this.#settle(id, err);
-    if (!r || r.type !== 'refresh') this.#emitError(err);
+    if (!r || r._type !== 'refresh') this.#emitError(err);
   }
 }
 

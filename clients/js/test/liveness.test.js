@@ -196,7 +196,7 @@ describe('refused handshakes, explained by /ws/check', () => {
     assert.match(fetch.calls[0], /^http:\/\/hub-\d+\.test\/ws\/check\/projects\/p\?access_token=tok$/);
     assert.equal(errors.length, 1);
     assert.equal(errors[0].code, 'unauthorized');
-    assert.equal(errors[0].message, 'token expired');
+    assert.equal(errors[0].message, 'wshub: token expired');
     assert.equal(errors[0].status, 401);
     assert.equal(last().state, 'closed');
     clock.advance(600000);
@@ -212,7 +212,7 @@ describe('refused handshakes, explained by /ws/check', () => {
     WS.last.failHandshake();
     await flush();
     assert.equal(errors[0].code, 'forbidden');
-    assert.equal(errors[0].message, 'no access to p');
+    assert.equal(errors[0].message, 'wshub: no access to p');
     assert.equal(last().state, 'reconnecting', 'getToken gave a new token: try it');
     clock.advance(last().delay);
     await flush();

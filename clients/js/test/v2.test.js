@@ -177,7 +177,7 @@ describe('v2: one socket, many subscriptions', () => {
     const p = hub.presence('a');
     answer('presence', { type: 'presence', project: 'a', event: 'sync', users: ['alice', 'bob'] });
     assert.deepEqual(await p, ['alice', 'bob']);
-    const h = a.history({ limit: 2, reverse: true });
+    const h = hub.history('a', { limit: 2, reverse: true });
     const req = answer('history', { type: 'history', project: 'a', epoch: 'e1', offset: 9, complete: false, messages: [msg('a', 9)] });
     assert.deepEqual([req.limit, req.reverse, req.project], [2, true, 'a']);
     const result = await h;
