@@ -121,7 +121,7 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
     steps.finish("test")
 }
 
-/// `clients/js/e2e`: `npm ci` when its `node_modules` is missing, a debug build of `wshub`, then
+/// `clients/js/e2e`: `npm ci` (there and in `clients/js`) when `node_modules` is missing, a debug build of `wshub`, then
 /// node's test runner on every `*.e2e.js` file (named so that the unit-test run in `clients/js`,
 /// which finds `*.test.js` files, does not pick them up).
 fn js_e2e() -> anyhow::Result<()> {
@@ -129,6 +129,16 @@ fn js_e2e() -> anyhow::Result<()> {
         if find_on_path(tool).is_none() {
             bail!("`{tool}` is not on PATH (the tools step installs it)");
         }
+    }
+    // react.e2e.js bundles its page with the client's own devDependencies (esbuild, react).
+    let client = crate::project_root().join("clients/js");
+    if !client.join("node_modules/esbuild").is_dir() || !client.join("node_modules/react").is_dir()
+    {
+        exec(
+            Command::new("npm")
+                .current_dir(&client)
+                .args(["ci", "--no-audit", "--no-fund"]),
+        )?;
     }
     let dir = crate::project_root().join("clients/js/e2e");
     if !dir.join("node_modules/playwright-core").is_dir() {
