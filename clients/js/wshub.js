@@ -384,11 +384,13 @@ class Link extends Emitter {
       target.addEventListener(event, fn);
       this.#listening.push(() => target.removeEventListener(event, fn));
     };
-    add(w, 'online', () => this.state !== 'open' && this.reconnect());
+    add(w, 'online', () => this.state === 'reconnecting' && this.reconnect());
     add(w, 'offline', () => this.#drop('offline'));
     add(w, 'pagehide', () => {
       // Close the socket so the page can enter the back/forward cache; pageshow recovers.
+      if (this.#stopped) return;
       this.#suspended = true;
+      this.#clear('reconnect');
       this.#drop('pagehide', true);
     });
     add(w, 'pageshow', () => {
@@ -522,7 +524,7 @@ class Link extends Emitter {
   }
 
   #detach() {
-    for (const n of ['connect', 'ping', 'pong']) this.#clear(n);
+    for (const n of ['connect', 'ping', 'pong', 'refresh']) this.#clear(n);
     const ws = this.#ws;
     this.#ws = null;
     if (!ws) return;
@@ -662,6 +664,7 @@ class Link extends Emitter {
     const exp = tokenClaims(this.#token).exp;
     if (!this._v2 || !this.#getToken || !Number.isFinite(exp)) return;
     const left = exp * 1000 - this._now();
+    if (left < 1000) return; // too late: the 4001 close refreshes by reconnecting
     const ahead = Math.min(this.#o.refreshAheadMs ?? REFRESH_AHEAD_MS, left / 2);
     this.#timer('refresh', Math.min(2 ** 31 - 1, Math.max(0, left - ahead)), async () => {
       const gen = this.#gen;
@@ -672,6 +675,8 @@ class Link extends Emitter {
         return this.#emitError(new WshubError('token_refresh_failed', 'getToken() failed', { cause: err }));
       }
       if (gen !== this.#gen || typeof token !== 'string' || !token) return;
+      // The same token (or one expiring no later) cannot help: ask again a little later.
+      if (!(tokenClaims(token).exp > exp)) return this.#scheduleRefresh();
       this._request(null, 'refresh', { token }).then(
         () => {
           this.#token = token;

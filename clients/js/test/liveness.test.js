@@ -420,3 +420,34 @@ describe('lifecycle', () => {
     room.close();
   });
 });
+
+describe('page events leave a stopped connection alone', () => {
+  test('online, pageshow and visibility do not revive a connection refused for good; reconnect() does', async () => {
+    const fetch = fakeFetch(401, { error: 'invalid_token', message: 'bad' });
+    const { WS, room } = await setup({ fetch });
+    WS.last.failHandshake();
+    await flush();
+    assert.equal(room.state, 'closed');
+    fire(window, 'online');
+    fire(window, 'pagehide');
+    fire(window, 'pageshow');
+    fire(document, 'visibilitychange');
+    await flush();
+    assert.equal(WS.instances.length, 1);
+    room.reconnect(); // the "Retry now" button
+    await flush();
+    assert.equal(WS.instances.length, 2);
+    room.close();
+  });
+
+  test('pagehide while waiting to reconnect cancels the timer; pageshow retries', async () => {
+    const { clock, WS, room } = await setup();
+    WS.last.serverClose(1006);
+    fire(window, 'pagehide');
+    assert.deepEqual(clock.pendingDelays(), []);
+    fire(window, 'pageshow');
+    await flush();
+    assert.equal(WS.instances.length, 2);
+    room.close();
+  });
+});

@@ -329,3 +329,43 @@ describe('v2: token refresh in band', () => {
     hub.close();
   });
 });
+
+describe('v2: refresh edge cases', () => {
+  test('getToken giving the same token: asked again closer to exp, never a refresh frame, no spin', async () => {
+    const clock = new FakeClock();
+    const token = jwt({ sub: 'alice', exp: 120 });
+    let calls = 0;
+    const { WS, hub, welcome } = await setup({
+      now: clock.now,
+      setTimeout: clock.setTimeout,
+      clearTimeout: clock.clearTimeout,
+      token,
+      getToken: () => {
+        calls += 1;
+        return token;
+      },
+    });
+    welcome();
+    for (let t = 0; t < 130; t++) {
+      clock.advance(1000);
+      await flush();
+    }
+    assert.ok(calls >= 2 && calls <= 8, `${calls} calls`);
+    assert.equal(WS.last.sent.filter((f) => f.type === 'refresh').length, 0);
+    hub.close();
+  });
+
+  test('a 4001 on v2 asks getToken and reconnects, resubscribing with positions', async () => {
+    const { WS, hub, welcome, subscribed, clock, states } = await setup({ getToken: () => 'fresh' });
+    hub.subscribe('a');
+    welcome();
+    subscribed('a', { offset: 2 });
+    WS.last.serverClose(4001, 'token expired');
+    clock.advance(states.at(-1).delay);
+    await flush();
+    assert.deepEqual(WS.last.protocols, ['wshub.v2', 'wshub.bearer.fresh']);
+    welcome();
+    assert.deepEqual(WS.last.sent.map((f) => [f.type, f.since]), [['subscribe', 2]]);
+    hub.close();
+  });
+});
