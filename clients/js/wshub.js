@@ -10,16 +10,15 @@
 export const PROTOCOL = 'wshub.v1';
 export const PROTOCOL_V2 = 'wshub.v2';
 export const BEARER_PREFIX = 'wshub.bearer.';
-export const BACKOFF_BASE_MS = 1000;
-export const BACKOFF_CAP_MS = 30000;
-export const STABLE_MS = 60000;
-export const REQUEST_TIMEOUT_MS = 10000;
-export const CONNECT_TIMEOUT_MS = 15000;
-export const HANDSHAKE_FAILURES_BEFORE_REFRESH = 3;
-export const PONG_TIMEOUT_MS = 5000;
-export const RELEASE_GRACE_MS = 1000;
-export const REFRESH_AHEAD_MS = 30000;
-export const TOKEN_FAILURES_MAX = 5;
+const BACKOFF_BASE_MS = 1000;
+const BACKOFF_CAP_MS = 30000;
+const STABLE_MS = 60000;
+const REQUEST_TIMEOUT_MS = 10000;
+const CONNECT_TIMEOUT_MS = 15000;
+const PONG_TIMEOUT_MS = 5000;
+const RELEASE_GRACE_MS = 1000;
+const REFRESH_AHEAD_MS = 30000;
+const TOKEN_FAILURES_MAX = 5;
 export const VERSION = '0.2.0';
 
 const PUBLISH_ERROR_CODES = /^(rate_limited|broker_unavailable|publish_not_allowed|forbidden)$/;
@@ -46,7 +45,8 @@ export class WshubError extends Error {
     super(`wshub: ${message}`, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'WshubError';
     this.code = code;
-    for (const k of ['closeCode', 'reason', 'sent', 'status', 'project']) if (details[k] !== undefined) this[k] = details[k];
+    const { cause, ...rest } = details;
+    for (const k in rest) if (rest[k] !== undefined) this[k] = rest[k];
   }
 }
 
@@ -54,7 +54,7 @@ export class WshubError extends Error {
 export function tokenClaims(token) {
   try {
     const b = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(decodeURIComponent(escape(atob(b)))) || {};
+    return JSON.parse(atob(b)) || {};
   } catch {
     return {};
   }
@@ -64,7 +64,6 @@ export function tokenClaims(token) {
 class Emitter {
   #l = new Map();
   on(event, fn) {
-    if (typeof fn !== 'function') throw new TypeError('wshub: on() takes a function');
     const entry = { fn };
     if (!this.#l.has(event)) this.#l.set(event, new Set());
     const set = this.#l.get(event);
@@ -94,12 +93,12 @@ function registry() {
 function baseUrl(url) {
   let u = url;
   if (u === undefined || u === null || u === '') {
-    if (typeof location === 'undefined') throw new TypeError('wshub: url is required outside a browser');
+    if (typeof location === 'undefined') throw new TypeError('wshub: invalid url');
     u = location.origin;
   }
   u = String(u).trim().replace(/\/+$/, '');
   if (/^https?:\/\//i.test(u)) u = u.replace(/^http/i, 'ws');
-  if (!/^wss?:\/\//i.test(u)) throw new TypeError('wshub: url must be ws(s):// or http(s)://');
+  if (!/^wss?:\/\//i.test(u)) throw new TypeError('wshub: invalid url');
   return u;
 }
 
@@ -109,14 +108,14 @@ function baseUrl(url) {
  * closes when the last handle is released (after `releaseGraceMs` for `release()`).
  */
 export function connect(options) {
-  if (options === null || typeof options !== 'object') throw new TypeError('wshub: connect() takes an options object');
+  if (options === null || typeof options !== 'object') throw new TypeError('wshub: connect() needs options');
   const url = baseUrl(options.url);
   const project = options.project;
   if (project !== undefined && (typeof project !== 'string' || !PROJECT_ID.test(project) || project === '~user')) {
-    throw new TypeError('wshub: project must be 1-128 characters of [A-Za-z0-9._:-]');
+    throw new TypeError('wshub: invalid project');
   }
   if (typeof options.token !== 'string' && typeof options.getToken !== 'function') {
-    throw new TypeError('wshub: connect() needs a token or getToken');
+    throw new TypeError('wshub: connect() needs token or getToken');
   }
   const key = `${url}\n${project ?? ''}`;
   let link = registry().get(key);
@@ -138,15 +137,11 @@ class Handle {
     this.#link = link;
     link._retain();
   }
-  get _raw() {
-    return this.#link;
-  }
   get _link() {
-    if (this.#released) throw new WshubError('released', 'this handle was released');
     return this.#link;
   }
   _req(project, type, fields, isPublish) {
-    if (this.#released) return Promise.reject(new WshubError('closed', 'this handle was released'));
+    if (this.#released) return Promise.reject(new WshubError('closed', 'released'));
     return this.#link._request(project, type, fields, isPublish);
   }
   get state() {
@@ -192,10 +187,10 @@ class Connection extends Handle {
     return this._sub().epoch;
   }
   get welcome() {
-    return this._raw.welcome;
+    return this._link.welcome;
   }
   _sub() {
-    return [...this._raw._subs.values()][0];
+    return [...this._link._subs.values()][0];
   }
   on(event, fn) {
     return ['message', 'presence', 'recovered'].includes(event) ? this._sub().on(event, fn) : super.on(event, fn);
@@ -265,25 +260,16 @@ class Subscription extends Emitter {
   }
 }
 
-/** A token bucket: `rate` per second, bursts of `rate`. */
-class Bucket {
-  constructor(rate, now) {
-    this._rate = rate;
-    this._tokens = rate;
-    this._now = now;
-    this._at = now();
-  }
-  /** 0 when a token was taken, else the ms until one is available. */
-  take() {
-    const t = this._now();
-    this._tokens = Math.min(this._rate, this._tokens + ((t - this._at) * this._rate) / 1000);
-    this._at = t;
-    if (this._tokens >= 1) {
-      this._tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this._tokens) * 1000) / this._rate);
-  }
+/** A token bucket, `rate` per second in bursts of `rate`: take() is 0 when a token was taken, else the ms to wait. */
+function bucket(rate, now) {
+  let tokens = rate;
+  let at = now();
+  return () => {
+    const t = now();
+    tokens = Math.min(rate, tokens + ((t - at) * rate) / 1000);
+    at = t;
+    return tokens >= 1 ? (tokens -= 1, 0) : Math.ceil(((1 - tokens) * 1000) / rate);
+  };
 }
 
 class Link extends Emitter {
@@ -303,7 +289,6 @@ class Link extends Emitter {
   #attempt = 0;
   #failures = 0;
   #tokenFailures = 0;
-  #handshakeFailures = 0;
   #gen = 0;
   #stopped = false;
   #holders = 0;
@@ -335,7 +320,7 @@ class Link extends Emitter {
     this._random = o.random ?? Math.random;
     this._timeout = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     this.#bo = { baseMs: BACKOFF_BASE_MS, capMs: BACKOFF_CAP_MS, attempts: Infinity, ...o.backoff };
-    this.#buckets = { publish: new Bucket(o.publishRate ?? 40, this._now), request: new Bucket(o.requestRate ?? 15, this._now) };
+    this.#buckets = { publish: bucket(o.publishRate ?? 40, this._now), request: bucket(o.requestRate ?? 15, this._now) };
     this._maxQueue = o.maxQueue ?? 100;
     if (!this._v2) this._subs.set(project, new Subscription(this, project, { position: o.position }));
   }
@@ -454,15 +439,15 @@ class Link extends Emitter {
       } catch (err) {
         if (gen !== this.#gen) return;
         this.#emitError(new WshubError('token_refresh_failed', 'getToken() failed', { cause: err }));
-        if (++this.#tokenFailures >= TOKEN_FAILURES_MAX) return this.#stop(null, 'getToken() kept failing', false);
-        return this.#retry(null, 'token refresh failed');
+        if (++this.#tokenFailures >= TOKEN_FAILURES_MAX) return this.#stop(null, 'getToken() failed', false);
+        return this.#retry(null, 'getToken() failed');
       }
       if (gen !== this.#gen) return;
       this.#tokenFailures = 0;
       if (token === null || token === undefined) return this.#stop(null, 'no token', false);
       if (typeof token !== 'string' || token === '') {
-        this.#emitError(new WshubError('token_refresh_failed', 'getToken() gave no token'));
-        return this.#retry(null, 'token refresh failed');
+        this.#emitError(new WshubError('token_refresh_failed', 'getToken() failed'));
+        return this.#retry(null, 'getToken() failed');
       }
       this.#token = token;
       this.#needToken = false;
@@ -485,35 +470,25 @@ class Link extends Emitter {
     try {
       ws = new this.#WS(this.#socketUrl(), [this._v2 ? PROTOCOL_V2 : PROTOCOL, BEARER_PREFIX + this.#token]);
     } catch (err) {
-      this.#emitError(new WshubError('invalid_socket', `cannot open a WebSocket: ${err && err.name}`, { cause: err }));
+      this.#emitError(new WshubError('invalid_socket', 'cannot open a WebSocket', { cause: err }));
       return this.#stop(null, 'cannot open a WebSocket', false);
     }
     this.#ws = ws;
     this.#opened = false;
     this.#welcomeAt = null;
-    this.#timer('connect', CONNECT_TIMEOUT_MS, () => this.#ws === ws && this.#abort('connect timeout'));
+    this.#timer('connect', CONNECT_TIMEOUT_MS, () => this.#ws === ws && this.#drop('connect timeout'));
     ws.onopen = () => {
       if (this.#ws === ws) {
         this.#opened = true;
-        this.#handshakeFailures = 0;
       }
     };
     ws.onmessage = (e) => this.#ws === ws && this.#onText(e.data);
     // A refused handshake and a network fault look the same here: the close says what happened.
-    ws.onerror = () => this.#ws === ws && !this.#opened && this.#abort('');
+    ws.onerror = () => this.#ws === ws && !this.#opened && this.#drop('');
     ws.onclose = (e) => this.#ws === ws && this.#onClose(typeof e.code === 'number' ? e.code : 1006, e.reason ?? '');
   }
 
-  /** Gives up on the current socket as a network fault (1006). */
-  #abort(reason) {
-    const ws = this.#ws;
-    this.#onClose(1006, reason);
-    try {
-      ws?.close();
-    } catch {}
-  }
-
-  /** The link went down (offline, pagehide, dead): close the socket, reconnect per the rules. */
+  /** Gives up on the socket as a network fault (1006: dead, offline, timeout), or closes it for pagehide (`wait`). */
   #drop(reason, wait) {
     if (!this.#ws) return;
     const ws = this.#ws;
@@ -552,7 +527,7 @@ class Link extends Emitter {
       r._sent = false;
       // A keyed publish is sent again with its key (the server dedupes); others may have landed.
       if (r._type === 'publish' && !(this._v2 && r._frame.key && !r._frame.ephemeral)) {
-        this.#settle(id, new WshubError('connection_closed', `closed (${code}) before the ack`, { closeCode: code, reason, sent: true }));
+        this.#settle(id, new WshubError('connection_closed', `closed (${code} ${reason}) before the ack`, { closeCode: code, reason, sent: true }));
       }
     }
     this.#queue = [...this.#pending.keys()].filter((id) => !this.#pending.get(id)._sent);
@@ -560,15 +535,9 @@ class Link extends Emitter {
     const action = closeAction(code);
     if (action === 'stop' || (action === 'refresh' && !this.#getToken)) return this.#stop(code, reason, true);
     if (action === 'refresh') this.#needToken = true;
-    if (!opened) {
-      this.#handshakeFailures += 1;
-      const f = this.#o.fetch === undefined ? globalThis.fetch : this.#o.fetch;
-      if (typeof f === 'function' && this.#token) return this.#check(f, code, reason);
-      if (this.#getToken && this.#handshakeFailures >= HANDSHAKE_FAILURES_BEFORE_REFRESH) {
-        this.#needToken = true;
-        this.#handshakeFailures = 0;
-      }
-    }
+    // Refused handshakes look like network faults to a browser: /ws/check tells them apart.
+    const f = this.#o.fetch === undefined ? globalThis.fetch : this.#o.fetch;
+    if (!opened && typeof f === 'function') return this.#check(f, code, reason);
     this.#retry(code, reason);
   }
 
@@ -600,7 +569,6 @@ class Link extends Emitter {
       if (gen !== this.#gen || this.#stopped) return;
       if (typeof token !== 'string' || token === '' || token === this.#token) return this.#stop(null, err.message, false);
       this.#token = token;
-      this.#handshakeFailures = 0;
     } else if (status === 429) {
       this.#emitError(new WshubError('rate_limited', body.message || 'too many handshakes', { status }));
     }
@@ -612,7 +580,7 @@ class Link extends Emitter {
     const delay = Math.max(atLeast, backoffDelay(this.#attempt, this._random, this.#bo.baseMs, this.#bo.capMs));
     this.#attempt += 1;
     this.#set('reconnecting', { delay, attempt: this.#attempt, code, reason });
-    this.#log('debug', `reconnecting in ${Math.round(delay)} ms after ${code} ${reason}`);
+    this.#log('debug', 'reconnecting', { delay, code, reason });
     this.#timer('reconnect', delay, () => this.#connect());
   }
 
@@ -622,11 +590,11 @@ class Link extends Emitter {
     for (const n of Object.keys(this.#timers)) if (n !== 'release') this.#clear(n);
     if (registry().get(this.#key) === this) registry().delete(this.#key);
     for (const id of [...this.#pending.keys()]) {
-      this.#settle(id, new WshubError('closed', `connection closed (${code ?? 'no code'}${reason ? ` ${reason}` : ''})`, { closeCode: code ?? undefined, reason }));
+      this.#settle(id, new WshubError('closed', `closed (${code} ${reason})`, { closeCode: code ?? undefined, reason }));
     }
     this.#queue = [];
     if (report && code !== 1000) {
-      this.#emitError(new WshubError('closed', `closed by the server: ${code} ${reason}`, { closeCode: code, reason }));
+      this.#emitError(new WshubError('closed', `closed (${code} ${reason})`, { closeCode: code, reason }));
     }
     this.#set('closed', { code, reason });
     for (const sub of this._subs.values()) sub._set('closed', { code, reason });
@@ -653,7 +621,7 @@ class Link extends Emitter {
   /** Pings; no frame within the margin declares the link dead. */
   #probe() {
     if (!this.#ws || this.#timers.pong !== undefined) return;
-    this.#timer('pong', this.#o.pongTimeoutMs ?? PONG_TIMEOUT_MS, () => this.#abort('ping timeout'));
+    this.#timer('pong', this.#o.pongTimeoutMs ?? PONG_TIMEOUT_MS, () => this.#drop('ping timeout'));
     this.#send({ type: 'ping' });
   }
 
@@ -690,7 +658,7 @@ class Link extends Emitter {
   // === requests ===
 
   subscribe(project, options) {
-    if (typeof project !== 'string' || !PROJECT_ID.test(project)) throw new TypeError(`wshub: invalid project ${project}`);
+    if (typeof project !== 'string' || !PROJECT_ID.test(project)) throw new TypeError('wshub: invalid project');
     let sub = this._subs.get(project);
     if (sub) return sub;
     sub = new Subscription(this, project, options);
@@ -738,13 +706,13 @@ class Link extends Emitter {
    * ones are sent again after a reconnect and the server dedupes them.
    */
   _request(project, type, fields, isPublish = false, sync) {
-    if (this.#stopped) return Promise.reject(new WshubError('closed', 'the connection is closed'));
+    if (this.#stopped) return Promise.reject(new WshubError('closed', 'closed'));
     const frame = { type, ...fields };
     if (this._v2 && project !== null) frame.project = project;
     if (isPublish) {
       const d = frame.data;
       if (d === undefined || d === null || typeof d === 'function' || typeof d === 'symbol') {
-        return Promise.reject(new TypeError('wshub: publish() needs data (any JSON value but null)'));
+        return Promise.reject(new TypeError('wshub: publish() needs data (JSON, not null)'));
       }
       if (this._v2 && frame.key === undefined && !frame.ephemeral) frame.key = randomKey();
       const queued = [...this.#pending.values()].filter((r) => r._type === 'publish' && !r._sent).length;
@@ -790,8 +758,8 @@ class Link extends Emitter {
         this.#queue.shift();
         continue;
       }
-      const bucket = r._type === 'publish' ? this.#buckets.publish : r._type === 'presence' || r._type === 'history' ? this.#buckets.request : null;
-      const wait = bucket ? bucket.take() : 0;
+      const take = r._type === 'publish' ? this.#buckets.publish : r._type === 'presence' || r._type === 'history' ? this.#buckets.request : null;
+      const wait = take ? take() : 0;
       if (wait > 0) return this.#timer('pump', wait, () => this.#pump());
       if (!this.#send(r._frame)) return;
       r._sent = r._ever = true;
@@ -847,7 +815,7 @@ class Link extends Emitter {
         if (answer) this.#settle(frame.id, null, frame);
         else if (sub) {
           this._subs.delete(sub.project);
-          const err = new WshubError(frame.reason || 'unsubscribed', `the server ended the subscription to ${sub.project} (${frame.reason})`, { project: sub.project, reason: frame.reason });
+          const err = new WshubError(frame.reason || 'unsubscribed', `unsubscribed by the server (${frame.reason})`, { project: sub.project, reason: frame.reason });
           sub._set('unsubscribed', { reason: frame.reason });
           sub._emit('error', err);
           this.#emitError(err);
@@ -869,7 +837,6 @@ class Link extends Emitter {
     if (this.#welcomeAt !== null) return;
     this.welcome = frame;
     this.#welcomeAt = this._now();
-    this.#handshakeFailures = 0;
     this.#clear('connect');
     this.#set('open');
     this._emit('welcome', frame);
@@ -895,5 +862,5 @@ class Link extends Emitter {
 function randomKey() {
   const c = globalThis.crypto;
   if (c && typeof c.randomUUID === 'function') return c.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+  return Math.random().toString(36).slice(2) + Date.now().toString(36) + Math.random().toString(36).slice(2);
 }
