@@ -545,12 +545,13 @@ class Link extends Emitter {
   async #check(f, code, reason) {
     const gen = ++this.#gen;
     const sub = !this._v2 && [...this._subs.values()][0];
-    const url = `${this.#url.replace(/^ws/i, 'http')}/ws/check${sub ? `/projects/${sub.project}` : ''}?access_token=${encodeURIComponent(this.#token)}`;
+    const url = `${this.#url.replace(/^ws/i, 'http')}/ws/check${sub ? `/projects/${sub.project}` : ''}`;
     let status = 0;
     let body = {};
     let retryAfter = 0;
     try {
-      const res = await f(url, { cache: 'no-store', credentials: 'omit' });
+      // The token in a header, not the URL (and whatever auth.allow_query_token says).
+      const res = await f(url, { cache: 'no-store', credentials: 'omit', headers: { authorization: `Bearer ${this.#token}` } });
       status = res.status;
       retryAfter = Number(res.headers?.get?.('retry-after')) || 0;
       if (status !== 204) body = await res.json().catch(() => ({}));

@@ -21,11 +21,13 @@ const fire = (target, type) => target.dispatchEvent(new Event(type));
 
 /** A fake `fetch` for /ws/check answering `status` with `body`; records the URLs. */
 function fakeFetch(status = 204, body = {}, headers = {}) {
-  const f = async (url) => {
+  const f = async (url, init) => {
     f.calls.push(url);
+    f.inits.push(init);
     return { status: f.status, headers: { get: (k) => headers[k] ?? null }, json: async () => f.body };
   };
   f.calls = [];
+  f.inits = [];
   f.status = status;
   f.body = body;
   return f;
@@ -193,7 +195,8 @@ describe('refused handshakes, explained by /ws/check', () => {
     WS.last.failHandshake();
     await flush();
     assert.equal(fetch.calls.length, 1);
-    assert.match(fetch.calls[0], /^http:\/\/hub-\d+\.test\/ws\/check\/projects\/p\?access_token=tok$/);
+    assert.match(fetch.calls[0], /^http:\/\/hub-\d+\.test\/ws\/check\/projects\/p$/);
+    assert.equal(fetch.inits[0].headers.authorization, 'Bearer tok', 'the token in a header, never the URL');
     assert.equal(errors.length, 1);
     assert.equal(errors[0].code, 'unauthorized');
     assert.equal(errors[0].message, 'wshub: token expired');
