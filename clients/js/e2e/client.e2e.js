@@ -132,6 +132,37 @@ describe('the JS client in Chromium against wshub', { timeout: 180000 }, () => {
     }
   });
 
+  test('a token no longer valid at a reconnect (server restarted meanwhile): unauthorized, then no further attempts', async () => {
+    // enforce_expiry off: the open socket outlives its token, as one whose key was rotated would.
+    const extra = 'leeway = "0s"\nenforce_expiry = false\n\n[shutdown]\ndrain = "1s"\n';
+    const first = await startServer({ extra });
+    let second;
+    try {
+      const p = await openPage(browser, first.http);
+      await pageConnect(p.page, { url: first.http(''), token: mintToken('alice', ['*'], 2), random: 1, backoff: { baseMs: 300, capMs: 1000 } }, ['room:a']);
+      await waitFor('open', async () => (await stateOf(p.page)) === 'open');
+      await sleep(2500); // the token expires; the socket stays open
+      assert.equal(await stateOf(p.page), 'open');
+      await first.stop('SIGTERM');
+      await waitFor('reconnecting', async () => (await stateOf(p.page)) === 'reconnecting');
+      second = await startServer({ listen: first.addr, extra });
+      await waitFor('closed', async () => (await stateOf(p.page)) === 'closed', 15000);
+      const { errors, events } = await rec(p.page);
+      const refused = errors.filter((e) => e.code === 'unauthorized');
+      assert.equal(refused.length, 1, JSON.stringify(errors));
+      assert.equal(refused[0].status, 401);
+      assert.match(refused[0].message, /expired/i);
+      assert.ok(events.some((e) => e.state === 'reconnecting' && e.code === 1001), 'the drain was a reconnect');
+      const sockets = p.seen.sockets.length;
+      await sleep(3000);
+      assert.equal(p.seen.sockets.length, sockets, 'no further attempts');
+      await p.page.close();
+    } finally {
+      await first.stop();
+      await second?.stop();
+    }
+  });
+
   test('a token about to expire is refreshed in band: the socket stays', async () => {
     const server = await startServer({ extra: 'leeway = "0s"\n' });
     try {
