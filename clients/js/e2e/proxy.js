@@ -81,15 +81,19 @@ export async function startProxy(target, { port = 0 } = {}) {
     },
     /**
      * Stops forwarding on every live connection without closing it (no FIN, no RST): a link
-     * that went silent, as when a laptop changes networks. New connections are forwarded.
+     * that went silent, as when a laptop changes networks (`{downOnly: true}`: only wshub's half
+     * goes silent). New connections are forwarded.
      * Returns how many it stalled; `release()` resets them later.
      */
-    stall() {
+    stall({ downOnly = false } = {}) {
       const n = pairs.size;
       for (const pair of pairs) {
-        pair.client.unpipe(pair.upstream);
+        // downOnly: the client's frames still reach wshub, wshub's answers are lost.
+        if (!downOnly) {
+          pair.client.unpipe(pair.upstream);
+          pair.client.pause();
+        }
         pair.upstream.unpipe(pair.client);
-        pair.client.pause();
         pair.upstream.pause();
         stalled.add(pair);
       }
