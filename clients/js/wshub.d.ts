@@ -247,7 +247,7 @@ export function tokenClaims(token: string): Record<string, unknown>;
 export class WshubError extends Error {
   /**
    * `closed`, `connection_closed`, `timeout`, `queue_full`, `unauthorized`, `forbidden`,
-   * `rate_limited`, `token_refresh_failed`, `user_mismatch`, `bad_frame`, `invalid_socket`,
+   * `rate_limited`, `token_refresh_failed`, `user_mismatch`, `unsubscribed`, `bad_frame`, `invalid_socket`,
    * or the `code` of a server `error` frame.
    */
   readonly code: string;

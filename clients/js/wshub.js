@@ -816,7 +816,7 @@ class Link extends Emitter {
         if (answer) this.#settle(frame.id, null, frame);
         else if (sub) {
           this._subs.delete(sub.project);
-          const err = new WshubError(frame.reason || 'unsubscribed', `unsubscribed by the server (${frame.reason})`, { project: sub.project, reason: frame.reason });
+          const err = new WshubError('unsubscribed', `unsubscribed by the server (${frame.reason})`, { project: sub.project, reason: frame.reason });
           sub._set('unsubscribed', { reason: frame.reason });
           sub._emit('error', err);
           this.#emitError(err);

@@ -57,6 +57,21 @@ describe('the JS client in Chromium against wshub', { timeout: 180000 }, () => {
     await browser?.close();
   });
 
+  test('GET /client.js (demo on) is importable from any origin and names its version', async () => {
+    const server = await startServer();
+    try {
+      const res = await fetch(server.http('/client.js'), { headers: { origin: 'http://app.example.test' } });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('access-control-allow-origin'), '*');
+      assert.equal(res.headers.get('cross-origin-resource-policy'), 'cross-origin');
+      const body = await res.text();
+      const version = /export const VERSION = '([^']+)'/.exec(body)[1];
+      assert.equal(res.headers.get('x-wshub-client-version'), version);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('a link cut silently (no RST) is noticed within ping_interval + margin and recovered, nothing lost', async () => {
     const server = await startServer({ extra: '[timeouts]\nping_interval = "2s"\npong_timeout = "30s"\n' });
     const proxy = await startProxy(server.addr);
