@@ -10,6 +10,7 @@
 //!                                                             sbom.cdx.json
 //! target/dist/wshub-<version>-<arch>-linux.tar.gz.sha256   `sha256sum -c` format
 //! target/dist/wshub-<version>-<arch>-linux.cdx.json        the same SBOM, beside the tarball
+//! target/dist/wshub-client-<version>.tgz                  the JS client's npm package (`npm pack`)
 //! ```
 //!
 //! The binary is built with the `dist` profile of the root `Cargo.toml` (fat LTO, one codegen
@@ -146,6 +147,24 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
             .with_context(|| format!("could not move {} into place", done.display()))?;
     }
     fs::remove_dir_all(&work).with_context(|| format!("could not remove {}", work.display()))?;
+
+    // The JS client's npm package beside the binary: `npm pack` (its prepack builds dist/ with
+    // esbuild from the committed lockfile's devDependencies).
+    let js = root.join("clients/js");
+    println!("==> npm pack {}", js.display());
+    if !js.join("node_modules/esbuild").is_dir() {
+        exec(
+            Command::new("npm")
+                .current_dir(&js)
+                .args(["ci", "--no-audit", "--no-fund"]),
+        )?;
+    }
+    exec(
+        Command::new("npm")
+            .current_dir(&js)
+            .args(["pack", "--pack-destination"])
+            .arg(&dist),
+    )?;
 
     let size = fs::metadata(&tarball)?.len();
     println!(

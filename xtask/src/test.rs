@@ -65,16 +65,27 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
             .args(with_separator(runner_args)),
     );
 
-    // The JS client (`clients/js`): node's built-in test runner, a fake clock and a fake WebSocket.
+    // The JS client (`clients/js`): node's built-in test runner, a fake clock and a fake WebSocket;
+    // its devDependencies (typescript for the declarations fixture, esbuild for the builds, react
+    // and ws) come from the committed lockfile when `node_modules` is missing.
     steps.step("JS client unit tests: node --test (clients/js)", || {
-        if find_on_path("node").is_none() {
-            bail!("`node` is not on PATH (the tools step installs Debian's `nodejs`)");
+        for tool in ["node", "npm"] {
+            if find_on_path(tool).is_none() {
+                bail!(
+                    "`{tool}` is not on PATH (the tools step installs Debian's `nodejs` and `npm`)"
+                );
+            }
         }
-        exec(
-            Command::new("node")
-                .current_dir(crate::project_root().join("clients/js"))
-                .arg("--test"),
-        )
+        let dir = crate::project_root().join("clients/js");
+        if !dir.join("node_modules/typescript").is_dir() {
+            exec(
+                Command::new("npm")
+                    .current_dir(&dir)
+                    .args(["ci", "--no-audit", "--no-fund"]),
+            )?;
+        }
+        exec(Command::new("node").current_dir(&dir).arg("build.mjs"))?;
+        exec(Command::new("node").current_dir(&dir).arg("--test"))
     });
 
     // The demo page and the JS client in Chromium against the real `wshub` (debug build).
@@ -110,7 +121,7 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
     steps.finish("test")
 }
 
-/// `clients/js/e2e`: `npm ci` when its `node_modules` is missing, a debug build of `wshub`, then
+/// `clients/js/e2e`: `npm ci` (there and in `clients/js`) when `node_modules` is missing, a debug build of `wshub`, then
 /// node's test runner on every `*.e2e.js` file (named so that the unit-test run in `clients/js`,
 /// which finds `*.test.js` files, does not pick them up).
 fn js_e2e() -> anyhow::Result<()> {
@@ -118,6 +129,16 @@ fn js_e2e() -> anyhow::Result<()> {
         if find_on_path(tool).is_none() {
             bail!("`{tool}` is not on PATH (the tools step installs it)");
         }
+    }
+    // react.e2e.js bundles its page with the client's own devDependencies (esbuild, react).
+    let client = crate::project_root().join("clients/js");
+    if !client.join("node_modules/esbuild").is_dir() || !client.join("node_modules/react").is_dir()
+    {
+        exec(
+            Command::new("npm")
+                .current_dir(&client)
+                .args(["ci", "--no-audit", "--no-fund"]),
+        )?;
     }
     let dir = crate::project_root().join("clients/js/e2e");
     if !dir.join("node_modules/playwright-core").is_dir() {

@@ -17,9 +17,35 @@ pub fn index() -> Response<Body> {
     asset(INDEX_HTML, "text/html; charset=utf-8")
 }
 
-/// `GET /client.js`: the JS client as an ES module.
+/// The version of the embedded client: its `export const VERSION = '...'` line.
+fn client_version() -> &'static str {
+    CLIENT_JS
+        .lines()
+        .find_map(|line| line.strip_prefix("export const VERSION = '"))
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or("unknown")
+}
+
+/// `GET /client.js`: the JS client as an ES module, importable from any origin (CORS) for
+/// development; production apps install `@wshub/client` from npm and bundle it.
 pub fn client_js() -> Response<Body> {
-    asset(CLIENT_JS, "text/javascript; charset=utf-8")
+    let mut response = asset(CLIENT_JS, "text/javascript; charset=utf-8");
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
+    if let Ok(version) = HeaderValue::from_str(client_version()) {
+        headers.insert(
+            header::HeaderName::from_static("x-wshub-client-version"),
+            version,
+        );
+    }
+    response
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {

@@ -206,7 +206,8 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
         const next = reached.find((t) => t >= e.t);
         assert.ok(next !== undefined && next >= e.t + e.delay - 25, `attempt ${e.attempt} connected before its delay`);
       }
-      assert.equal(proxy.stats.refused, attempts.length - 1, 'every attempt but the last was refused');
+      // Each refused handshake is followed by a GET /ws/check (refused by the cut proxy too).
+      assert.equal(proxy.stats.refused, 2 * (attempts.length - 1), 'every attempt but the last was refused, and its check');
       // Playwright may not report a socket reset before its handshake; the proxy counts them all.
       assert.ok(a.seen.sockets.length >= 2 && a.seen.sockets.length <= attempts.length + 1, `${a.seen.sockets.length} sockets`);
 
@@ -217,6 +218,7 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
       const failed = errors.filter(
         (l) => l.startsWith(`WebSocket connection to 'ws://${proxy.addr}/`) && /failed: .*net::ERR_[A-Z_]+$/.test(l),
       );
+      const checks = errors.filter((l) => /^Failed to load resource: net::ERR_[A-Z_]+$/.test(l));
       console.log(
         `3: cut for ${restoredAt - cutAt} ms; ${attempts.length} reconnect attempt(s), ${proxy.stats.refused} refused ` +
           `(delays ${attempts.map((e) => Math.round(e.delay)).join(', ')} ms); missed ${recovered.missed}; ` +
@@ -225,8 +227,8 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
           `CDP WebSocket errors ${a.seen.wsErrors.length}; sockets seen by Playwright ${a.seen.sockets.length}`,
       );
       assert.deepEqual(a.seen.pageErrors, []);
-      assert.deepEqual(errors, failed, 'only the handshakes the cut proxy reset in the console');
-      assert.equal(failed.length, proxy.stats.refused, 'one console line per reset attempt');
+      assert.equal(errors.length, failed.length + checks.length, `only the handshakes and checks the cut proxy reset in the console: ${JSON.stringify(errors)}`);
+      assert.equal(failed.length + checks.length, proxy.stats.refused, 'one console line per reset attempt or check');
       await a.page.close();
     } finally {
       await proxy.close();
@@ -279,7 +281,7 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
     }
   });
 
-  test('(4) two connect() calls share one socket; projects are independent', async () => {
+  test('(4) two connect() calls share one socket (a handle each); projects are independent', async () => {
     const server = await startServer();
     try {
       const a = await newPage(browser);
@@ -298,9 +300,9 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
         });
         await other.publish({ to: 'other' });
         await window.wshubRoom.publish({ to: 'demo' });
-        return again === window.wshubRoom && other !== window.wshubRoom;
+        return again !== window.wshubRoom && again.state === 'open' && other !== window.wshubRoom;
       }, token);
-      assert.ok(shared, 'a second connect() for demo returned the first connection');
+      assert.ok(shared, 'a second connect() for demo is a handle on the open connection');
       await waitFor('both messages', async () =>
         (await a.page.evaluate(() => window.otherMessages.length)) >= 1 &&
         (await events(a.page)).some((e) => e.event === 'message'),
@@ -382,7 +384,7 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
     }
   });
 
-  test('(7) a forbidden project: the handshake fails and the client backs off', async () => {
+  test('(7) a forbidden project: the handshake fails, /ws/check says forbidden, the client reports it and stops', async () => {
     const server = await startServer();
     try {
       const a = await newPage(browser);
@@ -395,8 +397,9 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
         // random() = 1: the longest waits the backoff allows, 1 s, 2 s, 4 s…
         const room = connect({ project: 'secret', token, random: () => 1 });
         room.on('state', (s) => window.forbidden.push({ ...s, t: Date.now() }));
+        room.on('error', (e) => window.forbidden.push({ error: e.code, status: e.status, message: e.message }));
       }, token);
-      await sleep(6500);
+      await sleep(3500);
       const sockets = a.seen.sockets.filter((s) => s.url.endsWith('/secret'));
       const states = await a.page.evaluate(() => window.forbidden);
       const attempts = states.filter((s) => s.state === 'reconnecting');
@@ -404,11 +407,15 @@ describe('demo page in Chromium against wshub', { timeout: 180000 }, () => {
         `7: ${sockets.length} handshake(s) in ${Date.now() - started} ms (delays ${attempts.map((s) => s.delay).join(', ')} ms); ` +
           `console errors: ${a.errors().length}; handshake statuses: ${a.seen.handshakes.map((h) => h.status).join(', ')}`,
       );
-      // Attempts at 0 s, 1 s and 3 s; the next would be at 7 s.
-      assert.ok(sockets.length >= 2 && sockets.length <= 3, `${sockets.length} handshakes`);
+      // One handshake, one check that answers 403 with the server's message, then nothing.
+      assert.equal(sockets.length, 1, `${sockets.length} handshakes`);
       assert.ok(states.every((s) => s.state !== 'open'));
-      assert.ok(attempts.every((s) => s.code === 1006));
-      assert.deepEqual(attempts.map((s) => s.delay).slice(0, 3), [1000, 2000, 4000].slice(0, attempts.length));
+      assert.deepEqual(attempts, []);
+      const error = states.find((s) => s.error);
+      assert.equal(error.error, 'forbidden');
+      assert.equal(error.status, 403);
+      assert.ok(error.message.length > 0);
+      assert.equal(states.at(-1).state, 'closed');
       await a.page.close();
     } finally {
       await server.stop();

@@ -22,6 +22,7 @@ function reset(socket) {
 export async function startProxy(target, { port = 0 } = {}) {
   const [targetHost, targetPort] = splitAddr(target);
   const pairs = new Set();
+  const stalled = new Set();
   let isCut = false;
   const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [] };
 
@@ -47,8 +48,8 @@ export async function startProxy(target, { port = 0 } = {}) {
       if (aborted) reset(to);
       else to.end();
     };
-    client.on('close', (hadError) => finish(upstream, hadError || isCut));
-    upstream.on('close', (hadError) => finish(client, hadError || isCut));
+    client.on('close', (hadError) => !stalled.has(pair) && finish(upstream, hadError || isCut));
+    upstream.on('close', (hadError) => !stalled.has(pair) && finish(client, hadError || isCut));
     client.pipe(upstream);
     upstream.pipe(client);
   });
@@ -78,6 +79,35 @@ export async function startProxy(target, { port = 0 } = {}) {
       pairs.clear();
       return n;
     },
+    /**
+     * Stops forwarding on every live connection without closing it (no FIN, no RST): a link
+     * that went silent, as when a laptop changes networks (`{downOnly: true}`: only wshub's half
+     * goes silent). New connections are forwarded.
+     * Returns how many it stalled; `release()` resets them later.
+     */
+    stall({ downOnly = false } = {}) {
+      const n = pairs.size;
+      for (const pair of pairs) {
+        // downOnly: the client's frames still reach wshub, wshub's answers are lost.
+        if (!downOnly) {
+          pair.client.unpipe(pair.upstream);
+          pair.client.pause();
+        }
+        pair.upstream.unpipe(pair.client);
+        pair.upstream.pause();
+        stalled.add(pair);
+      }
+      pairs.clear();
+      return n;
+    },
+    /** Resets the stalled connections. */
+    releaseStalled() {
+      for (const { client, upstream } of stalled) {
+        reset(client);
+        reset(upstream);
+      }
+      stalled.clear();
+    },
     /** How many connections are being forwarded right now. */
     live: () => pairs.size,
     /** Forwards new connections again, on the same port. */
@@ -87,6 +117,7 @@ export async function startProxy(target, { port = 0 } = {}) {
     /** Stops listening and resets whatever is still connected. */
     async close() {
       isCut = true;
+      this.releaseStalled();
       for (const { client, upstream } of pairs) {
         reset(client);
         reset(upstream);

@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -155,6 +155,17 @@ export async function launchBrowser() {
  */
 export async function newPage(browser) {
   const page = await browser.context.newPage();
+  // The working tree's client, not the copy embedded in the binary at its last build (set
+  // WSHUB_E2E_EMBEDDED_CLIENT=1 to test the binary's own /client.js).
+  if (!process.env.WSHUB_E2E_EMBEDDED_CLIENT) {
+    await page.route('**/client.js', (route) =>
+      route.fulfill({
+        status: 200,
+        contentType: 'text/javascript',
+        body: readFileSync(join(ROOT, 'clients/js/wshub.js'), 'utf8'),
+      }),
+    );
+  }
   const seen = { console: [], pageErrors: [], sockets: [], handshakes: [], wsErrors: [] };
   page.on('console', (m) => seen.console.push({ type: m.type(), text: m.text() }));
   page.on('pageerror', (e) => seen.pageErrors.push(String(e)));

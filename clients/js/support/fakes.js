@@ -55,6 +55,7 @@ export function fakeWebSocketClass() {
       this.readyState = FakeWebSocket.CONNECTING;
       this.sent = [];
       this.closedWith = null;
+      this.autoPong = true;
       this.onopen = null;
       this.onmessage = null;
       this.onerror = null;
@@ -68,7 +69,10 @@ export function fakeWebSocketClass() {
 
     send(text) {
       if (this.readyState !== FakeWebSocket.OPEN) throw new Error('InvalidStateError');
-      this.sent.push(JSON.parse(text));
+      const frame = JSON.parse(text);
+      this.sent.push(frame);
+      // A live server answers pings at once (set autoPong = false to play a dead link).
+      if (frame.type === 'ping' && this.autoPong) this.receive({ type: 'pong', ...(frame.id ? { id: frame.id } : {}) });
     }
 
     close(code, reason) {

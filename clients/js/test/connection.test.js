@@ -19,6 +19,7 @@ async function setup(options = {}) {
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     now: clock.now,
+    fetch: null,
     ...options,
   });
   const messages = [];
@@ -41,15 +42,20 @@ async function setup(options = {}) {
 const msg = (offset, data = offset) => ({ type: 'message', offset, from: 'bob', data, ts: 1000 + offset });
 
 describe('one connection per project', () => {
-  test('a second connect for the same project returns the same object', async () => {
+  test('a second connect for the same project shares the socket through its own handle', async () => {
     const { WS, room, url } = await setup();
     const again = connect({ url, project: 'p', token: 'other', WebSocket: WS });
-    assert.equal(again, room);
+    assert.notEqual(again, room, 'a handle per holder');
     const slash = connect({ url: `${url}/`, project: 'p', token: 'other', WebSocket: WS });
-    assert.equal(slash, room, 'a trailing slash names the same hub');
     await flush();
-    assert.equal(WS.instances.length, 1, 'one socket');
+    assert.equal(WS.instances.length, 1, 'one socket; a trailing slash names the same hub');
+    WS.last.welcome();
+    assert.equal(again.state, 'open');
     room.close();
+    again.close();
+    assert.equal(WS.last.closedWith, null, 'open while a holder is left');
+    slash.close();
+    assert.equal(WS.last.closedWith.code, 1000, 'closed with the last holder');
   });
 
   test('different projects get different connections', async () => {
