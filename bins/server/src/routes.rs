@@ -55,6 +55,9 @@ enum Route {
     Sse(ProjectId),
     /// Another method on `/ws/projects/{project}` or `/sse/projects/{project}`.
     WebSocketMethod,
+    /// `OPTIONS /ws/check[/projects/{project}]`: a browser's CORS preflight, since a check
+    /// carries its token in `Authorization`.
+    CheckPreflight,
     Admin,
     /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
     /// handler answers with 404 once the key has been checked.
@@ -84,9 +87,11 @@ impl Route {
             ["ws"] if get => Self::WebSocket(Handshake::V2),
             ["ws"] => Self::WebSocketMethod,
             ["ws", "check"] if get => Self::WebSocket(Handshake::CheckV2),
+            ["ws", "check"] if method == Method::OPTIONS => Self::CheckPreflight,
             ["ws", "check"] => Self::WebSocketMethod,
             ["ws", "check", "projects", project] => match ProjectId::parse(project) {
                 Ok(project) if get => Self::WebSocket(Handshake::CheckV1(project)),
+                Ok(_) if method == Method::OPTIONS => Self::CheckPreflight,
                 Ok(_) => Self::WebSocketMethod,
                 Err(_) => Self::NotFound,
             },
@@ -166,6 +171,10 @@ impl Handle for Routes {
         let path = req.uri().path();
         let handshake =
             (path == "/ws" || path.starts_with("/ws/")) && !path.starts_with("/ws/check");
+        let check_origin = path
+            .starts_with("/ws/check")
+            .then(|| req.headers().get(header::ORIGIN).cloned())
+            .flatten();
         let response = match Route::parse(req.method(), req.uri().path()) {
             Route::Metrics if self.serve_metrics => metrics(&self.hub),
             Route::DemoIndex if self.demo => crate::demo::index(),
@@ -175,6 +184,7 @@ impl Handle for Routes {
             Route::WebSocket(target) => self.websocket.handshake(target, req).await,
             Route::Sse(project) => self.websocket.handshake(Handshake::Sse(project), req).await,
             Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
+            Route::CheckPreflight => preflight(),
             Route::Admin => call(self.admin.clone(), req).await,
             Route::Api(path) => {
                 if let Some(path) = path {
@@ -187,6 +197,10 @@ impl Handle for Routes {
         };
         if handshake {
             self.hub.metrics().handshake(response.status().as_u16());
+        }
+        let mut response = response;
+        if let Some(origin) = check_origin {
+            allow_origin(&mut response, origin);
         }
         response
     }
@@ -206,6 +220,37 @@ impl Routes {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
         }
     }
+}
+
+/// The answer to a check's CORS preflight: `GET` with an `Authorization` header may follow.
+fn preflight() -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
+}
+
+/// Lets a page of `origin` read a check's answer (SPEC §13: a browser client asks why its
+/// handshakes fail). A check answers only a status and a refusal's reason, for a token the
+/// page itself sent (no cookies: `Access-Control-Allow-Credentials` is never set), so any
+/// origin may read it; `auth.allowed_origins` still refuses a disallowed one with 403, which
+/// the page can then read too.
+fn allow_origin(response: &mut Response<Body>, origin: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
 /// The service of `server.metrics_listen`: `/metrics`, and 404 for anything else.

@@ -199,9 +199,8 @@ describe('the JS client in Chromium against wshub', { timeout: 180000 }, () => {
     }
   });
 
-  // Needs the server's idempotency keys (SPEC §10): today's server publishes the retry again,
-  // so the message arrives twice (todo: not counted as a failure until then).
-  test('exactly once: a publish whose ack was lost is sent again with its key after the reconnect', { todo: 'needs server-side dedupe (SPEC §10)' }, async () => {
+  // The server's idempotency keys (SPEC §10) make the resent publish a duplicate.
+  test('exactly once: a publish whose ack was lost is sent again with its key after the reconnect', async () => {
     const server = await startServer({ extra: '[timeouts]\nping_interval = "1s"\npong_timeout = "30s"\n' });
     const proxy = await startProxy(server.addr);
     try {
@@ -230,20 +229,23 @@ describe('the JS client in Chromium against wshub', { timeout: 180000 }, () => {
     }
   });
 
-  // Needs the server's idempotency keys (SPEC §10), being added in parallel: today's server
-  // accepts `key` but publishes again, so this fails until then (todo: not counted as a failure).
-  test('a publish repeated with its key is acked as a duplicate and delivered once', { todo: 'needs server-side dedupe (SPEC §10)' }, async () => {
+  // The server's idempotency keys (SPEC §10): the second publish is acked as a duplicate.
+  test('a publish repeated with its key is acked as a duplicate and delivered once', async () => {
     const server = await startServer();
     try {
       const p = await openPage(browser, server.http);
       await pageConnect(p.page, { token: mintToken('alice', ['*']) }, ['room:a']);
+      await waitFor('subscribed', async () => (await p.page.evaluate(() => window.hub.subscribe('room:a').state)) === 'subscribed');
       const acks = await p.page.evaluate(async () => [
         await window.hub.publish('room:a', 'once', { key: 'k-1' }),
         await window.hub.publish('room:a', 'once', { key: 'k-1' }),
+        await window.hub.publish('room:a', 'after'),
       ]);
-      assert.deepEqual(acks, [{ offset: 1 }, { offset: 1, duplicate: true }]);
-      await sleep(300);
-      assert.equal((await rec(p.page)).messages.length, 1);
+      assert.deepEqual(acks.slice(0, 2), [{ offset: 1 }, { offset: 1, duplicate: true }]);
+      // Messages arrive in offset order: once the one after is in, a second copy of the keyed
+      // one would have been too.
+      await waitFor('the message after', async () => (await rec(p.page)).messages.some((m) => m.data === 'after'));
+      assert.deepEqual((await rec(p.page)).messages.map((m) => m.data), ['once', 'after']);
       await p.page.close();
     } finally {
       await server.stop();

@@ -418,6 +418,43 @@ async fn checks_answer_what_the_handshake_would() {
             .0,
         403
     );
+
+    // A page of another origin may read the answer (CORS), after its preflight.
+    let origin = ("origin", "https://app.example.com");
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (status, headers, _) = http("OPTIONS", &server.http("/ws/check"), &[origin], "").await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&headers, "access-control-allow-headers").as_deref(),
+        Some("authorization")
+    );
+    let auth = format!("Bearer {}", token("u", &["q"]));
+    let (status, headers, _) = http(
+        "GET",
+        &server.http("/ws/check/projects/p"),
+        &[origin, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    // Not on the handshake itself, which a browser never reads.
+    let (_, headers, _) = http(
+        "GET",
+        &server.http("/ws/projects/p"),
+        &[origin, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
