@@ -512,9 +512,11 @@ fn start_with_auth(auth_keys: &str) -> Server {
 async fn a_refresh_moves_the_deadline_and_revokes_what_the_new_token_does_not_allow() {
     let server = start_with_auth("leeway = \"0s\"");
     let short = {
-        let claims = Claims::new("u", ["a", "b"], Duration::from_secs(2));
+        let claims = Claims::new("u", ["a", "b"], Duration::from_secs(3));
         JwtSigner::hs256(SECRET).sign(&claims).unwrap()
     };
+    // Both open at once, while the short token is valid: one will refresh, one will not.
+    let (mut unrefreshed, _) = connect(&server, &short, "").await;
     let (mut ws, _) = connect(&server, &short, "?subscribe=a,b").await;
     for _ in 0..2 {
         assert_eq!(recv_json(&mut ws).await["type"], "subscribed");
@@ -543,7 +545,6 @@ async fn a_refresh_moves_the_deadline_and_revokes_what_the_new_token_does_not_al
     .await;
     assert_eq!(other["code"], "invalid_token");
     // Without a refresh the first token's expiry closes the connection with 4001 ...
-    let (mut unrefreshed, _) = connect(&server, &short, "").await;
     let (code, _, _) = recv_close(&mut unrefreshed).await;
     assert_eq!(code, 4001);
     // ... the refreshed one stays open past it.
