@@ -224,16 +224,10 @@ async fn open(
         }
     };
     let opened_at = Instant::now();
-    let outbox = Arc::new(Outbox::new(opened_at, who.remote));
-    let member = Member {
-        outbox: Arc::clone(&outbox),
-        conn,
-        v2: false,
-    };
     // Registered first, so every publish from now on is queued; the replay read next
     // overlaps it, and the watermark removes the overlap.
-    let registered = match hub.register(conn, &who.project, &who.user, member) {
-        Ok(registered) => registered,
+    let outbox = match join(hub, conn, who, opened_at) {
+        Ok(outbox) => outbox,
         Err(Refused(close)) => {
             debug!(%close, "connection refused after the upgrade");
             refuse(ws, &close, config).await;
@@ -241,10 +235,6 @@ async fn open(
         }
     };
     debug!("connection registered");
-    if registered.announce_join {
-        let frame = presence_frame("join", &who.user);
-        hub.deliver(&who.project, None, frame, Some(conn));
-    }
 
     let since = who
         .since
@@ -350,6 +340,29 @@ pub(crate) fn refuse<'a>(
             pump::linger(ws, config.linger).await;
         }
     })
+}
+
+/// Registers the connection `conn` of `who` in its project (admitted like any connection),
+/// and tells the project when it is the user's first; returns its send queue. The one
+/// registration of a v1 connection and of an event stream; [`leave`] undoes it.
+pub(crate) fn join(
+    hub: &SharedHub,
+    conn: ConnId,
+    who: &Admitted,
+    opened_at: Instant,
+) -> Result<Arc<Outbox>, Refused> {
+    let outbox = Arc::new(Outbox::new(opened_at, who.remote));
+    let member = Member {
+        outbox: Arc::clone(&outbox),
+        conn,
+        v2: false,
+    };
+    let registered = hub.register(conn, &who.project, &who.user, member)?;
+    if registered.announce_join {
+        let frame = presence_frame("join", &who.user);
+        hub.deliver(&who.project, None, frame, Some(conn));
+    }
+    Ok(outbox)
 }
 
 /// Unregisters, and tells the project when the user's last connection left.

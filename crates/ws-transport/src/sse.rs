@@ -22,8 +22,8 @@ use ws_core::{Close, CloseCode, ConnId};
 
 use crate::broker::{Broker, Position, Replay};
 use crate::config::TransportConfig;
-use crate::connection::{Admitted, deadline, leave, presence_frame};
-use crate::hub::{Member, Refused, SharedHub};
+use crate::connection::{Admitted, deadline, join, leave};
+use crate::hub::{Refused, SharedHub};
 use crate::outbox::{Outbox, Outgoing};
 use crate::pump::{release_burst, tokio_instant};
 
@@ -47,28 +47,14 @@ pub(crate) async fn run(
         config: &config,
     };
     let now = Instant::now();
-    let outbox = Arc::new(Outbox::new(now, who.remote));
-    let member = Member {
-        outbox: Arc::clone(&outbox),
-        conn,
-        v2: false,
-    };
-    let registered = match hub.register(conn, &who.project, &who.user, member) {
-        Ok(registered) => registered,
+    let outbox = match join(&hub, conn, &who, now) {
+        Ok(outbox) => outbox,
         Err(Refused(close)) => {
             debug!(%close, "event stream refused");
             let _ = writer.close(&close).await;
             return;
         }
     };
-    if registered.announce_join {
-        hub.deliver(
-            &who.project,
-            None,
-            presence_frame("join", &who.user),
-            Some(conn),
-        );
-    }
     let since = who.since.as_ref().map(|(o, e)| (*o, e.as_str()));
     match broker
         .recover(&who.project, Position::from_since(since))

@@ -34,30 +34,6 @@ fn other(nodes: &[Server]) -> &Server {
     &nodes[nodes.len() - 1]
 }
 
-async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
-    api_with(server, method, path, body, &[]).await
-}
-
-async fn api_with(
-    server: &Server,
-    method: &str,
-    path: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-) -> (u16, Value) {
-    let key = format!("Bearer {API_KEY}");
-    let mut headers = vec![
-        ("authorization", key.as_str()),
-        ("content-type", "application/json"),
-    ];
-    headers.extend_from_slice(extra);
-    let (status, _, body) = http(method, &server.http(path), &headers, body).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
-
 async fn publish_http(server: &Server, project: &str, body: Value) -> (u16, Value) {
     api(
         server,

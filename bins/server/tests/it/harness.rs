@@ -411,17 +411,24 @@ pub(crate) fn b64url(bytes: &[u8]) -> String {
 /// A request to the HTTP API with the test API key: `(status, body as JSON)` (a body that is
 /// not JSON comes back as a JSON string).
 pub(crate) async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
+    api_with(server, method, path, body, &[]).await
+}
+
+/// [`api`] with `extra` headers.
+pub(crate) async fn api_with(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
     let key = format!("Bearer {API_KEY}");
-    let (status, _, body) = http(
-        method,
-        &server.http(path),
-        &[
-            ("authorization", &key),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await;
+    let mut headers = vec![
+        ("authorization", key.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    let (status, _, body) = http(method, &server.http(path), &headers, body).await;
     (
         status,
         serde_json::from_str(&body).unwrap_or(Value::String(body)),

@@ -17,14 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::harness::*;
-use crate::redis_server::{Redis, free_port};
-
-/// A `wshub` node on `redis_url`, with `broker_keys` in `[broker]` and `extra` sections.
-fn node_on(redis_url: &str, broker_keys: &str, extra: &str) -> Server {
-    Server::start(&format!(
-        "[broker]\nkind = \"redis\"\nredis_url = \"{redis_url}\"\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n{broker_keys}\n\n[shutdown]\ndrain = \"1s\"\n\n{extra}"
-    ))
-}
+use crate::redis_server::{Redis, free_port, node_on};
 
 fn node(redis: &Redis) -> Server {
     node_on(&redis.url(), "", "")

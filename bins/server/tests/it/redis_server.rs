@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::TempDir;
+use crate::harness::{Server, TempDir};
 
 /// A `redis-server` of the test's own, killed when dropped.
 pub(crate) struct Redis {
@@ -127,4 +127,11 @@ pub(crate) fn answers(port: u16) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 64];
     stream.write_all(b"PING\r\n").is_ok() && stream.read(&mut buf).is_ok_and(|n| n > 0)
+}
+
+/// A `wshub` node on `redis_url`, with `broker_keys` in `[broker]` and `extra` sections.
+pub(crate) fn node_on(redis_url: &str, broker_keys: &str, extra: &str) -> Server {
+    Server::start(&format!(
+        "[broker]\nkind = \"redis\"\nredis_url = \"{redis_url}\"\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n{broker_keys}\n\n[shutdown]\ndrain = \"1s\"\n\n{extra}"
+    ))
 }

@@ -555,10 +555,7 @@ async fn a_refresh_moves_the_deadline_and_revokes_what_the_new_token_does_not_al
 
 /// A node on `redis`, as `redis.rs` starts them.
 fn redis_node(redis: &crate::redis_server::Redis) -> Server {
-    Server::start(&format!(
-        "[broker]\nkind = \"redis\"\nredis_url = \"{}\"\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[shutdown]\ndrain = \"1s\"\n",
-        redis.url()
-    ))
+    crate::redis_server::node_on(&redis.url(), "", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
