@@ -137,7 +137,7 @@ pub enum Event {
     /// requests are answered by that one and raise no event.
     PresenceRequest,
     /// A v2 request that passed the connection's budgets (the publish rate for a
-    /// `publish`, the request budget for `presence` and `history`); `ping` never gets here
+    /// `publish`, the request budget for `presence`, `history` and `refresh`); `ping` never gets here
     /// (the core answers it). Grants and subscriptions are the application's to check.
     Request(Request),
     /// The connection is over: unregister it and drop the socket. Always the last event.
@@ -362,7 +362,8 @@ impl Client {
             }
             Request::Publish { .. } if !self.config.allow_publish => Refusal::PublishNotAllowed,
             Request::Publish { .. } if !self.publish_tokens.take(now) => Refusal::PublishRate,
-            Request::Presence { .. } | Request::History { .. }
+            // A refresh verifies a token (a signature check): paid like a presence answer.
+            Request::Presence { .. } | Request::History { .. } | Request::Refresh { .. }
                 if !self.request_tokens.take(now) =>
             {
                 Refusal::RequestRate

@@ -844,3 +844,22 @@ fn v2_budgets_apply_per_connection_with_the_request_named() {
     let error: serde_json::Value = serde_json::from_str(texts(&closed)[0]).unwrap();
     assert_eq!(error["code"], "publish_not_allowed");
 }
+
+#[test]
+fn v2_refreshes_are_paid_from_the_request_budget() {
+    let mut sim = Sim::new(ClientConfig {
+        request_rate: 1,
+        max_protocol_errors: 10,
+        ..config_v2()
+    });
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"refresh","id":"r","token":"a.b.c"}"#));
+    }
+    // A burst of twice the rate reaches the application; the third is refused.
+    assert_eq!(sim.events.len(), 2);
+    let error: serde_json::Value = serde_json::from_str(texts(&sim)[0]).unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_str()),
+        (Some("rate_limited"), Some("r"))
+    );
+}
