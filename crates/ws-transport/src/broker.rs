@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -400,7 +400,19 @@ pub struct MemoryBroker {
     /// Names this process's streams; a stream recreated later gets the next `seq`.
     boot: String,
     seq: AtomicU64,
+    /// Streams created since empty ones were last reclaimed, and how many trigger the next
+    /// reclaim: a recovery or a history read creates the stream of a project nobody
+    /// published to, and a client subscribing to fresh names as fast as it can must not
+    /// grow them faster than the periodic sweep frees them (see `reclaim_empty`).
+    created: AtomicUsize,
+    reclaim_at: AtomicUsize,
+    reclaiming: AtomicBool,
 }
+
+/// Fewest stream creations between two reclaims of empty streams: a reclaim scans every
+/// stream, so it waits for at least as many creations as there were streams kept, and
+/// for this many when there were few.
+const RECLAIM_AFTER_CREATED: usize = 1024;
 
 impl MemoryBroker {
     /// A broker that delivers to `hub` and keeps `config` worth of history per project, and
@@ -432,6 +444,9 @@ impl MemoryBroker {
             hasher: RandomState::new(),
             boot,
             seq: AtomicU64::new(1),
+            created: AtomicUsize::new(0),
+            reclaim_at: AtomicUsize::new(RECLAIM_AFTER_CREATED),
+            reclaiming: AtomicBool::new(false),
         }
     }
 
@@ -475,7 +490,49 @@ impl MemoryBroker {
                 keep
             });
         }
+        self.count_streams(-(freed as i64));
         freed + self.enforce_budget(now)
+    }
+
+    /// Frees the streams that never held a message, hold no key and have no member, once
+    /// `reclaim_at` streams were created since the last time. What a recovery or history
+    /// read of a fresh project created is gone again at once; a stream that holds anything
+    /// waits for `sweep` and the budget as before. Each reclaim scans every stream, and the
+    /// next waits for as many creations as streams were kept, so the scans cost O(1) per
+    /// creation and the empty streams never outnumber the others (plus
+    /// [`RECLAIM_AFTER_CREATED`]). Returns the streams freed.
+    fn reclaim_empty(&self) -> usize {
+        if self.created.load(Ordering::Relaxed) < self.reclaim_at.load(Ordering::Relaxed)
+            || self.reclaiming.swap(true, Ordering::Acquire)
+        {
+            return 0;
+        }
+        self.created.store(0, Ordering::Relaxed);
+        let (mut freed, mut kept) = (0, 0);
+        for shard in &self.shards {
+            let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            streams.retain(|project, stream| {
+                let keep = !stream.history.is_empty()
+                    || !stream.keys.is_empty()
+                    || stream.history.top() > 0
+                    || self.hub.has_members(project);
+                freed += usize::from(!keep);
+                kept += usize::from(keep);
+                keep
+            });
+        }
+        self.count_streams(-(freed as i64));
+        self.reclaim_at
+            .store(kept.max(RECLAIM_AFTER_CREATED), Ordering::Relaxed);
+        self.reclaiming.store(false, Ordering::Release);
+        freed
+    }
+
+    /// Moves the stream gauge by `delta`.
+    fn count_streams(&self, delta: i64) {
+        if delta != 0 {
+            self.hub.metrics().history_streams_add(delta);
+        }
     }
 
     /// Runs `f` on `stream` and counts what it changed in the stream's bytes.
@@ -546,6 +603,7 @@ impl MemoryBroker {
                     Cut::Free if stream.top() == *top && !self.hub.has_members(project) => {
                         self.count_bytes(stream.bytes(), 0);
                         streams.remove(project);
+                        self.count_streams(-1);
                         freed += 1;
                     }
                     Cut::Free => {}
@@ -567,6 +625,8 @@ impl MemoryBroker {
 
     fn stream<'m>(&self, streams: &'m mut Streams, project: &ProjectId) -> &'m mut Stream {
         streams.entry(project.clone()).or_insert_with(|| {
+            self.created.fetch_add(1, Ordering::Relaxed);
+            self.count_streams(1);
             let epoch = format!("{}-{}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed));
             let config = self.history_config(project);
             Stream {
@@ -689,6 +749,7 @@ impl Broker for MemoryBroker {
         position: Position<'a>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         let replay = self.recover_now(project, position);
+        self.reclaim_empty();
         Box::pin(std::future::ready(Ok(replay)))
     }
 
@@ -698,6 +759,98 @@ impl Broker for MemoryBroker {
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
         let page = self.history_now(project, query);
+        self.reclaim_empty();
         Box::pin(std::future::ready(Ok(page)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+    use ws_core::envelope::Payload;
+    use ws_core::{AdmissionConfig, HubConfig};
+
+    use super::*;
+
+    fn broker() -> MemoryBroker {
+        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
+        MemoryBroker::new(hub, HistoryConfig::default(), 4)
+    }
+
+    fn project(i: usize) -> ProjectId {
+        ProjectId::parse(&format!("fresh-{i}")).unwrap()
+    }
+
+    /// A caller recovering (or reading the history of) one fresh project after another, as
+    /// fast as it can, leaves a bounded number of streams behind, long before a sweep.
+    #[test]
+    fn streams_of_fresh_projects_nobody_published_to_stay_bounded() {
+        let broker = broker();
+        for i in 0..20 * RECLAIM_AFTER_CREATED {
+            let answered = if i % 2 == 0 {
+                broker
+                    .recover(&project(i), Position::Latest)
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok())
+            } else {
+                let query = HistoryQuery {
+                    since: 0,
+                    limit: Some(10),
+                    reverse: false,
+                };
+                broker
+                    .history(&project(i), query)
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok())
+            };
+            assert!(answered);
+            let streams = broker.hub.metrics().history_streams();
+            assert!(
+                streams <= RECLAIM_AFTER_CREATED as u64,
+                "{streams} streams after {i} fresh projects"
+            );
+        }
+    }
+
+    /// What the reclaim frees is only what never mattered: a stream with a message, or one
+    /// a recovery handed an epoch to while its caller is still a member, stays.
+    #[test]
+    fn reclaiming_keeps_streams_that_hold_messages() {
+        let broker = broker();
+        let kept = project(0);
+        let data = Payload::from_json("1".to_owned()).unwrap();
+        let published = broker
+            .publish(&kept, Publication::new("api".to_owned(), data))
+            .now_or_never();
+        assert!(matches!(
+            published,
+            Some(Ok(Published {
+                offset: Some(1),
+                ..
+            }))
+        ));
+        let epoch = broker
+            .recover(&kept, Position::Latest)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .epoch;
+        for i in 1..=3 * RECLAIM_AFTER_CREATED {
+            let _ = broker.recover(&project(i), Position::Latest).now_or_never();
+        }
+        let replay = broker
+            .recover(
+                &kept,
+                Position::Since {
+                    offset: 0,
+                    epoch: &epoch,
+                },
+            )
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert!(replay.recovered, "the published-to stream kept its epoch");
+        assert_eq!(replay.missed.len(), 1);
+        assert!(broker.hub.metrics().history_streams() <= RECLAIM_AFTER_CREATED as u64 + 1);
     }
 }

@@ -28,6 +28,9 @@ pub struct Metrics {
     /// A gauge kept here rather than measured at scrape time: the memory broker counts its
     /// retained bytes in it on every publish, the Redis broker sets it after every sweep.
     history_bytes: AtomicU64,
+    /// The memory broker's streams (projects it keeps an order and history for); a Redis
+    /// broker keeps none on the node.
+    history_streams: AtomicU64,
 }
 
 /// The HTTP statuses a handshake may end with; anything else counts as `other`.
@@ -140,6 +143,16 @@ impl Metrics {
         self.history_bytes.load(Relaxed)
     }
 
+    /// Adds `delta` streams (negative: freed) to the memory broker's stream count.
+    pub fn history_streams_add(&self, delta: i64) {
+        self.history_streams.fetch_add(delta as u64, Relaxed);
+    }
+
+    /// The memory broker's streams now.
+    pub fn history_streams(&self) -> u64 {
+        self.history_streams.load(Relaxed)
+    }
+
     /// The text exposition format, with the gauges the caller measured now.
     pub fn encode(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -171,6 +184,13 @@ impl Metrics {
         )?;
         writeln!(out, "# TYPE wshub_history_bytes gauge")?;
         writeln!(out, "wshub_history_bytes {}", self.history_bytes())?;
+
+        writeln!(
+            out,
+            "# HELP wshub_history_streams Projects the memory broker keeps a stream (order, history, keys) for on this node; 0 with the Redis broker."
+        )?;
+        writeln!(out, "# TYPE wshub_history_streams gauge")?;
+        writeln!(out, "wshub_history_streams {}", self.history_streams())?;
 
         writeln!(
             out,

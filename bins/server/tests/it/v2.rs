@@ -687,3 +687,63 @@ async fn an_operator_closing_a_project_ends_that_subscription_only() {
         "{body}"
     );
 }
+
+/// One client subscribing to fresh project names and leaving them, as fast as it can, leaves
+/// a bounded number of the memory broker's streams behind (each recovery creates one), long
+/// before the periodic sweep, and the other clients keep their messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_fresh_projects_keeps_the_broker_bounded() {
+    let server = Server::start("");
+    let token = token_with("u", &["*"], None);
+    let (mut bystander, _) = connect(&server, &token, "?subscribe=calm").await;
+    assert_eq!(recv_json(&mut bystander).await["type"], "subscribed");
+    let (mut churner, _) = connect(&server, &token, "").await;
+    const FRESH: usize = 3000;
+    let (mut subscribed, mut unsubscribed) = (0, 0);
+    for round in 0..FRESH / 100 {
+        // 100 pairs in flight, then their answers: a client's requests are answered in order.
+        for i in round * 100..(round + 1) * 100 {
+            let project = format!("fresh-{i}");
+            let id = i.to_string();
+            send(
+                &mut churner,
+                json!({"type": "subscribe", "id": id, "project": project}),
+            )
+            .await;
+            send(
+                &mut churner,
+                json!({"type": "unsubscribe", "id": id, "project": project}),
+            )
+            .await;
+        }
+        for _ in 0..200 {
+            let answer = recv_json(&mut churner).await;
+            match answer["type"].as_str() {
+                Some("subscribed") => subscribed += 1,
+                Some("unsubscribed") => unsubscribed += 1,
+                _ => panic!("unexpected answer {answer}"),
+            }
+        }
+    }
+    assert_eq!((subscribed, unsubscribed), (FRESH, FRESH));
+    let (status, _, body) = http("GET", &server.http("/metrics"), &[], "").await;
+    assert_eq!(status, 200);
+    let streams: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("wshub_history_streams "))
+        .unwrap_or_else(|| panic!("no wshub_history_streams in\n{body}"))
+        .parse()
+        .unwrap();
+    // The reclaim waits for 1 024 creations (ws-transport's RECLAIM_AFTER_CREATED).
+    assert!(
+        streams <= 1024 + 2,
+        "{streams} streams after {FRESH} fresh projects"
+    );
+    let (status, _) = api_post(&server, "/api/projects/calm/messages", json!({"data": 1})).await;
+    assert_eq!(status, 202);
+    let message = recv_json(&mut bystander).await;
+    assert_eq!(
+        (message["type"].as_str(), message["project"].as_str()),
+        (Some("message"), Some("calm"))
+    );
+}
