@@ -98,6 +98,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     shutdown.await;
     let drain = settings.shutdown.drain;
+    let exit_by = tokio::time::Instant::now() + drain + DRAIN_SLACK * 2;
     info!(connections = hub.connections(), drain = ?drain, "shutting down: draining connections with 1001");
     hub.shutdown(Instant::now(), drain);
     let tracker = upgrader.tracker();
@@ -106,9 +107,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .await
         .is_ok();
     stop_accepting.cancel();
-    // Meanwhile the broker withdraws what this node announced (its presence in Redis).
+    // The HTTP connections finish the answers in flight (an event stream's last chunks)
+    // within the time left, at least 500 ms; meanwhile the broker withdraws what this
+    // node announced (its presence in Redis).
+    let left = exit_by
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(500));
     let _ = tokio::join!(
-        tokio::time::timeout(Duration::from_millis(500), server),
+        tokio::time::timeout(left, server),
         tokio::time::timeout(Duration::from_millis(500), broker.close()),
     );
     if drained {

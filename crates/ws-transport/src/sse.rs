@@ -103,7 +103,17 @@ impl Writer<'_> {
     async fn close(&self, close: &Close) -> bool {
         let mut text = String::new();
         sse::close_event(&mut text, close);
-        self.write(text).await
+        self.write(text).await && self.taken().await
+    }
+
+    /// Waits (within `write_timeout`) until the body took every chunk handed to it. The
+    /// stream's task ends after its last one, and shutdown stops waiting for the HTTP
+    /// connection soon after the tasks ended: without this, a drained stream's `event:
+    /// close` could still sit in the channel when the process exits.
+    async fn taken(&self) -> bool {
+        let all = self.tx.max_capacity();
+        let taken = timeout(self.config.client.write_timeout, self.tx.reserve_many(all)).await;
+        matches!(taken, Ok(Ok(_)))
     }
 }
 
@@ -176,6 +186,7 @@ impl Live<'_> {
                 self.stream.handle_written(Instant::now());
             }
             if closed {
+                self.writer.taken().await;
                 return;
             }
         }
