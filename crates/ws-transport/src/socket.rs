@@ -13,7 +13,15 @@
 //!   back from hyper ([`hyper::upgrade::Upgraded::downcast`]) with the bytes hyper had read
 //!   past the request, which tungstenite reads first.
 //!
-//! Connections of another kind (TLS) keep hyper's `Upgraded` and send the 101 on their own.
+//! - **No buffer kept by an idle connection.** After the hand-off, tungstenite hands each
+//!   frame down as it is written (its own write buffer is off for these connections), and
+//!   [`Socket`] gathers them until the flush, which writes them in one system call and then
+//!   frees the buffer. tungstenite would keep its buffer at the size of the largest burst
+//!   the connection ever wrote (a v2 client's 20 subscribe answers: 4 KiB, for as long as
+//!   the connection lives); here an idle connection holds none.
+//!
+//! Connections of another kind (TLS) keep hyper's `Upgraded`, send the 101 on their own and
+//! keep tungstenite's write buffer.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -55,7 +63,8 @@ pub(crate) enum Io {
 #[derive(Debug)]
 pub(crate) struct Socket {
     tcp: TcpStream,
-    /// The 101 answer not yet written (empty: nothing held, no allocation).
+    /// What is written but not yet sent: the 101 answer, then the frames written since the
+    /// last flush (empty: nothing held, no allocation).
     held: Vec<u8>,
     /// The WebSocket owns the socket now: a flush sends what is held.
     handed_over: bool,
@@ -63,6 +72,11 @@ pub(crate) struct Socket {
 
 /// Where a 101 answer starts; hyper writes the head in one buffer (no vectored writes).
 const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
+
+/// Most bytes gathered before a flush: beyond, a write goes to the socket (with what is
+/// held) at once, so a burst larger than this costs a system call per this many bytes and
+/// never more memory.
+const GATHER_BYTES: usize = 64 * 1024;
 
 impl Socket {
     pub(crate) fn new(tcp: TcpStream) -> Self {
@@ -149,8 +163,13 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.handed_over && this.held.is_empty() && buf.starts_with(SWITCHING_PROTOCOLS) {
-            this.held = buf.to_vec();
+        let hold = if this.handed_over {
+            this.held.len() + buf.len() <= GATHER_BYTES
+        } else {
+            this.held.is_empty() && buf.starts_with(SWITCHING_PROTOCOLS)
+        };
+        if hold {
+            this.held.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
         this.poll_write_after_held(cx, buf)
@@ -247,11 +266,21 @@ impl PendingUpgrade {
     /// Waits for hyper to write the 101 and hand the connection over.
     pub(crate) async fn finish(self) -> Result<WsStream, hyper::Error> {
         let upgraded = self.on_upgrade.await?;
-        let (io, read) = match upgraded.downcast::<TokioIo<Socket>>() {
-            Ok(parts) => (Io::Tcp(parts.io.into_inner().handed_over()), parts.read_buf),
-            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
+        let (io, read, config) = match upgraded.downcast::<TokioIo<Socket>>() {
+            // The socket gathers the frames until the flush: tungstenite's own buffer would
+            // only copy them once more, and keep its largest size for good.
+            Ok(parts) => (
+                Io::Tcp(parts.io.into_inner().handed_over()),
+                parts.read_buf,
+                self.config.write_buffer_size(0),
+            ),
+            Err(upgraded) => (
+                Io::Upgraded(TokioIo::new(upgraded)),
+                Bytes::new(),
+                self.config,
+            ),
         };
-        let config = Some(self.config);
+        let config = Some(config);
         Ok(if read.is_empty() {
             WebSocketStream::from_raw_socket(io, Role::Server, config).await
         } else {
@@ -302,6 +331,32 @@ mod tests {
         let mut got = vec![0; 1024];
         let n = client.read(&mut got).unwrap();
         assert_eq!(&got[..n], [ANSWER, FRAME].concat(), "one read: one segment");
+    }
+
+    #[tokio::test]
+    async fn frames_gather_until_the_flush_and_the_buffer_is_freed() {
+        let (socket, mut client) = pair().await;
+        let mut socket = socket.handed_over();
+        for _ in 0..20 {
+            socket.write_all(FRAME).await.unwrap();
+        }
+        assert!(nothing_to_read(&client), "nothing leaves before the flush");
+        socket.flush().await.unwrap();
+        assert_eq!(socket.held.capacity(), 0, "an idle socket keeps no buffer");
+        let mut got = vec![0; 1024];
+        let n = client.read(&mut got).unwrap();
+        assert_eq!(&got[..n], FRAME.repeat(20), "one read: one segment");
+
+        // Past GATHER_BYTES a write goes out without waiting for the flush.
+        let big = vec![b'x'; GATHER_BYTES];
+        socket.write_all(FRAME).await.unwrap();
+        socket.write_all(&big).await.unwrap();
+        assert!(socket.held.len() <= GATHER_BYTES);
+        socket.flush().await.unwrap();
+        let mut got = vec![0; FRAME.len() + GATHER_BYTES];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..FRAME.len()], FRAME);
+        assert!(got[FRAME.len()..].iter().all(|&b| b == b'x'));
     }
 
     #[tokio::test]
