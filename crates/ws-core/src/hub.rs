@@ -38,7 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::close_code::Close;
-use crate::ids::{ConnId, ProjectId, UserId};
+use crate::ids::{ConnId, ConnIdMap, ProjectId, UserId};
 use crate::namespace::{NamespacePolicy, Namespaces, namespace_of};
 
 /// Limits a hub enforces on its members.
@@ -176,7 +176,7 @@ pub struct Hub<T> {
     config: HubConfig,
     projects: HashMap<ProjectId, Project<T>>,
     /// Where each member sits: its project and its index in that project's list.
-    index: HashMap<ConnId, (ProjectId, usize)>,
+    index: ConnIdMap<(ProjectId, usize)>,
     actions: VecDeque<Action>,
 }
 
@@ -186,7 +186,7 @@ impl<T> Hub<T> {
         Self {
             config,
             projects: HashMap::new(),
-            index: HashMap::new(),
+            index: ConnIdMap::default(),
             actions: VecDeque::new(),
         }
     }

@@ -9,8 +9,9 @@
 //! offset:
 //!
 //! ```text
-//!   subscribe p ─► handle_subscribe(p) ─► Ok(ticket): register p in the hub, then read the
-//!                                         broker; Err: answer `error` (SubscribeError::code)
+//!   subscribe p ─► handle_subscribe(p, m) ─► Ok(ticket): register member m for p in the
+//!                                            hub, then read the broker; Err: answer
+//!                                            `error` (SubscribeError::code)
 //!
 //!                 handle_recovered(ticket, {top, missed})
 //!   (none) ──► Recovering ───────────────────────────────────► Live { watermark }
@@ -40,40 +41,51 @@
 //! that has since been unsubscribed is ignored, never applied to a later re-subscription
 //! (which registered after that read and would miss what was published in between).
 //!
-//! An idle (live) subscription costs one map entry: the project id (shared with the hub)
-//! and a 16-byte state holding the watermark, whatever `F` is; the held frames are boxed
-//! and exist only while recovering.
+//! Each subscription has a hub member id of its own (`m`, a fresh [`ConnId`] from the
+//! transport's counter), which tags its frames in the outbox: a frame is routed by it, so a
+//! frame queued for an earlier subscription to the same project is never taken for a later
+//! one's, and a stale [`Ticket`] is one whose member is gone. The table is keyed by it
+//! ([`ConnIdMap`], no SipHash on the path of every frame); the requests that name a project
+//! (subscribe, unsubscribe, a refresh's revocation) scan it, at most
+//! `limits.max_subscriptions` entries.
+//!
+//! An idle (live) subscription costs one map entry of 40 bytes: the member id, the project
+//! id (shared with the hub) and a 16-byte state holding the watermark, whatever `F` is;
+//! the held frames are boxed and exist only while recovering.
 //!
 //! # Driving it
 //!
 //! Make every call from the task that writes the socket (or under one lock), so that the
 //! writes follow the calls:
 //!
-//! 1. `subscribe`: [`Subscriptions::handle_subscribe`]; on `Ok(ticket)` register the
-//!    connection in the hub for the project FIRST, THEN read the recovery from the broker.
+//! 1. `subscribe`: [`Subscriptions::handle_subscribe`] with a fresh member id; on
+//!    `Ok(ticket)` register that member in the hub for the project FIRST, THEN read the
+//!    recovery from the broker.
 //! 2. The read is in: [`Subscriptions::handle_recovered`], then drain
 //!    [`Subscriptions::poll_output`] until `None`, writing in order: [`Output::Recovered`]
 //!    is the `subscribed` frame, each [`Output::Frame`] the frame. A stale ticket queues
 //!    nothing (and nothing is written). The read failed:
 //!    [`Subscriptions::handle_recovery_failed`]; if it returns `true`, unregister the
 //!    project from the hub and answer `error`.
-//! 3. Every frame taken from the outbox goes through [`Subscriptions::handle_frame`]: write
+//! 3. Every frame taken from the outbox goes through [`Subscriptions::handle_frame`] with
+//!    the member id it was queued for: write
 //!    it on [`Verdict::Deliver`] only; [`Verdict::Overflow`] closes the connection (4008).
 //!    `handle_frame` queues no output; the outputs must have been drained before it.
-//! 4. `unsubscribe`: [`Subscriptions::handle_unsubscribe`], unregister the project from the
-//!    hub, answer `unsubscribed`. A token refresh that revokes a project does the same with
-//!    [`Subscriptions::remove`] (checking every project of [`Subscriptions::iter`]).
-//! 5. The connection ends: unregister every project of [`Subscriptions::iter`].
+//! 4. `unsubscribe`: [`Subscriptions::handle_unsubscribe`], unregister the member it returns
+//!    from the hub, answer `unsubscribed`. A token refresh that revokes a project does the
+//!    same with [`Subscriptions::remove`] (checking every project of
+//!    [`Subscriptions::iter`]).
+//! 5. The connection ends: unregister every member of [`Subscriptions::iter`].
 //!
 //! ```
-//! use ws_core::ProjectId;
+//! use ws_core::{ConnId, ProjectId};
 //! use ws_core::subscriptions::{Output, RecoveredRange, Subscriptions, Verdict};
 //!
 //! let mut subs = Subscriptions::new(Default::default());
-//! let p = ProjectId::parse("p").unwrap();
-//! let ticket = subs.handle_subscribe(p.clone()).unwrap();
+//! let (p, member) = (ProjectId::parse("p").unwrap(), ConnId(41));
+//! let ticket = subs.handle_subscribe(p.clone(), member).unwrap();
 //! // Registered in the hub; message 5 is published before the broker is read: held.
-//! assert_eq!(subs.handle_frame(&p, Some(5), "m5", 2), Verdict::Held);
+//! assert_eq!(subs.handle_frame(member, Some(5), "m5", 2), Verdict::Held);
 //! // The client last saw 3; the broker's newest offset was 5.
 //! let range = RecoveredRange { top: 5, missed: vec![(4, "m4"), (5, "m5")] };
 //! subs.handle_recovered(ticket, range);
@@ -81,15 +93,15 @@
 //! assert_eq!(subs.poll_output(), Some(Output::Frame("m4")));
 //! assert_eq!(subs.poll_output(), Some(Output::Frame("m5")));
 //! assert_eq!(subs.poll_output(), None); // the held 5 was a duplicate of the replay
-//! assert_eq!(subs.handle_frame(&p, Some(6), "m6", 2), Verdict::Deliver("m6"));
-//! subs.handle_unsubscribe(&p).unwrap();
-//! assert_eq!(subs.handle_frame(&p, Some(7), "m7", 2), Verdict::Drop);
+//! assert_eq!(subs.handle_frame(member, Some(6), "m6", 2), Verdict::Deliver("m6"));
+//! assert_eq!(subs.handle_unsubscribe(&p), Ok(member)); // unregister it from the hub
+//! assert_eq!(subs.handle_frame(member, Some(7), "m7", 2), Verdict::Drop);
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::history::Watermark;
-use crate::ids::ProjectId;
+use crate::ids::{ConnId, ConnIdMap, ProjectId};
 
 /// Limits of one connection's subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,13 +135,19 @@ impl Default for SubscriptionsConfig {
 #[must_use]
 pub struct Ticket {
     project: ProjectId,
-    serial: u64,
+    member: ConnId,
 }
 
 impl Ticket {
-    /// The project subscribed to: register it in the hub, then read its recovery.
+    /// The project subscribed to: register the member in the hub for it, then read its
+    /// recovery.
     pub fn project(&self) -> &ProjectId {
         &self.project
+    }
+
+    /// The subscription's hub member id, as given to [`Subscriptions::handle_subscribe`].
+    pub fn member(&self) -> ConnId {
+        self.member
     }
 }
 
@@ -218,20 +236,24 @@ enum Sub<F> {
 
 #[derive(Debug)]
 struct Recovering<F> {
-    /// The lifetime of [`Ticket::serial`].
-    serial: u64,
     /// Live frames that arrived meanwhile, in order, with their offsets.
     held: VecDeque<(Option<u64>, F)>,
     /// What `held` weighs, as the caller said.
     bytes: usize,
 }
 
+/// A subscription and its project, under its member id.
+#[derive(Debug)]
+struct Entry<F> {
+    project: ProjectId,
+    sub: Sub<F>,
+}
+
 /// The subscriptions of one connection. See the [module docs](self).
 #[derive(Debug)]
 pub struct Subscriptions<F> {
     config: SubscriptionsConfig,
-    subs: HashMap<ProjectId, Sub<F>>,
-    next_serial: u64,
+    subs: ConnIdMap<Entry<F>>,
     outputs: VecDeque<Output<F>>,
 }
 
@@ -240,8 +262,7 @@ impl<F> Subscriptions<F> {
     pub fn new(config: SubscriptionsConfig) -> Self {
         Self {
             config,
-            subs: HashMap::new(),
-            next_serial: 0,
+            subs: ConnIdMap::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -265,27 +286,44 @@ impl<F> Subscriptions<F> {
 
     /// Whether `project` is subscribed, recovering or live.
     pub fn is_subscribed(&self, project: &ProjectId) -> bool {
-        self.subs.contains_key(project)
+        self.find(project).is_some()
     }
 
     /// Whether `project`'s recovery is in and its frames are delivered.
     pub fn is_live(&self, project: &ProjectId) -> bool {
-        matches!(self.subs.get(project), Some(Sub::Live(_)))
+        self.find(project)
+            .is_some_and(|member| matches!(self.subs[&member].sub, Sub::Live(_)))
     }
 
-    /// Every subscribed project, recovering or live, in no particular order: all of them are
-    /// registered in the hub (unregister them when the connection ends; check their grants
-    /// on a token refresh).
-    pub fn iter(&self) -> impl Iterator<Item = &ProjectId> + '_ {
-        self.subs.keys()
+    /// Every subscription, recovering or live, with its member id, in no particular order:
+    /// all of them are registered in the hub (unregister them when the connection ends;
+    /// check their grants on a token refresh).
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &ProjectId)> + '_ {
+        self.subs
+            .iter()
+            .map(|(member, entry)| (*member, &entry.project))
+    }
+
+    /// The member id of `project`'s subscription: a scan of at most `max_subscriptions`
+    /// entries, made for requests that name a project, never for a frame.
+    fn find(&self, project: &ProjectId) -> Option<ConnId> {
+        self.subs
+            .iter()
+            .find_map(|(member, entry)| (entry.project == *project).then_some(*member))
     }
 
     // === inputs ===
 
-    /// The client subscribes to `project`. On `Ok`, register the connection in the hub for
-    /// it, then read its recovery and hand the ticket back with it.
-    pub fn handle_subscribe(&mut self, project: ProjectId) -> Result<Ticket, SubscribeError> {
-        if self.subs.contains_key(&project) {
+    /// The client subscribes to `project`; the subscription's frames will be tagged with
+    /// `member`, an id never used before (the transport's connection counter). On `Ok`,
+    /// register `member` in the hub for `project`, then read its recovery and hand the
+    /// ticket back with it.
+    pub fn handle_subscribe(
+        &mut self,
+        project: ProjectId,
+        member: ConnId,
+    ) -> Result<Ticket, SubscribeError> {
+        if self.find(&project).is_some() {
             return Err(SubscribeError::AlreadySubscribed);
         }
         if self.subs.len() >= self.config.max_subscriptions {
@@ -293,24 +331,27 @@ impl<F> Subscriptions<F> {
                 max: self.config.max_subscriptions,
             });
         }
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        debug_assert!(!self.subs.contains_key(&member), "{member} used twice");
         let recovering = Recovering {
-            serial,
             held: VecDeque::new(),
             bytes: 0,
         };
-        self.subs
-            .insert(project.clone(), Sub::Recovering(Box::new(recovering)));
-        Ok(Ticket { project, serial })
+        self.subs.insert(
+            member,
+            Entry {
+                project: project.clone(),
+                sub: Sub::Recovering(Box::new(recovering)),
+            },
+        );
+        Ok(Ticket { project, member })
     }
 
-    /// A live frame of `project` taken from the outbox, weighing `bytes`, at `offset` in the
-    /// project's stream (`None`: presence and ephemeral frames, which are never duplicates).
-    /// See [`Verdict`].
+    /// A live frame queued for `member`, weighing `bytes`, at `offset` in its project's
+    /// stream (`None`: presence and ephemeral frames, which are never duplicates). See
+    /// [`Verdict`].
     pub fn handle_frame(
         &mut self,
-        project: &ProjectId,
+        member: ConnId,
         offset: Option<u64>,
         frame: F,
         bytes: usize,
@@ -319,7 +360,7 @@ impl<F> Subscriptions<F> {
             self.outputs.is_empty(),
             "drain poll_output before handle_frame"
         );
-        match self.subs.get_mut(project) {
+        match self.subs.get_mut(&member).map(|entry| &mut entry.sub) {
             None => Verdict::Drop,
             Some(Sub::Live(watermark)) => match offset {
                 Some(offset) if !watermark.admit(offset) => Verdict::Drop,
@@ -344,15 +385,12 @@ impl<F> Subscriptions<F> {
     /// subscription goes live with that watermark. Drain [`Subscriptions::poll_output`]
     /// next. A stale ticket (its subscription was unsubscribed meanwhile) queues nothing.
     pub fn handle_recovered(&mut self, ticket: Ticket, range: RecoveredRange<F>) {
-        let Some(sub) = self.subs.get_mut(&ticket.project) else {
+        let Some(entry) = self.subs.get_mut(&ticket.member) else {
             return;
         };
-        let Sub::Recovering(recovering) = sub else {
+        let Sub::Recovering(recovering) = &mut entry.sub else {
             return;
         };
-        if recovering.serial != ticket.serial {
-            return;
-        }
         let held = std::mem::take(&mut recovering.held);
         let RecoveredRange { top, missed } = range;
         let mut watermark = Watermark::new(top);
@@ -369,35 +407,46 @@ impl<F> Subscriptions<F> {
                 self.outputs.push_back(Output::Frame(frame));
             }
         }
-        *sub = Sub::Live(watermark);
+        entry.sub = Sub::Live(watermark);
     }
 
     /// The recovery of `ticket`'s subscription could not be read: the subscription is
     /// removed with its held frames. Returns whether it was (`false`: a stale ticket); if
-    /// so, unregister the project from the hub and answer `error`.
+    /// so, unregister the member from the hub and answer `error`.
     #[must_use]
     pub fn handle_recovery_failed(&mut self, ticket: Ticket) -> bool {
         let current = matches!(
-            self.subs.get(&ticket.project),
-            Some(Sub::Recovering(r)) if r.serial == ticket.serial
+            self.subs.get(&ticket.member),
+            Some(Entry {
+                sub: Sub::Recovering(_),
+                ..
+            })
         );
         if current {
-            self.subs.remove(&ticket.project);
+            self.subs.remove(&ticket.member);
         }
         current
     }
 
     /// The client unsubscribes from `project`: from now on every frame of it is dropped,
-    /// including those already in the outbox. Unregister it from the hub and answer
-    /// `unsubscribed`.
-    pub fn handle_unsubscribe(&mut self, project: &ProjectId) -> Result<(), NotSubscribed> {
-        self.subs.remove(project).map(drop).ok_or(NotSubscribed)
+    /// including those already in the outbox. Returns the subscription's member id:
+    /// unregister it from the hub and answer `unsubscribed`.
+    pub fn handle_unsubscribe(&mut self, project: &ProjectId) -> Result<ConnId, NotSubscribed> {
+        let member = self.find(project).ok_or(NotSubscribed)?;
+        self.subs.remove(&member);
+        Ok(member)
     }
 
     /// Ends the subscription to `project` as [`Subscriptions::handle_unsubscribe`] does (a
-    /// token refresh revoked it); returns whether it was subscribed.
-    pub fn remove(&mut self, project: &ProjectId) -> bool {
-        self.subs.remove(project).is_some()
+    /// token refresh revoked it); returns its member id if it was subscribed.
+    pub fn remove(&mut self, project: &ProjectId) -> Option<ConnId> {
+        self.handle_unsubscribe(project).ok()
+    }
+
+    /// The hub ended `member`'s subscription on its own (an operator closed its project):
+    /// it ends here too; returns its project, to answer `unsubscribed`, if it was one.
+    pub fn handle_ended(&mut self, member: ConnId) -> Option<ProjectId> {
+        self.subs.remove(&member).map(|entry| entry.project)
     }
 
     // === outputs ===

@@ -5,7 +5,6 @@
 //! serialised once by the caller and shared by every recipient (`Utf8Bytes` is a
 //! reference-counted buffer), never re-encoded per client.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,6 +15,7 @@ use std::net::SocketAddr;
 use tungstenite::Utf8Bytes;
 use ws_core::envelope::v2::with_project;
 use ws_core::hub::{Action, QueueDepth, Registered, Unregistered};
+use ws_core::ids::ConnIdMap;
 use ws_core::{
     Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, Session, UserId,
 };
@@ -84,7 +84,7 @@ struct Inner {
     hub_config: HubConfig,
     admission: Mutex<Admission>,
     /// The open v2 connections.
-    sessions: Mutex<HashMap<ConnId, SessionEntry>>,
+    sessions: Mutex<ConnIdMap<SessionEntry>>,
     /// Gauges kept up to date as connections come and go, so a `/metrics` scrape reads
     /// atomics and takes no lock the connections need.
     gauges: LiveGauges,
@@ -110,7 +110,7 @@ impl SharedHub {
                 hasher: RandomState::new(),
                 hub_config: hub,
                 admission: Mutex::new(Admission::new(admission)),
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(ConnIdMap::default()),
                 gauges: LiveGauges::default(),
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
@@ -470,7 +470,7 @@ impl SharedHub {
         self.inner.hub_config.is_over(depth)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<ConnId, SessionEntry>> {
+    fn sessions(&self) -> MutexGuard<'_, ConnIdMap<SessionEntry>> {
         self.inner
             .sessions
             .lock()

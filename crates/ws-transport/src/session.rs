@@ -19,7 +19,6 @@
 //! Requests are handled one at a time, in the order they arrive (the read pump awaits each),
 //! so a subscription's recovery is never overtaken by a later request of the same client.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,25 +94,10 @@ pub trait Reauthorize: Send + Sync + fmt::Debug + 'static {
 struct State {
     session: Session,
     subs: Subscriptions<Utf8Bytes>,
-    /// The project of each subscription, by its hub member id (the tag of its frames).
-    projects: HashMap<ConnId, ProjectId>,
     /// Written before anything taken from the outbox: `subscribed` frames and replays.
     pending: Vec<Utf8Bytes>,
     /// A refreshed token's deadline, for the core (applied by the write pump).
     expiry: Option<Option<Instant>>,
-}
-
-impl State {
-    /// Forgets the hub member id of `project`'s subscription and returns it. A scan: at
-    /// most `limits.max_subscriptions` entries, on an unsubscribe, not on every frame.
-    fn forget(&mut self, project: &ProjectId) -> Option<ConnId> {
-        let key = self
-            .projects
-            .iter()
-            .find_map(|(key, p)| (p == project).then_some(*key))?;
-        self.projects.remove(&key);
-        Some(key)
-    }
 }
 
 /// The application the pumps of a v2 connection serve.
@@ -180,17 +164,14 @@ impl pump::Application for SessionApp<'_> {
         // appended: the buffer of a burst is not kept.
         batch.frames.extend(std::mem::take(&mut state.pending));
         let mut overflow = false;
-        let State { projects, subs, .. } = &mut *state;
+        let subs = &mut state.subs;
         for outgoing in batch.taken.drain(..) {
             if outgoing.member == NO_MEMBER {
                 batch.frames.push(outgoing.frame);
                 continue;
             }
-            let Some(project) = projects.get(&outgoing.member) else {
-                continue; // unsubscribed since
-            };
             let bytes = outgoing.frame.len();
-            match subs.handle_frame(project, outgoing.offset, outgoing.frame, bytes) {
+            match subs.handle_frame(outgoing.member, outgoing.offset, outgoing.frame, bytes) {
                 Verdict::Deliver(frame) => {
                     batch.oldest = batch.oldest.or(outgoing.accepted);
                     batch.frames.push(frame);
@@ -381,12 +362,8 @@ impl SessionApp<'_> {
             // The hub's id of the project, when it has one: held for as long as the
             // subscription, it then costs no allocation of its own.
             let project = self.hub.canonical(&project).unwrap_or(project);
-            match state.subs.handle_subscribe(project.clone()) {
-                Ok(ticket) => {
-                    let key = self.hub.next_conn();
-                    state.projects.insert(key, project);
-                    (ticket, key)
-                }
+            match state.subs.handle_subscribe(project, self.hub.next_conn()) {
+                Ok(ticket) => ticket,
                 Err(e) => {
                     drop(state);
                     let message = e.to_string();
@@ -394,8 +371,7 @@ impl SessionApp<'_> {
                 }
             }
         };
-        let (ticket, key) = ticket;
-        let project = ticket.project().clone();
+        let (key, project) = (ticket.member(), ticket.project().clone());
         // Registered first, so every publish from now on reaches the outbox; the recovery
         // read next overlaps it, and the merge drops the overlap.
         let registered = self.hub.subscribe(
@@ -467,11 +443,7 @@ impl SessionApp<'_> {
                 debug!(%project, error = %e, "recovery failed; the subscription is refused");
                 let removed = {
                     let mut state = self.lock();
-                    let removed = state.subs.handle_recovery_failed(ticket);
-                    if removed {
-                        state.projects.remove(&key);
-                    }
-                    removed
+                    state.subs.handle_recovery_failed(ticket)
                 };
                 if removed {
                     self.leave(key, &project);
@@ -485,7 +457,7 @@ impl SessionApp<'_> {
         let (project, key) = {
             let mut state = self.lock();
             let project = state.session.resolve(target);
-            if state.subs.handle_unsubscribe(&project).is_err() {
+            let Ok(key) = state.subs.handle_unsubscribe(&project) else {
                 drop(state);
                 return self.refuse_request(
                     id,
@@ -493,13 +465,10 @@ impl SessionApp<'_> {
                     code::NOT_SUBSCRIBED,
                     "not subscribed to this project",
                 );
-            }
-            let key = state.forget(&project);
+            };
             (project, key)
         };
-        if let Some(key) = key {
-            self.leave(key, &project);
-        }
+        self.leave(key, &project);
         self.answer(
             ServerFrame::Unsubscribed {
                 id,
@@ -528,7 +497,7 @@ impl SessionApp<'_> {
         let revoked: Vec<(ProjectId, Option<ConnId>)> = {
             let mut state = self.lock();
             let state = &mut *state;
-            let subscribed: Vec<ProjectId> = state.subs.iter().cloned().collect();
+            let subscribed: Vec<ProjectId> = state.subs.iter().map(|(_, p)| p.clone()).collect();
             let revoked =
                 match state
                     .session
@@ -546,8 +515,7 @@ impl SessionApp<'_> {
             revoked
                 .into_iter()
                 .map(|project| {
-                    state.subs.remove(&project);
-                    let key = state.forget(&project);
+                    let key = state.subs.remove(&project);
                     (project, key)
                 })
                 .collect()
@@ -579,10 +547,9 @@ impl SessionApp<'_> {
     fn end_subscription(&self, key: ConnId) {
         let project = {
             let mut state = self.lock();
-            let Some(project) = state.projects.remove(&key) else {
+            let Some(project) = state.subs.handle_ended(key) else {
                 return;
             };
-            state.subs.remove(&project);
             project
         };
         self.leave(key, &project);
@@ -706,7 +673,6 @@ pub(crate) fn run(
             state: Mutex::new(State {
                 session: Session::new(user.clone(), grants),
                 subs: Subscriptions::new(config.subscriptions),
-                projects: HashMap::new(),
                 pending: Vec::new(),
                 expiry: None,
             }),
@@ -720,7 +686,10 @@ pub(crate) fn run(
         client_config.protocol = Protocol::V2;
         let client = new_client_until(client_config, expires_at);
         let pump::Ended { closed, socket } = pump::run(ws, &app, client, config.linger).await;
-        let subscriptions: Vec<(ConnId, ProjectId)> = app.lock().projects.drain().collect();
+        let subscriptions: Vec<(ConnId, ProjectId)> = {
+            let state = app.lock();
+            state.subs.iter().map(|(key, p)| (key, p.clone())).collect()
+        };
         for (key, project) in &subscriptions {
             app.leave(*key, project);
         }

@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use proptest::prelude::*;
 
 use super::{config, project};
-use crate::ids::ProjectId;
+use crate::ids::{ConnId, ProjectId};
 use crate::subscriptions::*;
 
 const PROJECTS: usize = 2;
@@ -97,10 +97,12 @@ struct Sim {
     ids: Vec<ProjectId>,
     /// Each project's newest offset.
     tops: [u64; PROJECTS],
-    /// Whether the hub queues the project's frames to the connection.
-    registered: [bool; PROJECTS],
-    /// The connection's send queue, all projects together.
-    outbox: VecDeque<Frame>,
+    /// The member the hub queues the project's frames for, if registered.
+    registered: [Option<ConnId>; PROJECTS],
+    /// The connection's send queue, all projects together, each frame with its member.
+    outbox: VecDeque<(ConnId, Frame)>,
+    /// The transport's member id counter.
+    next_member: u64,
     /// Subscriptions whose broker read has not started.
     unread: [Option<Ticket>; PROJECTS],
     /// Reads done and not handed over yet.
@@ -117,8 +119,9 @@ impl Sim {
             subs: Subscriptions::new(config),
             ids: (0..PROJECTS).map(|p| project(&format!("p{p}"))).collect(),
             tops: [0; PROJECTS],
-            registered: [false; PROJECTS],
+            registered: [None; PROJECTS],
             outbox: VecDeque::new(),
+            next_member: 1,
             unread: [None, None],
             reads: Vec::new(),
             model: [Model::None, Model::None],
@@ -131,27 +134,32 @@ impl Sim {
         match op {
             Op::Publish(p) => {
                 self.tops[p] += 1;
-                if self.registered[p] {
-                    self.outbox.push_back(Frame {
+                if let Some(member) = self.registered[p] {
+                    let frame = Frame {
                         project: p,
                         offset: Some(self.tops[p]),
-                    });
+                    };
+                    self.outbox.push_back((member, frame));
                 }
             }
             Op::Ephemeral(p) => {
-                if self.registered[p] {
-                    self.outbox.push_back(Frame {
+                if let Some(member) = self.registered[p] {
+                    let frame = Frame {
                         project: p,
                         offset: None,
-                    });
+                    };
+                    self.outbox.push_back((member, frame));
                 }
             }
             Op::Subscribe(p) => {
                 let count = self.model.iter().filter(|m| **m != Model::None).count();
-                match self.subs.handle_subscribe(self.ids[p].clone()) {
+                let member = ConnId(self.next_member);
+                self.next_member += 1;
+                match self.subs.handle_subscribe(self.ids[p].clone(), member) {
                     Ok(ticket) => {
                         prop_assert_eq!(&self.model[p], &Model::None);
-                        self.registered[p] = true;
+                        prop_assert_eq!(ticket.member(), member);
+                        self.registered[p] = Some(member);
                         self.unread[p] = Some(ticket.clone());
                         self.model[p] = Model::Recovering(ticket);
                     }
@@ -196,20 +204,20 @@ impl Sim {
                     let current = self.model[p] == Model::Recovering(ticket.clone());
                     prop_assert_eq!(self.subs.handle_recovery_failed(ticket), current);
                     if current {
-                        self.registered[p] = false;
+                        self.registered[p] = None;
                         self.model[p] = Model::None;
                     }
                 }
             }
             Op::Emit(n) => {
                 for _ in 0..n {
-                    let Some(frame) = self.outbox.pop_front() else {
+                    let Some((member, frame)) = self.outbox.pop_front() else {
                         break;
                     };
                     let p = frame.project;
                     match self
                         .subs
-                        .handle_frame(&self.ids[p], frame.offset, frame.clone(), 10)
+                        .handle_frame(member, frame.offset, frame.clone(), 10)
                     {
                         Verdict::Deliver(f) => {
                             prop_assert_eq!(&f, &frame);
@@ -230,7 +238,8 @@ impl Sim {
                 let result = self.subs.handle_unsubscribe(&self.ids[p]);
                 prop_assert_eq!(result.is_ok(), self.model[p] != Model::None);
                 if result.is_ok() {
-                    self.registered[p] = false;
+                    prop_assert_eq!(result.ok(), self.registered[p]);
+                    self.registered[p] = None;
                     self.model[p] = Model::None;
                     self.client.push(Seen::Unsubscribed(p));
                 }
@@ -246,7 +255,7 @@ impl Sim {
                 self.model[p] == Model::Live
             );
         }
-        let listed: HashSet<&ProjectId> = self.subs.iter().collect();
+        let listed: HashSet<&ProjectId> = self.subs.iter().map(|(_, p)| p).collect();
         prop_assert_eq!(listed.len(), self.subs.len());
         Ok(())
     }
