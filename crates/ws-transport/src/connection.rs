@@ -355,7 +355,6 @@ pub(crate) fn join(
     let member = Member {
         outbox: Arc::clone(&outbox),
         conn,
-        v2: false,
     };
     let registered = hub.register(conn, &who.project, &who.user, member)?;
     if registered.announce_join {

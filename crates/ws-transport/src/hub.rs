@@ -33,10 +33,17 @@ use crate::tungstenite;
 pub(crate) struct Member {
     /// The connection's send queue (which also says when it opened and from where).
     pub(crate) outbox: Arc<Outbox>,
-    /// The connection the member belongs to: its own id for v1.
+    /// The connection the member belongs to: its own id for v1 (and an event stream).
     pub(crate) conn: ConnId,
-    /// A v2 subscription: its frames name their project.
-    pub(crate) v2: bool,
+}
+
+impl Member {
+    /// Whether the member registered as `key` is a v2 subscription (its frames name their
+    /// project): only a subscription has a member id other than its connection's. Derived,
+    /// not stored: a flag would round the hub's entry per member up by 8 bytes.
+    pub(crate) fn is_subscription(&self, key: ConnId) -> bool {
+        self.conn != key
+    }
 }
 
 /// A v2 connection, known to the hub by itself: its subscriptions come and go, and it must
@@ -143,7 +150,7 @@ impl SharedHub {
             if Some(member.conn) == except {
                 continue;
             }
-            let frame = if member.v2 {
+            let frame = if member.is_subscription(key) {
                 v2_frame
                     .get_or_insert_with(|| with_project(Session::wire_name(project), &frame).into())
                     .clone()
@@ -191,7 +198,7 @@ impl SharedHub {
             if let Action::Close { conn: key, close } = action
                 && let Some(member) = shard.member(key)
             {
-                if member.v2 {
+                if member.is_subscription(key) {
                     member.outbox.end_member(key);
                 } else {
                     member.outbox.close(close);
@@ -216,7 +223,7 @@ impl SharedHub {
                     && let Some(member) = shard.member(conn)
                 {
                     member.outbox.close(close);
-                    n += usize::from(!member.v2);
+                    n += usize::from(!member.is_subscription(conn));
                 }
             }
         }
@@ -562,6 +569,13 @@ fn apply_actions(shard: &mut Hub<Member>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the hub keeps per member beside the core's entry: part of the ≤ 256 B per idle
+    /// v2 subscription (`idle-subs`), so it stays two words.
+    #[test]
+    fn a_member_is_two_words() {
+        assert_eq!(size_of::<Member>(), 16);
+    }
 
     #[test]
     fn project_size_buckets_follow_registrations() {

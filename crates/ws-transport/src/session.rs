@@ -381,7 +381,6 @@ impl SessionApp<'_> {
             Member {
                 outbox: Arc::clone(self.outbox),
                 conn: self.conn,
-                v2: true,
             },
         );
         if registered.announce_join && !project.is_personal() {
