@@ -227,10 +227,11 @@ impl SubscribeError {
 pub struct NotSubscribed;
 
 /// One subscription: 16 bytes whatever `F` is. The held frames live behind a box that only
-/// exists while recovering.
+/// exists while recovering, from the first frame held (most recoveries hold none: no
+/// allocation for them).
 #[derive(Debug)]
 enum Sub<F> {
-    Recovering(Box<Recovering<F>>),
+    Recovering(Option<Box<Recovering<F>>>),
     Live(Watermark),
 }
 
@@ -377,15 +378,11 @@ impl<F> Subscriptions<F> {
                 max: self.config.max_subscriptions,
             });
         }
-        let recovering = Recovering {
-            held: VecDeque::new(),
-            bytes: 0,
-        };
         self.subs.insert(
             member,
             Entry {
                 project: project.clone(),
-                sub: Sub::Recovering(Box::new(recovering)),
+                sub: Sub::Recovering(None),
             },
         );
         Ok(Ticket { project, member })
@@ -412,6 +409,12 @@ impl<F> Subscriptions<F> {
                 _ => Verdict::Deliver(frame),
             },
             Some(Sub::Recovering(r)) => {
+                let r = r.get_or_insert_with(|| {
+                    Box::new(Recovering {
+                        held: VecDeque::new(),
+                        bytes: 0,
+                    })
+                });
                 if r.held.len() >= self.config.max_held_frames
                     || r.bytes.saturating_add(bytes) > self.config.max_held_bytes
                 {
@@ -436,7 +439,7 @@ impl<F> Subscriptions<F> {
         let Sub::Recovering(recovering) = &mut entry.sub else {
             return;
         };
-        let held = std::mem::take(&mut recovering.held);
+        let held = recovering.take().map(|r| r.held).unwrap_or_default();
         let RecoveredRange { top, missed } = range;
         let mut watermark = Watermark::new(top);
         self.outputs.push_back(Output::Recovered {
