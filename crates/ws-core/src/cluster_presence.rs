@@ -244,6 +244,14 @@ impl ClusterPresence {
             .min()
     }
 
+    /// Whether `project` has members here and got its first snapshot: until then the
+    /// next snapshot must be a whole one, even if the other nodes did not change.
+    pub fn is_primed(&self, project: &ProjectId) -> bool {
+        self.projects
+            .get(project)
+            .is_some_and(|v| v.remote.is_some())
+    }
+
     /// The projects with members here: those whose snapshots are wanted.
     pub fn projects(&self) -> impl Iterator<Item = &ProjectId> + '_ {
         self.projects.keys()

@@ -324,6 +324,8 @@ pub struct Webhooks {
     next_batch: u64,
     rng: u64,
     reports: VecDeque<Report>,
+    /// Shutting down: what waits goes without waiting for `linger`.
+    flushing: bool,
 }
 
 impl Webhooks {
@@ -340,6 +342,7 @@ impl Webhooks {
             next_batch: 0,
             rng: seed,
             reports: VecDeque::new(),
+            flushing: false,
         }
     }
 
@@ -370,7 +373,8 @@ impl Webhooks {
             });
         }
         self.expire_backlog(now);
-        let due = self.backlog.len() >= self.config.max_batch
+        let due = self.flushing
+            || self.backlog.len() >= self.config.max_batch
             || self
                 .backlog
                 .front()
@@ -453,13 +457,19 @@ impl Webhooks {
             Some(flight) if flight.sending => None,
             Some(flight) => flight.retry_at,
             None => self.backlog.front().map(|q| {
-                if self.backlog.len() >= self.config.max_batch {
+                if self.flushing || self.backlog.len() >= self.config.max_batch {
                     q.at
                 } else {
                     q.at + self.config.linger
                 }
             }),
         }
+    }
+
+    /// The server is stopping: from now on batches leave without waiting for `linger`
+    /// (retries keep their backoff).
+    pub fn handle_flush(&mut self) {
+        self.flushing = true;
     }
 
     /// The next report.

@@ -120,6 +120,18 @@ fn a_batch_waits_for_linger_or_leaves_when_full() {
 }
 
 #[test]
+fn a_flush_sends_without_lingering() {
+    let t0 = origin();
+    let mut hooks = Webhooks::new(config(), 1);
+    hooks.handle_event(t0, event(1));
+    assert_eq!(hooks.poll_transmit(t0), None);
+    hooks.handle_flush();
+    assert_eq!(hooks.poll_timeout(), Some(t0));
+    let batch = hooks.poll_transmit(t0).unwrap();
+    assert_eq!(ids(&batch.body), ["e1"]);
+}
+
+#[test]
 fn failures_retry_the_same_ids_with_growing_jittered_backoff() {
     let t0 = origin();
     let mut hooks = Webhooks::new(config(), 42);
