@@ -161,17 +161,65 @@ pub fn start(settings: &Settings, hub: &SharedHub) -> anyhow::Result<Option<Send
     Ok(Some(Sender { shared }))
 }
 
+/// How often drops are logged at most: a dead receiver under load drops events all the time.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Drops not logged yet, and when they were last logged.
+#[derive(Debug, Default)]
+struct DropLog {
+    backlog: usize,
+    expired: usize,
+    logged_at: Option<Instant>,
+}
+
+impl DropLog {
+    fn add(&mut self, events: usize, reason: DropReason) {
+        match reason {
+            DropReason::Backlog => self.backlog += events,
+            DropReason::Expired => self.expired += events,
+        }
+    }
+
+    /// Logs what was dropped, unless it was logged less than [`DROP_LOG_EVERY`] ago.
+    fn flush(&mut self, now: Instant) {
+        if self.backlog + self.expired == 0
+            || self
+                .logged_at
+                .is_some_and(|at| now.duration_since(at) < DROP_LOG_EVERY)
+        {
+            return;
+        }
+        warn!(
+            backlog = self.backlog,
+            expired = self.expired,
+            "webhook events dropped undelivered (backlog: webhooks.max_backlog was full; expired: retried for webhooks.retry_for)"
+        );
+        *self = Self {
+            logged_at: Some(now),
+            ..Self::default()
+        };
+    }
+}
+
 /// The sender task: one request at a time, as the core says.
 async fn run(shared: Arc<Shared>, target: Target) {
+    let mut drops = DropLog::default();
     loop {
         let (batch, timeout) = {
             let mut core = shared.core();
             let batch = core.poll_transmit(Instant::now());
             (batch, core.poll_timeout())
         };
-        report(&shared);
+        report(&shared, &mut drops);
         let Some(batch) = batch else {
-            let wait = timeout.map(tokio::time::Instant::from_std);
+            // Drops not logged yet get their line within DROP_LOG_EVERY.
+            let recheck =
+                (drops.backlog + drops.expired > 0).then(|| Instant::now() + DROP_LOG_EVERY);
+            let wait = match (timeout, recheck) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(tokio::time::Instant::from_std);
             tokio::select! {
                 () = shared.wake.notified() => {}
                 () = sleep_until(wait) => {}
@@ -214,7 +262,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// The core's reports to metrics and logs.
-fn report(shared: &Shared) {
+fn report(shared: &Shared, drops: &mut DropLog) {
     let (reports, backlog): (Vec<Report>, usize) = {
         let mut core = shared.core();
         (
@@ -242,14 +290,11 @@ fn report(shared: &Shared) {
             }
             Report::Dropped { events, reason } => {
                 metrics.webhook_dropped(events, reason == DropReason::Expired);
-                warn!(
-                    events,
-                    reason = reason.as_str(),
-                    "webhook events dropped undelivered"
-                );
+                drops.add(events, reason);
             }
         }
     }
+    drops.flush(Instant::now());
 }
 
 /// Where requests go, and how.

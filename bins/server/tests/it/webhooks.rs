@@ -400,7 +400,10 @@ async fn a_receiver_that_never_answers_costs_bounded_memory_and_nobody_else() {
     // The request held by the receiver times out (webhooks.timeout = 1s) and is retried.
     let deadline = Instant::now() + STEP;
     while metric(&server, "wshub_webhook_requests_failed_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "the held request never timed out");
+        assert!(
+            Instant::now() < deadline,
+            "the held request never timed out"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let backlog = metric(&server, "wshub_webhook_backlog").await;
