@@ -32,7 +32,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let shards = settings.shard_count();
     let hub = SharedHub::new(settings.hub_config(), settings.admission_config(), shards);
-    let broker = broker(&settings, &hub, shards)?;
+    let webhooks = crate::webhooks::start(&settings, &hub)?;
+    let broker = broker(&settings, &hub, shards, webhooks.as_ref())?;
     let verifier = SharedVerifier::new(token_keys::verifier(&settings)?);
     let leeway = settings.auth.enforce_expiry.then_some(settings.auth.leeway);
     let upgrader = Upgrader::new(
@@ -117,6 +118,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokio::time::timeout(left, server),
         tokio::time::timeout(Duration::from_millis(500), broker.close()),
     );
+    // What the last leaves decided goes out now, within the exit's slack.
+    if let Some(webhooks) = &webhooks {
+        webhooks.flush(Duration::from_millis(500)).await;
+    }
     if drained {
         info!("all connections drained");
     } else {
@@ -146,9 +151,19 @@ fn reload_tls_on_hangup(tls: Arc<TlsConfig>) -> anyhow::Result<()> {
 }
 
 /// The broker of `broker.kind`: in memory, or Redis shared with other nodes (SPEC §8).
-fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result<Arc<dyn Broker>> {
+/// With webhooks, membership changes go to their sender: from the hub (one node decides
+/// alone), or from the Redis broker (decided once for the cluster).
+fn broker(
+    settings: &Settings,
+    hub: &SharedHub,
+    shards: usize,
+    webhooks: Option<&crate::webhooks::Sender>,
+) -> anyhow::Result<Arc<dyn Broker>> {
     match settings.broker.kind {
         BrokerKind::Memory => {
+            if let Some(webhooks) = webhooks {
+                hub.report_membership(webhooks.sink());
+            }
             let broker = Arc::new(
                 MemoryBroker::new(hub.clone(), settings.history_config(), shards)
                     .with_budget(settings.history.max_total_bytes)
@@ -160,6 +175,9 @@ fn broker(settings: &Settings, hub: &SharedHub, shards: usize) -> anyhow::Result
         BrokerKind::Redis => {
             let broker = RedisBroker::start(hub.clone(), settings.redis_config())
                 .context("broker.redis_url")?;
+            if let Some(webhooks) = webhooks {
+                broker.report_membership(webhooks.sink());
+            }
             Ok(Arc::new(broker))
         }
     }

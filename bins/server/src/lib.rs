@@ -15,6 +15,7 @@ pub mod routes;
 pub mod runtime;
 pub mod signal;
 pub mod telemetry;
+pub mod webhooks;
 pub mod websocket;
 
 /// The configuration reference, at its former path.

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) reports: mpsc::UnboundedSender<budget::Report>,
     /// The total is over the budget: sweep now rather than at the next tick.
     pub(crate) sweep_now: Notify,
+    /// Membership decided for the whole cluster (`cluster.rs`).
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 /// A project's stream as read from Redis.
@@ -101,6 +103,7 @@ impl Inner {
             scripts: Scripts::new(),
             reports,
             sweep_now: Notify::new(),
+            cluster: crate::cluster::Cluster::new(),
         })
     }
 
@@ -368,6 +371,7 @@ impl Inner {
         // and the connection's watermark drops what arrives twice.
         self.subscribe(project).await?;
         self.presence.announce(project);
+        crate::cluster::prime(self, project).await;
         let after = match position {
             Position::Latest => None,
             Position::Since { offset, .. } => Some(offset),
@@ -537,7 +541,11 @@ impl Inner {
 
     pub(crate) async fn withdraw_presence(&self) {
         for project in self.presence.announced() {
-            if let Err(e) = self.announce(&project, &[]).await {
+            let withdrawn = match self.announce(&project, &[]).await {
+                Ok(()) => crate::cluster::announce(self, &project, &[]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = withdrawn {
                 warn!(project = %project, error = %e, "could not withdraw this node's presence; it expires on its own");
                 return;
             }

@@ -29,6 +29,9 @@
 //!   they reconnect and learn it.
 //! - Presence: each node's members live in a hash that expires `presence_ttl` after the
 //!   node last refreshed it, so a crashed node's users leave within that time.
+//! - Membership (`cluster.rs`): one script per change sums every node's members, so
+//!   join/leave frames reach every node's members (at most one diff per project per
+//!   second per node) and the webhook events are decided once for the cluster.
 //! - Outage: publishes fail with [`BrokerError::Unavailable`], [`Broker::is_ready`] is
 //!   false, open connections stay; once Redis answers again the node subscribes again and
 //!   reads what it missed from the history.
@@ -47,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod cluster;
 mod config;
 mod frame;
 mod inner;
@@ -104,6 +108,7 @@ impl RedisBroker {
         config.validate()?;
         let (requests, receiver) = mpsc::unbounded_channel();
         let (reports, report_receiver) = mpsc::unbounded_channel();
+        hub.enable_cluster_presence();
         let inner = Arc::new(Inner::new(hub, config, requests, reports)?);
         info!(
             url = %redact(&inner.config.url),
@@ -118,6 +123,13 @@ impl RedisBroker {
             tokio::spawn(budget::sweep(Arc::clone(&inner))),
         ];
         Ok(Self { inner, tasks })
+    }
+
+    /// Reports the membership changes decided for the whole cluster (SPEC §14's events)
+    /// to `sink`: each change reaches the sink of exactly one node, the one whose script
+    /// decided it. Once; later calls change nothing.
+    pub fn report_membership(&self, sink: Arc<dyn ws_transport::MembershipSink>) {
+        self.inner.cluster.report_to(sink);
     }
 
     /// This node's id in Redis (presence announcements).

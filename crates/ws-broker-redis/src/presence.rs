@@ -1,7 +1,8 @@
 //! This node's part of the cluster's presence: per project, a hash user → connections in
 //! Redis that expires `presence_ttl` after its last refresh, rewritten when the node's
 //! members change (checked every tick, and at once when a connection joins) and refreshed
-//! every `presence_ttl / 3`.
+//! every `presence_ttl / 3`. Each write also goes to the cluster's membership
+//! (`cluster.rs`), and each tick runs the cluster's reaping and remote reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -81,6 +82,9 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
             inner.health_check().await;
         }
         sync(&inner, full).await;
+        if full {
+            crate::cluster::tick(&inner).await;
+        }
     }
 }
 
@@ -118,7 +122,12 @@ async fn sync(inner: &Inner, full: bool) {
             reset_joins(inner, &project, joins);
             continue;
         }
-        match inner.announce(&project, &local).await {
+        // The presence list's announcement, then the cluster's membership (`cluster.rs`).
+        let written = match inner.announce(&project, &local).await {
+            Ok(()) => crate::cluster::announce(inner, &project, &local).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => {
                 if local.is_empty() {
                     forget(inner, &project, joins);

@@ -38,6 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::close_code::Close;
+use crate::cluster_presence::EventsPolicy;
 use crate::ids::{ConnId, ConnIdMap, ProjectId, UserId};
 use crate::namespace::{NamespacePolicy, Namespaces, namespace_of};
 
@@ -74,11 +75,24 @@ impl HubConfig {
     /// Across the threshold the frames stop, so members of a large project must rely on
     /// the presence list (`sync`), which is always exact.
     fn announces(&self, project: &ProjectId, members: usize) -> bool {
-        let (events, max) = match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
-            Some(policy) => (policy.presence_events, policy.max_members_for_events),
-            None => (self.presence_events, self.presence_max_members),
-        };
-        events && members <= max
+        let policy = self.events_policy(project);
+        policy.events && members <= policy.max_members
+    }
+
+    /// The presence-event settings of `project`: its namespace's overrides, or the fields
+    /// above. Across nodes, [`ClusterPresence`](crate::cluster_presence::ClusterPresence)
+    /// applies them to the cluster's members.
+    pub fn events_policy(&self, project: &ProjectId) -> EventsPolicy {
+        match namespace_of(project).and_then(|n| self.namespaces.get(n)) {
+            Some(policy) => EventsPolicy {
+                events: policy.presence_events,
+                max_members: policy.max_members_for_events,
+            },
+            None => EventsPolicy {
+                events: self.presence_events,
+                max_members: self.presence_max_members,
+            },
+        }
     }
 }
 

@@ -28,6 +28,8 @@
 //! - [`grants`]: what a token allows: operations per project pattern, the personal stream.
 //! - [`session`]: what one v2 connection may do: grants, namespaces, the personal stream.
 //! - [`namespace`]: per-namespace policy: history, presence events, client publishing.
+//! - [`webhook`]: the webhook events and their delivery: batches, retries, a bounded backlog.
+//! - [`cluster_presence`]: presence across nodes: who is told of whom, diffs at most once a second.
 //! - [`sse`]: server-sent events: the event id, its parser, the events, a stream's timers.
 //! - [`envelope`]: the JSON frames of the v1 protocol, its subprotocol and error codes;
 //!   [`envelope::v2`]: the requests and frames of the v2 protocol.
@@ -38,6 +40,7 @@
 pub mod admission;
 pub mod client;
 pub mod close_code;
+pub mod cluster_presence;
 pub mod dedupe;
 pub mod envelope;
 pub mod follower;
@@ -50,6 +53,7 @@ pub mod retention;
 pub mod session;
 pub mod sse;
 pub mod subscriptions;
+pub mod webhook;
 
 pub use admission::{Admission, AdmissionConfig};
 pub use client::{Client, ClientConfig};

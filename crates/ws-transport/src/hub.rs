@@ -7,19 +7,23 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
 use tungstenite::Utf8Bytes;
+use ws_core::cluster_presence::{ClusterPresence, ClusterPresenceConfig, Local};
 use ws_core::envelope::v2::with_project;
 use ws_core::hub::{Action, QueueDepth, Registered, Unregistered};
 use ws_core::ids::ConnIdMap;
+use ws_core::webhook::EventName;
 use ws_core::{
     Admission, AdmissionConfig, Close, ConnId, Hub, HubConfig, ProjectId, Session, UserId,
 };
 
+use crate::connection::presence_frame;
+use crate::membership::MembershipSink;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Outbox, Outgoing};
 use crate::tungstenite;
@@ -98,6 +102,12 @@ struct Inner {
     next_conn: AtomicU64,
     draining: AtomicBool,
     metrics: Metrics,
+    /// Where this node's membership changes go, when this node decides them alone (the
+    /// memory broker; see `membership.rs`).
+    membership: OnceLock<Arc<dyn MembershipSink>>,
+    /// Presence across nodes (the Redis broker): which join/leave frames this node sends.
+    /// Locked after a shard lock, never before one.
+    cluster: OnceLock<Mutex<ClusterPresence>>,
 }
 
 /// Why a connection was not registered.
@@ -122,6 +132,8 @@ impl SharedHub {
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
                 metrics: Metrics::default(),
+                membership: OnceLock::new(),
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -339,6 +351,119 @@ impl SharedHub {
         users
     }
 
+    /// Makes the hub report its members' changes to `sink`: right when this node alone
+    /// decides them (the memory broker). Once; later calls change nothing.
+    pub fn report_membership(&self, sink: Arc<dyn MembershipSink>) {
+        let _ = self.inner.membership.set(sink);
+    }
+
+    /// Presence spans nodes (the Redis broker): from now on a user's first connection here
+    /// is announced only when the cluster did not know them, their last one only when no
+    /// other node has them, and the broker feeds [`SharedHub::handle_remote_presence`].
+    pub fn enable_cluster_presence(&self) {
+        let _ = self.inner.cluster.set(Mutex::new(ClusterPresence::new(
+            ClusterPresenceConfig::default(),
+        )));
+    }
+
+    /// The projects with members here whose other nodes' users the broker should read,
+    /// each with whether it already got a snapshot (none unless
+    /// [`SharedHub::enable_cluster_presence`]).
+    pub fn cluster_projects(&self) -> Vec<(ProjectId, bool)> {
+        self.cluster()
+            .map(|c| c.projects().map(|p| (p.clone(), c.is_primed(p))).collect())
+            .unwrap_or_default()
+    }
+
+    /// The other nodes' users of `project` (with their connections), as read now.
+    pub fn handle_remote_presence(
+        &self,
+        now: Instant,
+        project: &ProjectId,
+        users: Vec<(UserId, u32)>,
+    ) {
+        if let Some(mut cluster) = self.cluster() {
+            cluster.handle_remote(now, project, users);
+        }
+    }
+
+    /// Sends the members here the join/leave frames of the cluster's changes due now (at
+    /// most one diff per project per second); returns how many diffs went out.
+    pub fn deliver_presence_diffs(&self, now: Instant) -> usize {
+        // Taken out first: delivering takes shard locks, which come before this one.
+        let diffs: Vec<_> = match self.cluster() {
+            Some(mut cluster) => std::iter::from_fn(|| cluster.poll_diff(now)).collect(),
+            None => return 0,
+        };
+        let mut sent = 0;
+        for diff in diffs {
+            let policy = self.inner.hub_config.events_policy(&diff.project);
+            if !diff.announces(policy, self.member_count(&diff.project)) {
+                continue;
+            }
+            for user in &diff.left {
+                self.deliver(&diff.project, None, presence_frame("leave", user), None);
+            }
+            for user in &diff.joined {
+                self.deliver(&diff.project, None, presence_frame("join", user), None);
+            }
+            sent += 1;
+        }
+        sent
+    }
+
+    fn cluster(&self) -> Option<MutexGuard<'_, ClusterPresence>> {
+        self.inner
+            .cluster
+            .get()
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A registration's consequences beyond the shard, under its lock (so a project's
+    /// changes are seen in order): the cluster's verdict on the join frame, the events.
+    fn registered(&self, project: &ProjectId, user: &UserId, registered: &mut Registered) {
+        if project.is_personal() {
+            return;
+        }
+        if registered.joined
+            && let Some(mut cluster) = self.cluster()
+        {
+            let policy = self.inner.hub_config.events_policy(project);
+            registered.announce_join =
+                cluster.handle_local(project, user, Local::Joined, registered.members, policy);
+        }
+        if let Some(sink) = self.inner.membership.get() {
+            if registered.members == 1 {
+                sink.emit(project, EventName::ProjectOccupied, None);
+            }
+            if registered.joined {
+                sink.emit(project, EventName::UserJoined, Some(user));
+            }
+        }
+    }
+
+    /// [`SharedHub::registered`] for an unregistration.
+    fn unregistered(&self, project: &ProjectId, gone: &mut Unregistered<Member>) {
+        if project.is_personal() {
+            return;
+        }
+        if gone.left
+            && let Some(mut cluster) = self.cluster()
+        {
+            let policy = self.inner.hub_config.events_policy(project);
+            gone.announce_leave =
+                cluster.handle_local(project, &gone.user, Local::Left, gone.members, policy);
+        }
+        if let Some(sink) = self.inner.membership.get() {
+            if gone.left {
+                sink.emit(project, EventName::UserLeft, Some(&gone.user));
+            }
+            if gone.members == 0 {
+                sink.emit(project, EventName::ProjectVacated, None);
+            }
+        }
+    }
+
     /// A fresh connection id.
     pub(crate) fn next_conn(&self) -> ConnId {
         ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed))
@@ -364,7 +489,8 @@ impl SharedHub {
             self.admission().release(user);
             return Err(Refused(Close::shutting_down()));
         }
-        let registered = shard.register(conn, project.clone(), user.clone(), member);
+        let mut registered = shard.register(conn, project.clone(), user.clone(), member);
+        self.registered(project, user, &mut registered);
         let gauges = &self.inner.gauges;
         gauges.connections.fetch_add(1, Ordering::Relaxed);
         gauges.resized(registered.members - 1, registered.members);
@@ -379,7 +505,8 @@ impl SharedHub {
     ) -> Option<Unregistered<Member>> {
         let gone = {
             let mut shard = self.shard(project);
-            let gone = shard.unregister(conn)?;
+            let mut gone = shard.unregister(conn)?;
+            self.unregistered(project, &mut gone);
             // Under the shard lock, so the bucket moves happen in the project's order.
             self.inner.gauges.resized(gone.members + 1, gone.members);
             gone
@@ -448,7 +575,8 @@ impl SharedHub {
         member: Member,
     ) -> Registered {
         let mut shard = self.shard(project);
-        let registered = shard.register(key, project.clone(), user.clone(), member);
+        let mut registered = shard.register(key, project.clone(), user.clone(), member);
+        self.registered(project, user, &mut registered);
         self.inner
             .gauges
             .resized(registered.members - 1, registered.members);
@@ -467,7 +595,8 @@ impl SharedHub {
         project: &ProjectId,
     ) -> Option<Unregistered<Member>> {
         let mut shard = self.shard(project);
-        let gone = shard.unregister(key)?;
+        let mut gone = shard.unregister(key)?;
+        self.unregistered(project, &mut gone);
         self.inner.gauges.resized(gone.members + 1, gone.members);
         Some(gone)
     }
@@ -575,6 +704,80 @@ mod tests {
     #[test]
     fn a_member_is_two_words() {
         assert_eq!(size_of::<Member>(), 16);
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl MembershipSink for Recorder {
+        fn emit(&self, project: &ProjectId, name: EventName, user: Option<&UserId>) {
+            let user = user.map_or("-", UserId::as_str);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{name} {project} {user}"));
+        }
+    }
+
+    fn member(conn: u64) -> Member {
+        Member {
+            outbox: Arc::new(Outbox::new(Instant::now(), None)),
+            conn: ConnId(conn),
+        }
+    }
+
+    #[test]
+    fn one_node_reports_its_membership_changes() {
+        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 2);
+        let recorder = Arc::new(Recorder::default());
+        hub.report_membership(recorder.clone());
+        let p = ProjectId::parse("room").unwrap();
+        let (alice, bob) = (UserId::new("alice"), UserId::new("bob"));
+        hub.register(ConnId(1), &p, &alice, member(1)).unwrap();
+        hub.register(ConnId(2), &p, &alice, member(2)).unwrap();
+        hub.subscribe(ConnId(3), &p, &bob, member(3));
+        hub.unregister(ConnId(1), &p).unwrap();
+        hub.unsubscribe(ConnId(3), &p).unwrap();
+        hub.unregister(ConnId(2), &p).unwrap();
+        // The personal stream is no project.
+        let personal = ProjectId::personal(&bob);
+        hub.subscribe(ConnId(4), &personal, &bob, member(4));
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [
+                "project_occupied room -",
+                "user_joined room alice",
+                "user_joined room bob",
+                "user_left room bob",
+                "user_left room alice",
+                "project_vacated room -",
+            ]
+        );
+    }
+
+    #[test]
+    fn across_nodes_a_user_known_elsewhere_is_not_announced_again() {
+        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
+        hub.enable_cluster_presence();
+        let p = ProjectId::parse("room").unwrap();
+        let (alice, bob) = (UserId::new("alice"), UserId::new("bob"));
+        assert!(
+            hub.register(ConnId(1), &p, &alice, member(1))
+                .unwrap()
+                .announce_join
+        );
+        assert_eq!(hub.cluster_projects(), [(p.clone(), false)]);
+        hub.handle_remote_presence(Instant::now(), &p, vec![(bob.clone(), 1)]);
+        assert_eq!(hub.cluster_projects(), [(p.clone(), true)]);
+        // Bob is on another node: his connection here is no join, his leave here no leave.
+        assert!(
+            !hub.register(ConnId(2), &p, &bob, member(2))
+                .unwrap()
+                .announce_join
+        );
+        assert!(!hub.unregister(ConnId(2), &p).unwrap().announce_leave);
+        assert!(hub.unregister(ConnId(1), &p).unwrap().announce_leave);
+        assert!(hub.cluster_projects().is_empty());
     }
 
     #[test]

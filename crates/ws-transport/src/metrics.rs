@@ -31,7 +31,28 @@ pub struct Metrics {
     /// The memory broker's streams (projects it keeps an order and history for); a Redis
     /// broker keeps none on the node.
     history_streams: AtomicU64,
+    /// The webhook sender's (`[webhooks]`): all zero when webhooks are off.
+    webhooks: WebhookMetrics,
 }
+
+/// The webhook sender's counters: events delivered, failed requests, dropped events by
+/// reason, the backlog, and the delivery latency.
+#[derive(Debug, Default)]
+struct WebhookMetrics {
+    events_sent: AtomicU64,
+    requests_failed: AtomicU64,
+    /// `backlog`, `expired`.
+    dropped: [AtomicU64; 2],
+    backlog: AtomicU64,
+    latency: Histogram<WEBHOOK_BUCKETS>,
+}
+
+/// From an event's arrival at the sender to the receiver's 2xx: seconds normally, minutes
+/// while a receiver is down (retries for `webhooks.retry_for`).
+const WEBHOOK_BUCKETS: usize = 12;
+const WEBHOOK_BOUNDS: [f64; WEBHOOK_BUCKETS] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 600.0,
+];
 
 /// The HTTP statuses a handshake may end with; anything else counts as `other`.
 const HANDSHAKE_OUTCOMES: [&str; 11] = [
@@ -136,6 +157,31 @@ impl Metrics {
     /// Sets the retained history's bytes (a broker that measures it elsewhere).
     pub fn set_history_bytes(&self, bytes: u64) {
         self.history_bytes.store(bytes, Relaxed);
+    }
+
+    /// A webhook request delivering `events` got a 2xx, `latency` after its oldest event
+    /// reached the sender.
+    pub fn webhook_delivered(&self, events: usize, latency: Duration) {
+        let w = &self.webhooks;
+        w.events_sent.fetch_add(events as u64, Relaxed);
+        w.latency
+            .observe_with(latency.as_secs_f64(), &WEBHOOK_BOUNDS);
+    }
+
+    /// A webhook request failed (no answer in time, refused, or not a 2xx).
+    pub fn webhook_failed(&self) {
+        self.webhooks.requests_failed.fetch_add(1, Relaxed);
+    }
+
+    /// `events` webhook events were dropped undelivered: `expired` (retried for
+    /// `webhooks.retry_for`) or not (the backlog was full).
+    pub fn webhook_dropped(&self, events: usize, expired: bool) {
+        self.webhooks.dropped[usize::from(expired)].fetch_add(events as u64, Relaxed);
+    }
+
+    /// Webhook events waiting to be sent.
+    pub fn set_webhook_backlog(&self, events: usize) {
+        self.webhooks.backlog.store(events as u64, Relaxed);
     }
 
     /// The retained history's bytes.
@@ -288,6 +334,53 @@ impl Metrics {
             "wshub_send_queue_depth",
             "Frames waiting in a send queue when its writer takes a batch.",
             &DEPTH_BOUNDS,
+        )?;
+        self.webhooks.write(out)
+    }
+}
+
+impl WebhookMetrics {
+    fn write(&self, out: &mut String) -> std::fmt::Result {
+        let counters = [
+            (
+                "wshub_webhook_events_sent_total",
+                "Webhook events a receiver accepted (a retried event counts once per acceptance).",
+                &self.events_sent,
+            ),
+            (
+                "wshub_webhook_requests_failed_total",
+                "Webhook requests that failed: no answer within webhooks.timeout, refused, or not a 2xx.",
+                &self.requests_failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            writeln!(out, "# HELP {name} {help}")?;
+            writeln!(out, "# TYPE {name} counter")?;
+            writeln!(out, "{name} {}", value.load(Relaxed))?;
+        }
+        writeln!(
+            out,
+            "# HELP wshub_webhook_events_dropped_total Webhook events dropped undelivered: the backlog was full (oldest first), or retried for webhooks.retry_for."
+        )?;
+        writeln!(out, "# TYPE wshub_webhook_events_dropped_total counter")?;
+        for (reason, n) in ["backlog", "expired"].iter().zip(&self.dropped) {
+            writeln!(
+                out,
+                "wshub_webhook_events_dropped_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            )?;
+        }
+        writeln!(
+            out,
+            "# HELP wshub_webhook_backlog Webhook events waiting to be sent (bounded by webhooks.max_backlog)."
+        )?;
+        writeln!(out, "# TYPE wshub_webhook_backlog gauge")?;
+        writeln!(out, "wshub_webhook_backlog {}", self.backlog.load(Relaxed))?;
+        self.latency.write(
+            out,
+            "wshub_webhook_delivery_seconds",
+            "From a webhook event reaching the sender to the receiver's 2xx, per request (its oldest event).",
+            &WEBHOOK_BOUNDS,
         )
     }
 }
@@ -384,6 +477,9 @@ mod tests {
         assert_eq!(m.history_bytes_add(100), 100);
         assert_eq!(m.history_bytes_add(-40), 60);
         m.publish_round_trip();
+        m.webhook_delivered(3, Duration::from_millis(700));
+        m.webhook_dropped(5, false);
+        m.webhook_failed();
         let text = m.encode(&Gauges {
             version: "1.2.3",
             connections: 2,
@@ -405,6 +501,12 @@ mod tests {
             "wshub_fanout_latency_seconds_bucket{le=\"+Inf\"} 2",
             "wshub_fanout_latency_seconds_count 2",
             "wshub_broker_publish_round_trips_total 1",
+            "wshub_webhook_events_sent_total 3",
+            "wshub_webhook_requests_failed_total 1",
+            "wshub_webhook_events_dropped_total{reason=\"backlog\"} 5",
+            "wshub_webhook_events_dropped_total{reason=\"expired\"} 0",
+            "wshub_webhook_delivery_seconds_bucket{le=\"0.5\"} 0",
+            "wshub_webhook_delivery_seconds_bucket{le=\"1\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -30,6 +30,8 @@ pub struct Settings {
     pub broker: Broker,
     pub shutdown: Shutdown,
     pub log: Log,
+    /// `[webhooks]` (SPEC §14): off until `url` is set.
+    pub webhooks: Webhooks,
     /// `[namespaces.<name>]` (SPEC §12): overrides for the projects of one namespace (the
     /// part of a project id before its first `:`).
     pub namespaces: BTreeMap<String, NamespaceSettings>,
@@ -308,6 +310,80 @@ impl Default for Shutdown {
     }
 }
 
+/// `[webhooks]`: membership events POSTed to the backend (SPEC §14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// `http://` or `https://` receiver; unset: webhooks off.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key of `X-Wshub-Signature`; required with `url`.
+    pub secret: Secret,
+    /// Which of the four events are sent.
+    pub events: Vec<String>,
+    /// How long a failed batch is retried before its events are dropped.
+    #[serde(deserialize_with = "duration")]
+    pub retry_for: Duration,
+    /// One request's deadline: connect, send, and the answer's head.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Events waiting behind the request in flight; over it the oldest are dropped.
+    pub max_backlog: usize,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: Secret::default(),
+            events: ws_core::webhook::EventName::ALL
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
+            retry_for: Duration::from_secs(600),
+            timeout: Duration::from_secs(10),
+            max_backlog: 10_000,
+        }
+    }
+}
+
+impl Webhooks {
+    /// Checks what types cannot: every error names its key.
+    fn validate(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("webhooks.url: not a URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            bail!("webhooks.url: must be an http:// or https:// URL with a host");
+        }
+        if self.secret.0.is_empty() {
+            bail!("webhooks.secret: must be set with webhooks.url (it signs every request)");
+        }
+        if self.events.is_empty() {
+            bail!("webhooks.events: name at least one event, or leave webhooks.url unset");
+        }
+        for name in &self.events {
+            if ws_core::webhook::EventName::parse(name).is_none() {
+                bail!(
+                    "webhooks.events: unknown event {name:?}; the events are project_occupied, project_vacated, user_joined, user_left"
+                );
+            }
+        }
+        if self.retry_for.is_zero() {
+            bail!("webhooks.retry_for must be longer than 0s");
+        }
+        if self.timeout.is_zero() {
+            bail!("webhooks.timeout must be longer than 0s");
+        }
+        if self.max_backlog == 0 {
+            bail!("webhooks.max_backlog must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -394,7 +470,8 @@ impl Settings {
                 .with_list_parse_key("auth.api_keys")
                 .with_list_parse_key("auth.allowed_origins")
                 .with_list_parse_key("auth.public_key_files")
-                .with_list_parse_key("auth.trusted_proxies"),
+                .with_list_parse_key("auth.trusted_proxies")
+                .with_list_parse_key("webhooks.events"),
         );
         let mut settings: Self = builder
             .build()
@@ -453,6 +530,7 @@ impl Settings {
         }
         self.namespace_policies()?;
         self.auth.validate()?;
+        self.webhooks.validate()?;
         if self.broker.kind == BrokerKind::Redis {
             self.redis_config().validate().map_err(|e| {
                 use ws_broker_redis::Field;
@@ -576,6 +654,49 @@ mod tests {
         assert_eq!(s.limits.max_message_bytes, 65_536);
         assert_eq!(s.shutdown.drain, Duration::from_secs(10));
         assert!(s.is_development());
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_validated_when_on() {
+        let s = parse("").unwrap();
+        assert!(s.webhooks.url.is_none());
+        assert_eq!(s.webhooks.events.len(), 4);
+        assert_eq!(s.webhooks.retry_for, Duration::from_secs(600));
+        let ok = parse(
+            "[webhooks]\nurl = \"https://hooks.example.com/x\"\nsecret = \"s\"\nevents = [\"user_left\"]\nretry_for = \"1m\"",
+        )
+        .unwrap();
+        assert_eq!(ok.webhooks.events, ["user_left"]);
+        for (toml, key, what) in [
+            ("url = \"ftp://x/\"\nsecret = \"s\"", "webhooks.url", "http"),
+            (
+                "url = \"/relative\"\nsecret = \"s\"",
+                "webhooks.url",
+                "http",
+            ),
+            ("url = \"http://x/\"", "webhooks.secret", "must be set"),
+            (
+                "url = \"http://x/\"\nsecret = \"s\"\nevents = [\"user_kicked\"]",
+                "webhooks.events",
+                "user_kicked",
+            ),
+            (
+                "url = \"http://x/\"\nsecret = \"s\"\nevents = []",
+                "webhooks.events",
+                "at least one",
+            ),
+            (
+                "url = \"http://x/\"\nsecret = \"s\"\nmax_backlog = 0",
+                "webhooks.max_backlog",
+                "greater than 0",
+            ),
+        ] {
+            let err = parse(&format!("[webhooks]\n{toml}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(what), "{toml}: {err}");
+            assert!(!err.contains("\"s\""), "the secret is not quoted: {err}");
+        }
     }
 
     #[test]

@@ -302,6 +302,40 @@ pub fn keys() -> Vec<KeyDoc> {
             "An `EnvFilter` directive such as `info` or `wshub=debug`; `RUST_LOG` wins when set."
         ),
         key!(
+            "webhooks.url",
+            |s| opt(s.webhooks.url.as_ref()),
+            "Where membership events are POSTed (SPEC §14): `http://` or `https://` (checked against the system's root certificates). Unset: no webhooks. See docs/operations.md (Webhooks) for the body, the signature and a receiver."
+        ),
+        key!(
+            "webhooks.secret",
+            |s| if s.webhooks.secret.0.is_empty() {
+                "(unset)".to_owned()
+            } else {
+                "(set)".to_owned()
+            },
+            "Required with `url`: the key of `X-Wshub-Signature: sha256=<hex HMAC-SHA256 of the body>`."
+        ),
+        key!(
+            "webhooks.events",
+            |s| format!("{:?}", s.webhooks.events),
+            "Which events are sent: any of `project_occupied`, `project_vacated`, `user_joined`, `user_left`. With Redis each is decided once for the cluster and sent by one node."
+        ),
+        key!(
+            "webhooks.retry_for",
+            |s| d(s.webhooks.retry_for),
+            "A failed request (no answer within `timeout`, refused, not a 2xx) is retried with exponential backoff (0.5 s doubling to 30 s, jittered) until its events are this old; then they are dropped and counted (`wshub_webhook_events_dropped_total{reason=\"expired\"}`)."
+        ),
+        key!(
+            "webhooks.timeout",
+            |s| d(s.webhooks.timeout),
+            "One request's deadline: connecting, sending and the answer's status."
+        ),
+        key!(
+            "webhooks.max_backlog",
+            |s| s.webhooks.max_backlog.to_string(),
+            "Events waiting behind the request in flight (one at a time, ≤ 100 events, sent after at most 1 s). Over it the oldest are dropped, logged and counted (`wshub_webhook_events_dropped_total{reason=\"backlog\"}`), so a dead receiver never grows memory."
+        ),
+        key!(
             "namespaces.<name>.history_size",
             |s| global(s, "history.size"),
             "For the projects of namespace `<name>` (the part of a project id before its first `:`, SPEC §12): messages of history kept per project. Every `[namespaces.<name>]` key is optional and defaults to the global key named in the default column; a project with no `:` is in no namespace."
