@@ -5,6 +5,7 @@
 //! Router (counts every answer under /ws/ by status: wshub_handshakes_total)
 //! ├─ GET /metrics            (unless server.metrics_listen)   metrics
 //! ├─ GET / , GET /client.js  (server.demo)                    demo
+//! ├─ GET /admin, /admin/{asset} (server.admin_page)          the operator's page
 //! ├─ GET /healthz, GET /readyz
 //! ├─ GET /ws/projects/{id}, GET /ws (v2), GET /ws/check[/projects/{id}] (no upgrade: 204)
 //! │                          WebSocketRoute: Upgrader::check (not for checks) → draining
@@ -46,6 +47,8 @@ enum Route {
     Metrics,
     DemoIndex,
     DemoClient,
+    /// `GET /admin` (`""`) and its assets.
+    AdminPage(String),
     Healthz,
     Readyz,
     /// `GET /ws/projects/{project}`, `GET /ws`, `GET /ws/check[/projects/{project}]`.
@@ -75,6 +78,8 @@ impl Route {
             ["metrics"] if get => Self::Metrics,
             [""] if get => Self::DemoIndex,
             ["client.js"] if get => Self::DemoClient,
+            ["admin"] if get => Self::AdminPage(String::new()),
+            ["admin", asset] if get => Self::AdminPage((*asset).to_owned()),
             ["healthz"] if get => Self::Healthz,
             ["readyz"] if get => Self::Readyz,
             // A bad project id is a 404 before the method, the upgrade or the token are looked
@@ -128,6 +133,8 @@ pub(crate) struct Routes {
     serve_metrics: bool,
     /// Whether the demo page (`/`, `/client.js`) is served (`server.demo`).
     demo: bool,
+    /// Whether the operator's page (`/admin`) is served (`server.admin_page`).
+    admin_page: bool,
     broker: Arc<dyn Broker>,
     websocket: WebSocketRoute,
     admin: ApiKey<Endpoint<AdminHandler>>,
@@ -150,7 +157,7 @@ pub(crate) fn router(
     let broker = Arc::clone(upgrader.broker());
     let (api_keys, admin_keys) = settings.api_key_layers()?;
     Ok(Endpoint::new(Routes {
-        admin: admin_keys.layer(Endpoint::new(AdminHandler::new(hub.clone()))),
+        admin: admin_keys.layer(Endpoint::new(AdminHandler::new(upgrader.clone()))),
         api: api_keys.layer(Endpoint::new(ApiHandler::new(
             hub.clone(),
             Arc::clone(&broker),
@@ -159,6 +166,7 @@ pub(crate) fn router(
         websocket: WebSocketRoute::new(settings, upgrader, verifier)?,
         serve_metrics: settings.server.metrics_listen.is_none(),
         demo: settings.server.demo,
+        admin_page: settings.server.admin_page,
         broker,
         hub,
     }))
@@ -179,6 +187,9 @@ impl Handle for Routes {
             Route::Metrics if self.serve_metrics => metrics(&self.hub),
             Route::DemoIndex if self.demo => crate::demo::index(),
             Route::DemoClient if self.demo => crate::demo::client_js(),
+            Route::AdminPage(asset) if self.admin_page => {
+                crate::admin_page::asset(&asset).unwrap_or_else(not_found)
+            }
             Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
             Route::Readyz => self.readyz(),
             Route::WebSocket(target) => self.websocket.handshake(target, req).await,
@@ -193,7 +204,11 @@ impl Handle for Routes {
                 call(self.api.clone(), req).await
             }
             Route::BadPath(message) => json_error(StatusCode::BAD_REQUEST, "invalid_path", message),
-            Route::Metrics | Route::DemoIndex | Route::DemoClient | Route::NotFound => not_found(),
+            Route::Metrics
+            | Route::DemoIndex
+            | Route::DemoClient
+            | Route::AdminPage(_)
+            | Route::NotFound => not_found(),
         };
         if handshake {
             self.hub.metrics().handshake(response.status().as_u16());
