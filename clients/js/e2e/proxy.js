@@ -24,7 +24,9 @@ export async function startProxy(target, { port = 0 } = {}) {
   const pairs = new Set();
   const stalled = new Set();
   let isCut = false;
-  const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [] };
+  // heads: the first bytes each forwarded client sent (its request line and headers), for
+  // tests that check what a browser asked for (`Last-Event-ID` on a reconnect).
+  const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [], heads: [] };
 
   const server = createServer((client) => {
     client.on('error', () => {});
@@ -50,6 +52,7 @@ export async function startProxy(target, { port = 0 } = {}) {
     };
     client.on('close', (hadError) => !stalled.has(pair) && finish(upstream, hadError || isCut));
     upstream.on('close', (hadError) => !stalled.has(pair) && finish(client, hadError || isCut));
+    client.once('data', (chunk) => stats.heads.push(chunk.toString('latin1')));
     client.pipe(upstream);
     upstream.pipe(client);
   });
