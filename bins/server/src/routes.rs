@@ -12,7 +12,8 @@
 //! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
 //! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
 //! ├─ GET /sse/projects/{id}  the same WebSocketRoute, without the upgrade check: 200
-//! │                          text/event-stream (Last-Event-ID: 400 invalid_query if bad)
+//! │                          text/event-stream (Last-Event-ID: 400 invalid_query if bad);
+//! │                          CORS for any origin, as the checks (OPTIONS: the preflight)
 //! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
 //! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages, POST /api/messages
 //! │                          ApiKey → ApiHandler (the ApiPath the router parsed)
@@ -61,6 +62,9 @@ enum Route {
     /// `OPTIONS /ws/check[/projects/{project}]`: a browser's CORS preflight, since a check
     /// carries its token in `Authorization`.
     CheckPreflight,
+    /// `OPTIONS /sse/projects/{project}`: the preflight of a page reading the stream with
+    /// `fetch`, which sends `Authorization` and `Last-Event-ID`.
+    SsePreflight,
     Admin,
     /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
     /// handler answers with 404 once the key has been checked.
@@ -102,6 +106,7 @@ impl Route {
             },
             ["sse", "projects", project] => match ProjectId::parse(project) {
                 Ok(project) if get => Self::Sse(project),
+                Ok(_) if method == Method::OPTIONS => Self::SsePreflight,
                 Ok(_) => Self::WebSocketMethod,
                 Err(_) => Self::NotFound,
             },
@@ -179,8 +184,7 @@ impl Handle for Routes {
         let path = req.uri().path();
         let handshake =
             (path == "/ws" || path.starts_with("/ws/")) && !path.starts_with("/ws/check");
-        let check_origin = path
-            .starts_with("/ws/check")
+        let check_origin = (path.starts_with("/ws/check") || path.starts_with("/sse/"))
             .then(|| req.headers().get(header::ORIGIN).cloned())
             .flatten();
         let response = match Route::parse(req.method(), req.uri().path()) {
@@ -195,7 +199,8 @@ impl Handle for Routes {
             Route::WebSocket(target) => self.websocket.handshake(target, req).await,
             Route::Sse(project) => self.websocket.handshake(Handshake::Sse(project), req).await,
             Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
-            Route::CheckPreflight => preflight(),
+            Route::CheckPreflight => preflight("authorization"),
+            Route::SsePreflight => preflight("authorization, last-event-id"),
             Route::Admin => call(self.admin.clone(), req).await,
             Route::Api(path) => {
                 if let Some(path) = path {
@@ -237,8 +242,9 @@ impl Routes {
     }
 }
 
-/// The answer to a check's CORS preflight: `GET` with an `Authorization` header may follow.
-fn preflight() -> Response<Body> {
+/// The answer to the CORS preflight of a check or an event stream: `GET` with `headers`
+/// may follow.
+fn preflight(allow_headers: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -248,7 +254,7 @@ fn preflight() -> Response<Body> {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization"),
+        HeaderValue::from_static(allow_headers),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -258,10 +264,11 @@ fn preflight() -> Response<Body> {
 }
 
 /// Lets a page of `origin` read a check's answer (SPEC §13: a browser client asks why its
-/// handshakes fail). A check answers only a status and a refusal's reason, for a token the
-/// page itself sent (no cookies: `Access-Control-Allow-Credentials` is never set), so any
-/// origin may read it; `auth.allowed_origins` still refuses a disallowed one with 403, which
-/// the page can then read too.
+/// handshakes fail) or an event stream. A check answers only a status and a refusal's
+/// reason, a stream only what the token the page itself sent may read (no cookies:
+/// `Access-Control-Allow-Credentials` is never set), so any origin may read them;
+/// `auth.allowed_origins` still refuses a disallowed one with 403, which the page can then
+/// read too.
 fn allow_origin(response: &mut Response<Body>, origin: HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

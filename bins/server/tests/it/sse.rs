@@ -28,6 +28,8 @@ struct Sse {
     reader: BufReader<TcpStream>,
     buffer: String,
     heartbeats: usize,
+    /// The answer's headers, names in lower case.
+    head: Vec<(String, String)>,
 }
 
 /// `GET /sse/projects/{project}` with `headers`; the stream, or a refusal's status and body.
@@ -84,6 +86,7 @@ async fn open(
         reader,
         buffer: String::new(),
         heartbeats: 0,
+        head,
     })
 }
 
@@ -451,4 +454,72 @@ async fn sse_a_write_stuck_past_the_write_timeout_ends_the_stream_without_a_clos
         events += u64::from(event.event == "message");
     }
     assert!(events < published, "{events} of {published} reached it");
+}
+
+/// A page of another origin reads the stream with `fetch` (the JS client's fallback): the
+/// preflight allows `Authorization` and `Last-Event-ID`, the stream names the origin.
+#[tokio::test]
+async fn sse_pages_of_any_origin_may_read_a_stream_without_credentials() {
+    let server = Server::start("");
+    let origin = "http://app.example.test";
+    let (status, headers, _) = http(
+        "OPTIONS",
+        &server.http("/sse/projects/p"),
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "GET"),
+            (
+                "access-control-request-headers",
+                "authorization,last-event-id",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(status, 204);
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert_eq!(
+        header("access-control-allow-headers").as_deref(),
+        Some("authorization, last-event-id")
+    );
+    assert_eq!(header("access-control-allow-credentials"), None);
+
+    let bearer = format!("Bearer {}", token("alice", &["p"]));
+    let mut sse = open(
+        &server,
+        "/sse/projects/p",
+        &[("authorization", &bearer), ("origin", origin)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        sse.head
+            .iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == origin)
+    );
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    // A refusal is readable too.
+    let (status, headers, _) = http(
+        "GET",
+        &server.http("/sse/projects/p"),
+        &[("origin", origin)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == origin)
+    );
 }
