@@ -1,6 +1,7 @@
 // End to end: server-sent events (GET /sse/projects/{p}, SPEC §14) in Debian's Chromium against
 // the real `wshub`, through a loopback TCP proxy the test cuts mid-stream: a real `EventSource`
-// reconnects on its own with `Last-Event-ID` and recovers exactly what it missed.
+// reconnects on its own with `Last-Event-ID` and recovers exactly what it missed; and the JS
+// client, behind a proxy that refuses WebSocket upgrades, falls back to receiving over SSE.
 // Run: npm ci && node --test sse.e2e.js (in clients/js/e2e), or `cargo xtask test`.
 
 import assert from 'node:assert/strict';
@@ -100,6 +101,63 @@ describe('server-sent events in Chromium against wshub', { timeout: 120000 }, ()
         'no console error but the cut itself',
       );
       await p.page.evaluate(() => window.source.close());
+      await p.page.close();
+    } finally {
+      await proxy.close();
+      await server.stop();
+    }
+  });
+
+  test('the JS client behind a network that blocks WebSockets falls back to SSE, says so, and recovers a cut', async () => {
+    const server = await startServer();
+    const proxy = await startProxy(server.addr, { refuseUpgrades: true });
+    try {
+      const p = await newPage(browser);
+      await p.page.goto(proxy.http('/'));
+      const token = mintToken('alice', ['room']);
+      await p.page.evaluate(async (token) => {
+        const { connect } = await import('/client.js');
+        const rec = (window.rec = { states: [], transports: [], messages: [], errors: [] });
+        const room = (window.room = connect({ project: 'room', token, sseFallback: 3, backoff: { baseMs: 100, capMs: 400 } }));
+        room.on('state', (s) => rec.states.push({ state: s.state, code: s.code }));
+        room.on('transport', (t) => rec.transports.push({ ...t, state: room.state }));
+        room.on('message', (m) => rec.messages.push(m));
+        room.on('error', (e) => rec.errors.push(e.code));
+      }, token);
+      const rec = () => p.page.evaluate(() => window.rec);
+      await waitFor('the switch to SSE', async () => (await rec()).transports.length === 1, 30000);
+      await waitFor('open over SSE', () => p.page.evaluate(() => window.room.state === 'open'));
+      assert.equal(await p.page.evaluate(() => window.room.transport), 'sse');
+      assert.equal((await rec()).transports[0].blocked, 3);
+      assert.equal(proxy.stats.upgradesRefused, 3, 'three WebSocket handshakes were blocked');
+      const streams = () => proxy.stats.heads.filter((h) => h.startsWith('GET /sse/projects/room'));
+      assert.equal(streams().length, 1);
+      assert.match(streams()[0], /\r\nauthorization: Bearer /i, 'the token in a header');
+      assert.ok(!streams()[0].split('\r\n')[0].includes(token), 'never in the URL');
+
+      await publish(server, 'room', range(1, 3));
+      await waitFor('messages 1-3 over SSE', async () => (await rec()).messages.length === 3);
+      const publishing = await p.page.evaluate(() => window.room.publish({ no: 'socket' }).then(() => 'sent', (e) => e.code));
+      assert.equal(publishing, 'receive_only');
+
+      // The stream is cut; 4-6 are published meanwhile; the client reconnects over SSE and recovers.
+      proxy.cut();
+      await waitFor('the client to notice', () => p.page.evaluate(() => window.room.state === 'reconnecting'));
+      await publish(server, 'room', range(4, 6));
+      proxy.restore();
+      await waitFor('messages 1-6', async () => (await rec()).messages.length >= 6, 20000);
+      const r = await rec();
+      assert.deepEqual(r.messages.map((m) => m.offset), range(1, 6), 'nothing lost, nothing twice');
+      assert.equal(streams().length, 2);
+      assert.match(streams()[1], new RegExp(`\\r\\nlast-event-id: [^\\r]+:3\\r\\n`, 'i'));
+      assert.equal(proxy.stats.upgradesRefused, 3, 'no WebSocket tried after the switch');
+      assert.deepEqual(r.errors, []);
+      assert.deepEqual(
+        p.errors().filter((e) => !/^WebSocket connection to .* failed|net::ERR_|Failed to load resource/.test(e)),
+        [],
+        'no console error but the blocked sockets and the cut',
+      );
+      await p.page.evaluate(() => window.room.close());
       await p.page.close();
     } finally {
       await proxy.close();
