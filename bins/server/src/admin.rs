@@ -39,13 +39,16 @@ impl Handle for AdminHandler {
         let path = req.uri().path();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), &segments[..]) {
-            // The operator's page reads these three (admin_page.rs).
+            // The operator's page reads these four (admin_page.rs).
             (&Method::GET, ["api", "admin", "projects"]) => {
                 crate::admin_page::projects(&self.hub, req.uri().query().unwrap_or(""))
             }
             (&Method::GET, ["api", "admin", "projects", project, "tail"]) => {
                 let remote = req.extensions().get::<RemoteAddr>();
                 crate::admin_page::tail(&self.upgrader, project, remote)
+            }
+            (&Method::GET, ["api", "admin", "projects", project, "presence"]) => {
+                crate::admin_page::presence(&self.upgrader, project).await
             }
             (&Method::GET, ["api", "admin", "stats"]) => crate::admin_page::stats(&self.hub),
             (&Method::POST, ["api", "admin", "projects", project, "close"]) => {

@@ -1,6 +1,7 @@
 //! The operator's page (`GET /admin`, on with `server.admin_page`) and the admin routes it
 //! reads: the totals of `GET /api/admin/stats`, the paged project list of
-//! `GET /api/admin/projects`, and the live tail of `GET /api/admin/projects/{p}/tail`.
+//! `GET /api/admin/projects`, a project's presence (`GET /api/admin/projects/{p}/presence`)
+//! and its live tail (`GET /api/admin/projects/{p}/tail`).
 //!
 //! The page holds no secret and embeds nothing from outside: it asks the operator for an
 //! admin API key, keeps it in the tab's `sessionStorage` and sends it as
@@ -256,6 +257,29 @@ pub fn projects(hub: &SharedHub, query: &str) -> Response<Body> {
         "next_cursor": next,
     });
     json(StatusCode::OK, &body.to_string())
+}
+
+/// `GET /api/admin/projects/{project}/presence`: the project's users with their connection
+/// counts across the deployment (the broker's view: this node's alone on the memory broker),
+/// as `GET /api/projects/{project}/presence` answers it, for the admin key.
+pub async fn presence(upgrader: &Upgrader, project: &str) -> Response<Body> {
+    let Ok(project) = ProjectId::parse(project) else {
+        return not_found();
+    };
+    let local = upgrader.hub().presence(&project);
+    match upgrader.broker().presence(&project, local).await {
+        Ok(users) => {
+            let users: Vec<serde_json::Value> = users
+                .into_iter()
+                .map(|(user, n)| serde_json::json!({"user": user.as_str(), "connections": n}))
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "users": users }).to_string(),
+            )
+        }
+        Err(e) => crate::api::unavailable(&e),
+    }
 }
 
 /// `GET /api/admin/projects/{project}/tail`: the project's live messages as server-sent

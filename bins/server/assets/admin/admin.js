@@ -112,7 +112,10 @@ function age(ms) {
 async function refreshProject() {
   if (!project) return;
   const p = project;
-  const { connections } = await call('GET', `/api/admin/projects/${p}/connections`);
+  const [{ connections }, { users }] = await Promise.all([
+    call('GET', `/api/admin/projects/${p}/connections`),
+    call('GET', `/api/admin/projects/${p}/presence`),
+  ]);
   if (p !== project) return;
   const tbody = $('connections');
   if (!connections.length) emptyRow(tbody, 6, 'no connection on this node');
@@ -140,18 +143,16 @@ async function refreshProject() {
       }),
     );
   }
-  // Presence on this node: the users of these connections, with their counts.
-  const users = new Map();
-  for (const c of connections) users.set(c.user, (users.get(c.user) ?? 0) + 1);
+  // Presence across the deployment (the broker's view), with connection counts.
   const list = $('presence');
-  if (!users.size) {
+  if (!users.length) {
     const li = document.createElement('li');
     li.className = 'empty';
     li.textContent = 'nobody';
     list.replaceChildren(li);
   } else {
     list.replaceChildren(
-      ...[...users].sort(([a], [b]) => (a < b ? -1 : 1)).map(([user, n]) => {
+      ...users.map(({ user, connections: n }) => {
         const li = document.createElement('li');
         li.textContent = n > 1 ? `${user} (${n} connections)` : user;
         return li;

@@ -255,3 +255,26 @@ async fn admin_tail_streams_the_projects_messages_with_the_key_in_a_header() {
     assert!(event.contains(r#""offset":1"#), "{body}");
     assert_eq!(recv_message(&mut member).await["data"]["n"], 1);
 }
+
+#[tokio::test]
+async fn admin_presence_lists_users_with_their_connection_counts() {
+    let server = Server::start("");
+    let _a = join(&server, "p", "alice").await;
+    let _b = join(&server, "p", "bob").await;
+    let _b2 = join(&server, "p", "bob").await;
+    let (status, body) = get(&server, "/api/admin/projects/p/presence", Some(API_KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"users": [
+            {"user": "alice", "connections": 1},
+            {"user": "bob", "connections": 2},
+        ]})
+    );
+    let (status, body) = get(&server, "/api/admin/projects/empty/presence", Some(API_KEY)).await;
+    assert_eq!((status, body), (200, json!({"users": []})));
+    let (status, _) = get(&server, "/api/admin/projects/p/presence", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&server, "/api/admin/projects/a%20b/presence", Some(API_KEY)).await;
+    assert_eq!(status, 404);
+}
