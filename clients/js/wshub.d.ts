@@ -48,8 +48,15 @@ export interface ConnectOptions {
   getToken?: () => string | null | Promise<string | null>;
   /** The WebSocket class; defaults to `globalThis.WebSocket` (none during SSR: the client stays idle). */
   WebSocket?: WebSocketConstructor;
-  /** `fetch` for `/ws/check` after a refused handshake; `null` turns the check off. */
-  fetch?: ((url: string, init?: any) => Promise<{ status: number; headers?: { get(name: string): string | null }; json(): Promise<any> }>) | null;
+  /** `fetch` for `/ws/check` after a refused handshake (and the SSE fallback's stream); `null` turns the check off. */
+  fetch?: ((url: string, init?: any) => Promise<{ status: number; headers?: { get(name: string): string | null }; json(): Promise<any>; body?: any }>) | null;
+  /**
+   * v1: after this many failed handshakes that `/ws/check` says the hub would have taken (`204`:
+   * something between blocks WebSockets), receive over server-sent events (`GET /sse/projects/{p}`)
+   * instead; `true` is 3. Receive only: `publish()` and `presence()` then reject with `receive_only`.
+   * Off by default.
+   */
+  sseFallback?: boolean | number;
   /** Reconnect backoff: attempt n waits random() × min(capMs, baseMs × 2ⁿ); gives up after `attempts` failures in a row. */
   backoff?: { baseMs?: number; capMs?: number; attempts?: number };
   /** How long `publish()`, `presence()` and `history()` wait for their answer (and in the queue); 10 000 ms. */
@@ -135,6 +142,15 @@ export interface RecoveredEvent {
   lost_reason?: string;
 }
 
+/** How a connection receives. */
+export type Transport = 'websocket' | 'sse';
+
+export interface TransportEvent {
+  transport: Transport;
+  /** Blocked handshakes counted before the switch. */
+  blocked: number;
+}
+
 export interface ConnectionEvents {
   message: Message;
   presence: PresenceEvent;
@@ -142,6 +158,8 @@ export interface ConnectionEvents {
   error: WshubError;
   recovered: RecoveredEvent;
   welcome: WelcomeFrame;
+  /** The connection fell back to server-sent events (`sseFallback`). */
+  transport: TransportEvent;
 }
 
 export interface HubEvents {
@@ -193,6 +211,8 @@ interface HandleBase {
   readonly state: ConnectionState;
   /** The hub's base URL, normalised (`ws(s)://`, no trailing slash). */
   readonly url: string;
+  /** `'websocket'`, or `'sse'` once a v1 connection fell back to server-sent events (`sseFallback`). */
+  readonly transport: Transport;
   readonly released: boolean;
   /** Reconnects now (a "Retry now" button): cuts a pending backoff short, revives a stopped client. */
   reconnect(): void;

@@ -4,8 +4,9 @@
 // The link reconnects with full-jitter backoff, recovers each subscription from its position,
 // notices dead links (app pings at the server's ping_interval_ms, online/offline, visibility,
 // pagehide/pageshow), asks /ws/check to explain refused handshakes, refreshes tokens in band
-// (v2) and paces publishes under the server's rate so it never bans itself.
-// SPEC §5, §6, §10-§13; README.md explains the rules. Dependency-free ES module.
+// (v2) and paces publishes under the server's rate so it never bans itself. A v1 connection may
+// fall back to receiving over server-sent events when WebSockets are blocked (`sseFallback`).
+// SPEC §5, §6, §10-§14; README.md explains the rules. Dependency-free ES module.
 
 export const PROTOCOL = 'wshub.v1';
 export const PROTOCOL_V2 = 'wshub.v2';
@@ -19,6 +20,7 @@ const PONG_TIMEOUT_MS = 5000;
 const RELEASE_GRACE_MS = 1000;
 const REFRESH_AHEAD_MS = 30000;
 const TOKEN_FAILURES_MAX = 5;
+const SSE_FALLBACK_AFTER = 3;
 export const VERSION = '0.2.0';
 
 const PUBLISH_ERROR_CODES = /^(rate_limited|broker_unavailable|publish_not_allowed|forbidden)$/;
@@ -150,6 +152,10 @@ class Handle {
   get url() {
     return this.#link.url;
   }
+  /** 'websocket', or 'sse' once a v1 connection fell back to server-sent events (receive only). */
+  get transport() {
+    return this.#link.transport;
+  }
   get released() {
     return this.#released;
   }
@@ -274,6 +280,7 @@ function bucket(rate, now) {
 
 class Link extends Emitter {
   state = 'idle';
+  transport = 'websocket';
   _subs = new Map();
   welcome = null;
   #o;
@@ -284,6 +291,10 @@ class Link extends Emitter {
   #needToken;
   #WS;
   #ws = null;
+  /** The AbortController of the event stream being read (transport 'sse'). */
+  #es = null;
+  /** Failed handshakes that /ws/check said would have passed: WebSockets do not get through. */
+  #blocked = 0;
   #opened = false;
   #welcomeAt = null;
   #attempt = 0;
@@ -466,6 +477,7 @@ class Link extends Emitter {
   }
 
   #open() {
+    if (this.transport === 'sse') return void this.#openSse();
     let ws;
     try {
       ws = new this.#WS(this.#socketUrl(), [this._v2 ? PROTOCOL_V2 : PROTOCOL, BEARER_PREFIX + this.#token]);
@@ -490,16 +502,18 @@ class Link extends Emitter {
 
   /** Gives up on the socket as a network fault (1006: dead, offline, timeout), or closes it for pagehide (`wait`). */
   #drop(reason, wait) {
-    if (!this.#ws) return;
+    if (!this.#ws && !this.#es) return;
     const ws = this.#ws;
     this.#onClose(1006, reason, wait);
     try {
-      ws.close(wait ? 1000 : undefined, wait ? reason : undefined);
+      ws?.close(wait ? 1000 : undefined, wait ? reason : undefined);
     } catch {}
   }
 
   #detach() {
     for (const n of ['connect', 'ping', 'pong', 'refresh']) this.#clear(n);
+    this.#es?.abort();
+    this.#es = null;
     const ws = this.#ws;
     this.#ws = null;
     if (!ws) return;
@@ -559,6 +573,8 @@ class Link extends Emitter {
       // Unreachable (or a hub without CORS on /ws/check): a network fault.
     }
     if (gen !== this.#gen || this.#stopped) return;
+    // The hub would have taken the handshake, yet it failed: something between blocks WebSockets.
+    if (status === 204 && this.#fallback()) return this.#connect();
     if (status === 401 || status === 403) {
       const err = new WshubError(status === 401 ? 'unauthorized' : 'forbidden', body.message || body.error || `handshake refused (${status})`, { status, reason: body.error });
       this.#emitError(err);
@@ -574,6 +590,86 @@ class Link extends Emitter {
       this.#emitError(new WshubError('rate_limited', body.message || 'too many handshakes', { status }));
     }
     this.#retry(code, reason, retryAfter * 1000);
+  }
+
+  /** After `sseFallback` blocked handshakes, a v1 link receives over server-sent events instead. */
+  #fallback() {
+    const after = this.#o.sseFallback === true ? SSE_FALLBACK_AFTER : this.#o.sseFallback;
+    if (this._v2 || !(after > 0) || this.transport !== 'websocket' || ++this.#blocked < after) return false;
+    this.transport = 'sse';
+    this.#log('warn', 'WebSockets are blocked: receiving over server-sent events');
+    this._emit('transport', { transport: 'sse', blocked: this.#blocked });
+    // Publishes and presence requests need a socket: they fail now rather than at their timeout.
+    for (const id of [...this.#pending.keys()]) this.#settle(id, receiveOnly());
+    this.#queue = [];
+    return true;
+  }
+
+  /**
+   * Reads `GET /sse/projects/{p}` with fetch: the token in `Authorization` (never in the URL),
+   * recovery with `Last-Event-ID`, events handled as the socket's frames. A refusal (not 200)
+   * counts as a failed handshake, which /ws/check explains; an end without `event: close` as 1006.
+   */
+  async #openSse() {
+    const ctl = new AbortController();
+    const sub = [...this._subs.values()][0];
+    const f = this.#o.fetch === undefined ? globalThis.fetch : this.#o.fetch;
+    const headers = { authorization: `Bearer ${this.#token}`, accept: 'text/event-stream' };
+    sub._asked = Number.isInteger(sub.offset) && !!sub.epoch;
+    if (sub._asked) headers['last-event-id'] = `${sub.epoch}:${sub.offset}`;
+    this.#es = ctl;
+    this.#opened = false;
+    this.#welcomeAt = null;
+    this.#timer('connect', CONNECT_TIMEOUT_MS, () => this.#es === ctl && this.#drop('connect timeout'));
+    try {
+      const res = await f(`${this.#url.replace(/^ws/i, 'http')}/sse/projects/${sub.project}`, {
+        headers,
+        cache: 'no-store',
+        credentials: 'omit',
+        signal: ctl.signal,
+      });
+      if (res.status !== 200) throw res.status;
+      this.#opened = true;
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let text = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.#es !== ctl) break;
+        text += decoder.decode(value, { stream: true });
+        for (let end; (end = text.indexOf('\n\n')) >= 0 && this.#es === ctl; ) {
+          this.#onEvent(text.slice(0, end));
+          text = text.slice(end + 2);
+        }
+        // Heartbeats included: any bytes prove the stream alive.
+        if (this.#welcomeAt !== null && this.#es === ctl) this.#alive();
+      }
+    } catch {}
+    if (this.#es === ctl) this.#onClose(1006, 'event stream ended');
+  }
+
+  /** One server-sent event (wshub writes `\n` line ends, one field per line). */
+  #onEvent(block) {
+    let event = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith('event: ')) event = line.slice(7);
+      else if (line.startsWith('data: ')) data.push(line.slice(6));
+    }
+    if (!data.length) return; // a heartbeat
+    let frame;
+    try {
+      frame = JSON.parse(data.join('\n'));
+    } catch {
+      return this.#emitError(new WshubError('bad_frame', 'event is not JSON'));
+    }
+    if (event === 'close') return this.#onClose(Number.isInteger(frame.code) ? frame.code : 1006, String(frame.reason ?? ''));
+    // A lost recovery: what a welcome with recovered: false says on a socket.
+    if (event === 'reset') {
+      const sub = [...this._subs.values()][0];
+      frame = { type: 'welcome', project: sub.project, epoch: frame.epoch, offset: frame.offset, recovered: false, missed: 0, ping_interval_ms: this.welcome?.ping_interval_ms };
+    }
+    this.#onText(frame);
   }
 
   #retry(code, reason, atLeast = 0) {
@@ -617,6 +713,8 @@ class Link extends Emitter {
     this.#clear('pong');
     const interval = this.welcome?.ping_interval_ms;
     if (!(interval > 0)) return;
+    // A stream cannot be pinged: it has a heartbeat every interval, so silence past the margin is death.
+    if (this.#es) return this.#timer('ping', interval + (this.#o.pongTimeoutMs ?? PONG_TIMEOUT_MS), () => this.#drop('no heartbeat'));
     this.#timer('ping', interval, () => this.#probe());
   }
   /** Pings; no frame within the margin declares the link dead. */
@@ -708,6 +806,7 @@ class Link extends Emitter {
    */
   _request(project, type, fields, isPublish = false, sync) {
     if (this.#stopped) return Promise.reject(new WshubError('closed', 'closed'));
+    if (this.transport === 'sse') return Promise.reject(receiveOnly());
     const frame = { type, ...fields };
     if (this._v2 && project !== null) frame.project = project;
     if (isPublish) {
@@ -780,11 +879,13 @@ class Link extends Emitter {
   // === frames ===
 
   #onText(raw) {
-    let frame;
-    try {
-      frame = JSON.parse(raw);
-    } catch {
-      return this.#emitError(new WshubError('bad_frame', 'frame is not JSON'));
+    let frame = raw;
+    if (typeof raw === 'string') {
+      try {
+        frame = JSON.parse(raw);
+      } catch {
+        return this.#emitError(new WshubError('bad_frame', 'frame is not JSON'));
+      }
     }
     if (frame === null || typeof frame !== 'object') return;
     if (this.#welcomeAt !== null) this.#alive();
@@ -838,6 +939,7 @@ class Link extends Emitter {
     if (this.#welcomeAt !== null) return;
     this.welcome = frame;
     this.#welcomeAt = this._now();
+    if (this.#ws) this.#blocked = 0;
     this.#clear('connect');
     this.#set('open');
     this._emit('welcome', frame);
@@ -858,6 +960,10 @@ class Link extends Emitter {
     if (r) this.#settle(id, err);
     if (!r || r._type !== 'refresh') this.#emitError(err);
   }
+}
+
+function receiveOnly() {
+  return new WshubError('receive_only', 'receiving over server-sent events: publish through your backend (HTTP API); presence needs a WebSocket');
 }
 
 function randomKey() {

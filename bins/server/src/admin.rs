@@ -5,8 +5,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use ws_core::{Close, CloseCode, ConnId, ProjectId, UserId};
-use ws_transport::SharedHub;
 use ws_transport::json_error;
+use ws_transport::{RemoteAddr, SharedHub, Upgrader};
 
 use crate::http::{Body, Handle, json, not_found, percent_decode};
 
@@ -14,11 +14,16 @@ use crate::http::{Body, Handle, json, not_found, percent_decode};
 #[derive(Debug)]
 pub(crate) struct AdminHandler {
     hub: SharedHub,
+    /// Starts the event streams of `GET /api/admin/projects/{project}/tail`.
+    upgrader: Upgrader,
 }
 
 impl AdminHandler {
-    pub(crate) fn new(hub: SharedHub) -> Self {
-        Self { hub }
+    pub(crate) fn new(upgrader: Upgrader) -> Self {
+        Self {
+            hub: upgrader.hub().clone(),
+            upgrader,
+        }
     }
 }
 
@@ -34,6 +39,18 @@ impl Handle for AdminHandler {
         let path = req.uri().path();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), &segments[..]) {
+            // The operator's page reads these four (admin_page.rs).
+            (&Method::GET, ["api", "admin", "projects"]) => {
+                crate::admin_page::projects(&self.hub, req.uri().query().unwrap_or(""))
+            }
+            (&Method::GET, ["api", "admin", "projects", project, "tail"]) => {
+                let remote = req.extensions().get::<RemoteAddr>();
+                crate::admin_page::tail(&self.upgrader, project, remote)
+            }
+            (&Method::GET, ["api", "admin", "projects", project, "presence"]) => {
+                crate::admin_page::presence(&self.upgrader, project).await
+            }
+            (&Method::GET, ["api", "admin", "stats"]) => crate::admin_page::stats(&self.hub),
             (&Method::POST, ["api", "admin", "projects", project, "close"]) => {
                 match ProjectId::parse(project) {
                     Ok(project) => {
@@ -83,10 +100,6 @@ impl Handle for AdminHandler {
                     Err(_) => not_found(),
                 }
             }
-            (&Method::GET, ["api", "admin", "stats"]) => json(
-                StatusCode::OK,
-                &format!(r#"{{"connections":{}}}"#, self.hub.connections()),
-            ),
             // The segment is percent-decoded: a `sub` may hold `|`, spaces, `/` (as `%2F`, which
             // the router leaves inside the one segment) or any UTF-8.
             (&Method::POST, ["api", "admin", "users", user, "disconnect"]) => {

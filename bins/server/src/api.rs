@@ -490,7 +490,7 @@ fn too_large_message(max: usize) -> String {
 
 /// A failed broker call: the caller learns to retry; the broker's own error (a Redis error
 /// text, an address) goes to the log, never into an answer.
-fn unavailable(e: &BrokerError) -> Response<Body> {
+pub(crate) fn unavailable(e: &BrokerError) -> Response<Body> {
     tracing::debug!(error = %e, "broker call failed");
     json_error(
         StatusCode::SERVICE_UNAVAILABLE,

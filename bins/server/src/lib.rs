@@ -3,6 +3,7 @@
 //! WebSocket work is `ws-transport`'s, the decisions `ws-core`'s, authentication `ws-auth`'s.
 
 pub mod admin;
+pub mod admin_page;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -5,13 +5,15 @@
 //! Router (counts every answer under /ws/ by status: wshub_handshakes_total)
 //! ├─ GET /metrics            (unless server.metrics_listen)   metrics
 //! ├─ GET / , GET /client.js  (server.demo)                    demo
+//! ├─ GET /admin, /admin/{asset} (server.admin_page)          the operator's page
 //! ├─ GET /healthz, GET /readyz
 //! ├─ GET /ws/projects/{id}, GET /ws (v2), GET /ws/check[/projects/{id}] (no upgrade: 204)
 //! │                          WebSocketRoute: Upgrader::check (not for checks) → draining
 //! │                          → SetClientIp → CheckOrigin → HandshakeRateLimit (deferred)
 //! │                          → JwtAuth → UpgradeHandler (deferred 429, query, 101)
 //! ├─ GET /sse/projects/{id}  the same WebSocketRoute, without the upgrade check: 200
-//! │                          text/event-stream (Last-Event-ID: 400 invalid_query if bad)
+//! │                          text/event-stream (Last-Event-ID: 400 invalid_query if bad);
+//! │                          CORS for any origin, as the checks (OPTIONS: the preflight)
 //! ├─ /api/admin/...          ApiKey (admin keys) → AdminHandler
 //! ├─ /api/projects/{id}/..., POST /api/users/{sub}/messages, POST /api/messages
 //! │                          ApiKey → ApiHandler (the ApiPath the router parsed)
@@ -46,6 +48,8 @@ enum Route {
     Metrics,
     DemoIndex,
     DemoClient,
+    /// `GET /admin` (`""`) and its assets.
+    AdminPage(String),
     Healthz,
     Readyz,
     /// `GET /ws/projects/{project}`, `GET /ws`, `GET /ws/check[/projects/{project}]`.
@@ -58,6 +62,9 @@ enum Route {
     /// `OPTIONS /ws/check[/projects/{project}]`: a browser's CORS preflight, since a check
     /// carries its token in `Authorization`.
     CheckPreflight,
+    /// `OPTIONS /sse/projects/{project}`: the preflight of a page reading the stream with
+    /// `fetch`, which sends `Authorization` and `Last-Event-ID`.
+    SsePreflight,
     Admin,
     /// `/api/projects/{project}/...`; `None` when the API has no such resource, which the
     /// handler answers with 404 once the key has been checked.
@@ -75,6 +82,8 @@ impl Route {
             ["metrics"] if get => Self::Metrics,
             [""] if get => Self::DemoIndex,
             ["client.js"] if get => Self::DemoClient,
+            ["admin"] if get => Self::AdminPage(String::new()),
+            ["admin", asset] if get => Self::AdminPage((*asset).to_owned()),
             ["healthz"] if get => Self::Healthz,
             ["readyz"] if get => Self::Readyz,
             // A bad project id is a 404 before the method, the upgrade or the token are looked
@@ -97,6 +106,7 @@ impl Route {
             },
             ["sse", "projects", project] => match ProjectId::parse(project) {
                 Ok(project) if get => Self::Sse(project),
+                Ok(_) if method == Method::OPTIONS => Self::SsePreflight,
                 Ok(_) => Self::WebSocketMethod,
                 Err(_) => Self::NotFound,
             },
@@ -128,6 +138,8 @@ pub(crate) struct Routes {
     serve_metrics: bool,
     /// Whether the demo page (`/`, `/client.js`) is served (`server.demo`).
     demo: bool,
+    /// Whether the operator's page (`/admin`) is served (`server.admin_page`).
+    admin_page: bool,
     broker: Arc<dyn Broker>,
     websocket: WebSocketRoute,
     admin: ApiKey<Endpoint<AdminHandler>>,
@@ -150,7 +162,7 @@ pub(crate) fn router(
     let broker = Arc::clone(upgrader.broker());
     let (api_keys, admin_keys) = settings.api_key_layers()?;
     Ok(Endpoint::new(Routes {
-        admin: admin_keys.layer(Endpoint::new(AdminHandler::new(hub.clone()))),
+        admin: admin_keys.layer(Endpoint::new(AdminHandler::new(upgrader.clone()))),
         api: api_keys.layer(Endpoint::new(ApiHandler::new(
             hub.clone(),
             Arc::clone(&broker),
@@ -159,6 +171,7 @@ pub(crate) fn router(
         websocket: WebSocketRoute::new(settings, upgrader, verifier)?,
         serve_metrics: settings.server.metrics_listen.is_none(),
         demo: settings.server.demo,
+        admin_page: settings.server.admin_page,
         broker,
         hub,
     }))
@@ -171,20 +184,23 @@ impl Handle for Routes {
         let path = req.uri().path();
         let handshake =
             (path == "/ws" || path.starts_with("/ws/")) && !path.starts_with("/ws/check");
-        let check_origin = path
-            .starts_with("/ws/check")
+        let check_origin = (path.starts_with("/ws/check") || path.starts_with("/sse/"))
             .then(|| req.headers().get(header::ORIGIN).cloned())
             .flatten();
         let response = match Route::parse(req.method(), req.uri().path()) {
             Route::Metrics if self.serve_metrics => metrics(&self.hub),
             Route::DemoIndex if self.demo => crate::demo::index(),
             Route::DemoClient if self.demo => crate::demo::client_js(),
+            Route::AdminPage(asset) if self.admin_page => {
+                crate::admin_page::asset(&asset).unwrap_or_else(not_found)
+            }
             Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
             Route::Readyz => self.readyz(),
             Route::WebSocket(target) => self.websocket.handshake(target, req).await,
             Route::Sse(project) => self.websocket.handshake(Handshake::Sse(project), req).await,
             Route::WebSocketMethod => method_not_allowed("GET", "method not allowed"),
-            Route::CheckPreflight => preflight(),
+            Route::CheckPreflight => preflight("authorization"),
+            Route::SsePreflight => preflight("authorization, last-event-id"),
             Route::Admin => call(self.admin.clone(), req).await,
             Route::Api(path) => {
                 if let Some(path) = path {
@@ -193,7 +209,11 @@ impl Handle for Routes {
                 call(self.api.clone(), req).await
             }
             Route::BadPath(message) => json_error(StatusCode::BAD_REQUEST, "invalid_path", message),
-            Route::Metrics | Route::DemoIndex | Route::DemoClient | Route::NotFound => not_found(),
+            Route::Metrics
+            | Route::DemoIndex
+            | Route::DemoClient
+            | Route::AdminPage(_)
+            | Route::NotFound => not_found(),
         };
         if handshake {
             self.hub.metrics().handshake(response.status().as_u16());
@@ -222,8 +242,9 @@ impl Routes {
     }
 }
 
-/// The answer to a check's CORS preflight: `GET` with an `Authorization` header may follow.
-fn preflight() -> Response<Body> {
+/// The answer to the CORS preflight of a check or an event stream: `GET` with `headers`
+/// may follow.
+fn preflight(allow_headers: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -233,7 +254,7 @@ fn preflight() -> Response<Body> {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization"),
+        HeaderValue::from_static(allow_headers),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -243,10 +264,11 @@ fn preflight() -> Response<Body> {
 }
 
 /// Lets a page of `origin` read a check's answer (SPEC §13: a browser client asks why its
-/// handshakes fail). A check answers only a status and a refusal's reason, for a token the
-/// page itself sent (no cookies: `Access-Control-Allow-Credentials` is never set), so any
-/// origin may read it; `auth.allowed_origins` still refuses a disallowed one with 403, which
-/// the page can then read too.
+/// handshakes fail) or an event stream. A check answers only a status and a refusal's
+/// reason, a stream only what the token the page itself sent may read (no cookies:
+/// `Access-Control-Allow-Credentials` is never set), so any origin may read them;
+/// `auth.allowed_origins` still refuses a disallowed one with 403, which the page can then
+/// read too.
 fn allow_origin(response: &mut Response<Body>, origin: HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

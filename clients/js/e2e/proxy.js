@@ -12,19 +12,24 @@ function reset(socket) {
 
 /**
  * Listens on 127.0.0.1 (an ephemeral port unless `port` is given) and forwards every connection
- * to `target` (`host:port`).
+ * to `target` (`host:port`). With `refuseUpgrades`, a connection whose request asks for a
+ * WebSocket upgrade is reset before wshub sees it (a network that blocks WebSockets; counted in
+ * `upgradesRefused`), while plain HTTP passes.
  *
  * `cut()` resets every live connection, both halves, and from then on resets each new one as
  * soon as it is accepted, so reconnect attempts fail (and are counted in `refused`) while the
  * port stays the same. `restore()` forwards again. `accepted` counts forwarded connections;
  * `refusedAt` holds the times (ms) of the connections reset on arrival.
  */
-export async function startProxy(target, { port = 0 } = {}) {
+export async function startProxy(target, { port = 0, refuseUpgrades = false } = {}) {
   const [targetHost, targetPort] = splitAddr(target);
   const pairs = new Set();
   const stalled = new Set();
   let isCut = false;
-  const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [] };
+  // heads: each request a forwarded client sent (the chunk with its request line and headers,
+  // kept-alive connections included), for tests that check what a browser asked for
+  // (`Last-Event-ID` on a reconnect, where the token went).
+  const stats = { accepted: 0, refused: 0, refusedAt: [], acceptedAt: [], heads: [], upgradesRefused: 0 };
 
   const server = createServer((client) => {
     client.on('error', () => {});
@@ -50,7 +55,26 @@ export async function startProxy(target, { port = 0 } = {}) {
     };
     client.on('close', (hadError) => !stalled.has(pair) && finish(upstream, hadError || isCut));
     upstream.on('close', (hadError) => !stalled.has(pair) && finish(client, hadError || isCut));
-    client.pipe(upstream);
+    client.on('data', (chunk) => {
+      if (/^[A-Z]+ \S+ HTTP\/1\.1\r\n/.test(chunk.toString('latin1', 0, 2100))) stats.heads.push(chunk.toString('latin1'));
+    });
+    if (refuseUpgrades) {
+      // The request's first bytes are looked at before anything is forwarded (browsers open a
+      // WebSocket on a connection of its own).
+      client.once('data', (chunk) => {
+        if (/\r\nupgrade:\s*websocket/i.test(chunk.toString('latin1'))) {
+          stats.upgradesRefused += 1;
+          pairs.delete(pair);
+          reset(client);
+          upstream.destroy();
+          return;
+        }
+        upstream.write(chunk);
+        client.pipe(upstream);
+      });
+    } else {
+      client.pipe(upstream);
+    }
     upstream.pipe(client);
   });
   server.on('error', () => {});

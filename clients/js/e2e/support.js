@@ -50,10 +50,10 @@ export async function waitFor(what, pred, timeoutMs = 10000, everyMs = 50) {
 
 /**
  * Starts `wshub` with a fresh config: demo on, JSON logs, the test secret and API key, plus
- * `extra` TOML (whole sections). `listen` defaults to an ephemeral port; the `listening` log
- * line says which.
+ * `extra` TOML (whole sections) and `env` (`WSHUB__SERVER__ADMIN_PAGE: 'true'`). `listen`
+ * defaults to an ephemeral port; the `listening` log line says which.
  */
-export async function startServer({ listen = '127.0.0.1:0', extra = '' } = {}) {
+export async function startServer({ listen = '127.0.0.1:0', extra = '', env: moreEnv = {} } = {}) {
   if (!existsSync(SERVER_BIN)) {
     throw new Error(`${SERVER_BIN} is missing: run cargo build -p server --bin wshub`);
   }
@@ -64,7 +64,7 @@ export async function startServer({ listen = '127.0.0.1:0', extra = '' } = {}) {
     `[server]\nlisten = "${listen}"\ndemo = true\n\n[log]\nformat = "json"\nlevel = "debug"\n\n` +
       `[auth]\nhs256_secrets = ["${SECRET}"]\napi_keys = ["${API_KEY}"]\n${extra}\n`,
   );
-  const env = { ...process.env };
+  const env = { ...process.env, ...moreEnv };
   delete env.RUST_LOG;
   if (!extra.includes('handshake_rate_per_ip')) env.WSHUB__LIMITS__HANDSHAKE_RATE_PER_IP = '1000000';
   const child = spawn(SERVER_BIN, ['--config', config], { env, stdio: ['ignore', 'pipe', 'pipe'] });

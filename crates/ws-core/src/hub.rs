@@ -346,6 +346,11 @@ impl<T> Hub<T> {
         self.projects.values().map(|p| p.members.len())
     }
 
+    /// Every project of this shard with its member count, in no order.
+    pub fn projects(&self) -> impl Iterator<Item = (&ProjectId, usize)> + '_ {
+        self.projects.iter().map(|(id, p)| (id, p.members.len()))
+    }
+
     /// Projects with at least one member.
     pub fn project_count(&self) -> usize {
         self.projects.len()

@@ -323,6 +323,28 @@ impl SharedHub {
         self.inner.metrics.encode(&gauges)
     }
 
+    /// Calls `visit` with every project that has a member on this node and its member
+    /// count, one shard at a time (each shard's lock is held while its projects are
+    /// visited, so `visit` must be quick: keep a bounded selection, never await).
+    pub fn visit_projects(&self, mut visit: impl FnMut(&ProjectId, usize)) {
+        for shard in &self.inner.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (project, members) in shard.projects() {
+                visit(project, members);
+            }
+        }
+    }
+
+    /// Projects with a member on this node, from the gauges (no lock taken).
+    pub fn project_count(&self) -> usize {
+        self.inner
+            .gauges
+            .projects_by_size
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Connections to `project` on this node; the same measure decides join and leave
     /// frames (a join when the project has at most the limit, counting the joiner).
     pub fn member_count(&self, project: &ProjectId) -> usize {

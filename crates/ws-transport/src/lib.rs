@@ -80,7 +80,7 @@ pub use echo::EchoUpgrader;
 pub use hub::{ConnectionInfo, Refused, SharedHub};
 pub use hyper_tungstenite::tungstenite;
 pub use membership::MembershipSink;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Totals};
 pub use serve::{RemoteAddr, serve, serve_tls};
 pub use session::{AdmittedSession, Reauthorize, Renewed};
 pub use tls::{TlsConfig, TlsError};

@@ -80,7 +80,28 @@ pub enum CloseSide {
     Client,
 }
 
+/// The message counters of [`Metrics`] as they stand, for a JSON view (`/api/admin/stats`)
+/// that cannot read the Prometheus text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages accepted by the broker (`wshub_published_total`).
+    pub published: u64,
+    /// Text frames received from clients (`wshub_messages_in_total`).
+    pub messages_in: u64,
+    /// Frames written to clients (`wshub_messages_out_total`).
+    pub messages_out: u64,
+}
+
 impl Metrics {
+    /// The message counters now.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            published: self.published.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+        }
+    }
+
     /// A handshake on the WebSocket route ended with HTTP `status`.
     pub fn handshake(&self, status: u16) {
         let label = status.to_string();

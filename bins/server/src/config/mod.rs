@@ -50,6 +50,8 @@ pub struct Server {
     pub metrics_listen: Option<SocketAddr>,
     /// The demo page at `/`.
     pub demo: bool,
+    /// The operator's page at `/admin` (it asks for an admin API key in the browser).
+    pub admin_page: bool,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
     /// Hub shards; 0 picks four per core.
@@ -65,6 +67,7 @@ impl Default for Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: None,
             demo: false,
+            admin_page: false,
             tls_cert_file: None,
             tls_key_file: None,
             shards: 0,

@@ -62,6 +62,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Serve the demo page at `/` and the JS client at `/client.js` (always on in development mode)."
         ),
         key!(
+            "server.admin_page",
+            |s| s.server.admin_page.to_string(),
+            "Serve the operator's page at `/admin` (404 when off). The page holds no secret: it asks for an admin API key and sends it as a header to `/api/admin/*`."
+        ),
+        key!(
             "server.tls_cert_file",
             |s| opt(s.server.tls_cert_file.as_ref()),
             "PEM certificate chain: serve `https://`/`wss://` directly with rustls; reloaded on SIGHUP. Set together with `tls_key_file`."

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin_page;
 mod auth;
 mod chaos;
 mod config;

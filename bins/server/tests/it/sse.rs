@@ -28,6 +28,8 @@ struct Sse {
     reader: BufReader<TcpStream>,
     buffer: String,
     heartbeats: usize,
+    /// The answer's headers, names in lower case.
+    head: Vec<(String, String)>,
 }
 
 /// `GET /sse/projects/{project}` with `headers`; the stream, or a refusal's status and body.
@@ -84,6 +86,7 @@ async fn open(
         reader,
         buffer: String::new(),
         heartbeats: 0,
+        head,
     })
 }
 
@@ -148,9 +151,15 @@ impl Sse {
         Some(String::from_utf8(chunk).unwrap())
     }
 
-    /// The next event, which must be a message; its offset.
+    /// The next message event's offset; presence events before it are skipped (another
+    /// member's leave may come at any time, e.g. when a slow one is closed).
     async fn message(&mut self, epoch: &str) -> u64 {
-        let event = self.next().await.expect("the stream ended");
+        let event = loop {
+            let event = self.next().await.expect("the stream ended");
+            if event.event != "presence" {
+                break event;
+            }
+        };
         assert_eq!(event.event, "message", "{event:?}");
         let frame = event.json();
         let offset = frame["offset"].as_u64().unwrap();
@@ -349,4 +358,168 @@ async fn sse_drain_ends_the_stream_with_close_1001() {
     assert_eq!(close.json()["code"], 1001);
     assert_eq!(sse.next().await, None, "the stream ends after the close");
     assert!(terminated.await.unwrap().success());
+}
+
+#[tokio::test]
+async fn sse_a_stream_whose_token_expires_ends_with_close_4001() {
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n\
+         [auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\nleeway = \"0s\"\n"
+    );
+    let server = Server::start_in(TempDir::new(), &toml);
+    let started = std::time::Instant::now();
+    let bearer = format!(
+        "Bearer {}",
+        token_ttl("alice", &["p"], Duration::from_secs(2))
+    );
+    let mut sse = open(
+        &server,
+        "/sse/projects/p",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    let close = sse.next().await.unwrap();
+    let lived = started.elapsed();
+    assert_eq!(close.event, "close");
+    assert_eq!(
+        close.json(),
+        json!({"code": 4001, "reason": "token expired"})
+    );
+    // `exp` is in whole seconds: the token had between 1 and 2 seconds left, and the close
+    // comes within a second of it (SPEC §5).
+    assert!(
+        lived >= Duration::from_millis(900) && lived <= Duration::from_millis(3500),
+        "closed after {lived:?}"
+    );
+    assert_eq!(sse.next().await, None, "the stream ends after the close");
+}
+
+/// A reader that reads nothing, with send queues too large for the 4008 verdict: its writes
+/// stall, and after `timeouts.write` the stream leaves the hub, with no close event (there is
+/// no way to write one); the others are not held up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_a_write_stuck_past_the_write_timeout_ends_the_stream_without_a_close_event() {
+    let server = Server::start(
+        "[limits]\nsend_queue_bytes = 268435456\nsend_queue_frames = 1000000\n\n\
+         [timeouts]\nwrite = \"1s\"\n",
+    );
+    let bearer = format!("Bearer {}", token("stuck", &["p"]));
+    let mut stuck = open(
+        &server,
+        "/sse/projects/p",
+        &[("authorization", &bearer)],
+        Some(4096),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stuck.next().await.unwrap().event, "welcome");
+    let mut fast = stream(&server, "p", "fast", None).await;
+    let epoch = fast.next().await.unwrap().json()["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let big = "x".repeat(30 * 1024);
+    let connections = |stats: Value| stats["connections"].as_u64().unwrap();
+    let mut published = 0;
+    // Rounds of ten until the stuck stream is gone (at most 3000 messages, 90 MB).
+    for _ in 0..300 {
+        for _ in 0..10 {
+            let body = json!({"data": big}).to_string();
+            let (status, _) = api(&server, "POST", "/api/projects/p/messages", &body).await;
+            assert_eq!(status, 202);
+            published += 1;
+        }
+        for n in published - 9..=published {
+            assert_eq!(
+                fast.message(&epoch).await,
+                n,
+                "the fast reader is not held up"
+            );
+        }
+        let (_, stats) = api(&server, "GET", "/api/admin/stats", "").await;
+        if connections(stats) == 1 {
+            break;
+        }
+    }
+    let (_, stats) = api(&server, "GET", "/api/admin/stats", "").await;
+    assert_eq!(connections(stats), 1, "the stuck stream left the hub");
+    // What reached the socket before the stall can still be read (the fast reader's join,
+    // messages); then the stream ends: no close event could be written.
+    let mut events = 0;
+    while let Some(event) = stuck.next().await {
+        assert_ne!(event.event, "close", "{event:?}");
+        events += u64::from(event.event == "message");
+    }
+    assert!(events < published, "{events} of {published} reached it");
+}
+
+/// A page of another origin reads the stream with `fetch` (the JS client's fallback): the
+/// preflight allows `Authorization` and `Last-Event-ID`, the stream names the origin.
+#[tokio::test]
+async fn sse_pages_of_any_origin_may_read_a_stream_without_credentials() {
+    let server = Server::start("");
+    let origin = "http://app.example.test";
+    let (status, headers, _) = http(
+        "OPTIONS",
+        &server.http("/sse/projects/p"),
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "GET"),
+            (
+                "access-control-request-headers",
+                "authorization,last-event-id",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(status, 204);
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert_eq!(
+        header("access-control-allow-headers").as_deref(),
+        Some("authorization, last-event-id")
+    );
+    assert_eq!(header("access-control-allow-credentials"), None);
+
+    let bearer = format!("Bearer {}", token("alice", &["p"]));
+    let mut sse = open(
+        &server,
+        "/sse/projects/p",
+        &[("authorization", &bearer), ("origin", origin)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        sse.head
+            .iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == origin)
+    );
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    // A refusal is readable too.
+    let (status, headers, _) = http(
+        "GET",
+        &server.http("/sse/projects/p"),
+        &[("origin", origin)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == origin)
+    );
 }
