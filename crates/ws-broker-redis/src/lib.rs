@@ -51,6 +51,7 @@ mod config;
 mod frame;
 mod inner;
 mod key_layout;
+mod link;
 mod presence;
 mod scripts;
 mod subscriber;
@@ -106,7 +107,7 @@ impl RedisBroker {
         let (reports, report_receiver) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner::new(hub, config, requests, reports)?);
         info!(
-            url = %redact(&inner.config.url),
+            redis = %inner.config.describe(),
             prefix = %inner.config.key_prefix,
             node = %inner.node,
             "redis broker starting"

@@ -17,6 +17,7 @@ mod messaging;
 mod namespaces;
 mod ops;
 mod redis;
+mod redis_cluster;
 mod redis_server;
 mod retention;
 mod scale;
