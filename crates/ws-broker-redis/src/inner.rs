@@ -154,7 +154,10 @@ impl Inner {
                 self.set_commands_up(true);
                 Ok(value)
             }
-            Err((e, lost)) => {
+            Err((e, mut lost)) => {
+                if let Some(cause) = redis_error(&e) {
+                    lost |= self.link.failed(cause);
+                }
                 if lost {
                     self.set_commands_up(false);
                 }
@@ -393,6 +396,22 @@ impl Inner {
         &self,
         pipeline: &redis::Pipeline,
     ) -> Result<Vec<RedisResult<redis::Value>>, BrokerError> {
+        // Sentinel: the pipeline ends with `WAIT 1`, on the same connection, so it covers
+        // these writes: a publish is acknowledged once a replica has it, since a failover
+        // loses what only the old master had. Without a replica in time, the publishes are
+        // not acknowledged (503), though they may have been stored.
+        let waiting;
+        let pipeline = if self.link.waits_for_replica() {
+            let mut with_wait = pipeline.clone();
+            with_wait
+                .cmd("WAIT")
+                .arg(1)
+                .arg(millis(self.config.command_timeout / 2));
+            waiting = with_wait;
+            &waiting
+        } else {
+            pipeline
+        };
         let deadline = tokio::time::Instant::now() + self.config.command_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
@@ -408,7 +427,15 @@ impl Inner {
                 && tokio::time::Instant::now() + pause < deadline
                 && matches!(&result, Err(e) if redis_error(e).is_some_and(link::retryable));
             if !again {
-                return result;
+                return match result {
+                    Ok(mut answers) if self.link.waits_for_replica() => match answers.pop() {
+                        Some(Ok(redis::Value::Int(n))) if n >= 1 => Ok(answers),
+                        _ => Err(BrokerError::unavailable(
+                            "no redis replica acknowledged the publish in time",
+                        )),
+                    },
+                    other => other,
+                };
             }
             debug!(error = ?result.err(), "publish not run by the cluster; sending it again");
             tokio::time::sleep(pause).await;
@@ -561,6 +588,27 @@ impl Inner {
                 })
                 .collect(),
         })
+    }
+
+    /// Gives `project`'s stream a new epoch if its epoch is still `seen` (see
+    /// `Subscriber::verify`).
+    pub(crate) async fn fork_epoch(
+        &self,
+        project: &ProjectId,
+        seen: &str,
+    ) -> Result<(), BrokerError> {
+        let mut invocation = self.scripts.fork.prepare_invoke();
+        invocation
+            .key(self.keys.meta(project))
+            .arg(seen)
+            .arg(new_epoch())
+            .arg(millis(self.meta_ttl));
+        let invocation = &invocation;
+        self.call(true, |mut c| async move {
+            invocation.invoke_async::<Option<String>>(&mut c).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Every node's members of `project`: this node's (`local`, exact), the others' from

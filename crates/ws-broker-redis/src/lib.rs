@@ -117,6 +117,7 @@ impl RedisBroker {
             tokio::spawn(presence::maintain(Arc::clone(&inner))),
             tokio::spawn(budget::account(Arc::clone(&inner), report_receiver)),
             tokio::spawn(budget::sweep(Arc::clone(&inner))),
+            tokio::spawn(link::watch_sentinels(Arc::clone(&inner))),
         ];
         Ok(Self { inner, tasks })
     }

@@ -190,6 +190,17 @@ local t = redis.call('TIME')
 return {epoch, top, t[1], t[2], entries}
 ";
 
+/// `KEYS`: meta. `ARGV`: the epoch seen, a new epoch, meta TTL (ms). Replaces the stream's
+/// epoch if it is still the one seen (a node found that Redis lost messages it delivered);
+/// the history stays, under the new name. Returns the epoch now.
+const FORK: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGET', KEYS[1], 'epoch')
+";
+
 /// `KEYS`: the project's presence set, this node's presence hash, meta. `ARGV`: node id,
 /// presence TTL (ms), meta TTL (ms), then user, connections, user, connections…
 /// Replaces this node's announcement; with no users, withdraws it.
@@ -241,6 +252,7 @@ pub(crate) struct Scripts {
     pub(crate) account: Script,
     pub(crate) forget: Script,
     pub(crate) cut: Script,
+    pub(crate) fork: Script,
 }
 
 impl Scripts {
@@ -264,6 +276,7 @@ impl Scripts {
             account: Script::new(ACCOUNT),
             forget: Script::new(FORGET),
             cut: Script::new(CUT),
+            fork: Script::new(FORK),
         }
     }
 }

@@ -69,6 +69,22 @@ pub(crate) struct Subscriber {
     inner: Arc<Inner>,
     requests: mpsc::UnboundedReceiver<Request>,
     projects: HashMap<ProjectId, Follower>,
+    /// The last stored message delivered per project, to tell after a reconnect whether
+    /// Redis still has it (see [`Subscriber::verify`]).
+    delivered: HashMap<ProjectId, Delivered>,
+}
+
+/// A message this node delivered: its stream, offset and a digest of its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Delivered {
+    epoch: String,
+    offset: u64,
+    digest: u64,
+}
+
+fn digest(frame: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(frame)
 }
 
 /// Why a pub/sub session ended.
@@ -85,6 +101,7 @@ impl Subscriber {
             inner,
             requests,
             projects: HashMap::new(),
+            delivered: HashMap::new(),
         }
     }
 
@@ -138,7 +155,7 @@ impl Subscriber {
     /// A new pub/sub connection: to the one Redis, or to the cluster.
     async fn connect(&self) -> RedisResult<Feed> {
         if let Some(client) = self.inner.link.client() {
-            let (sink, stream) = client.get_async_pubsub().await?.split();
+            let (sink, stream) = client?.get_async_pubsub().await?.split();
             return Ok(Feed::Plain { sink, stream });
         }
         let (pushes, receiver) = mpsc::unbounded_channel();
@@ -200,11 +217,16 @@ impl Subscriber {
         // Whatever was published while this node was not subscribed is in the history.
         let projects: Vec<ProjectId> = self.projects.keys().cloned().collect();
         for project in projects {
+            if let Err(e) = self.verify(&project).await {
+                return End::Lost(Box::new(e));
+            }
             if let Err(e) = self.catch_up(&project).await {
                 return End::Lost(Box::new(e));
             }
         }
 
+        // Sentinel: a new master means a new session on it.
+        let mut moves = self.inner.link.moves();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let mut ping = tokio::time::interval(PING_EVERY);
         sweep.reset();
@@ -226,6 +248,7 @@ impl Subscriber {
                     None => return End::Stopped,
                 },
                 _ = sweep.tick() => self.sweep(&mut feed).await,
+                () = master_moved(&mut moves) => Err(BrokerError::unavailable("the sentinels named another master")),
                 _ = ping.tick() => match timeout(command_timeout, feed.ping()).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(BrokerError::caused_by("", e)),
@@ -322,6 +345,7 @@ impl Subscriber {
         }
         for project in &idle {
             self.projects.remove(project);
+            self.delivered.remove(project);
         }
         for chunk in idle.chunks(BATCH) {
             let channels: Vec<String> = chunk.iter().map(|p| self.inner.keys.channel(p)).collect();
@@ -381,9 +405,52 @@ impl Subscriber {
                 }
             }
         }
+        self.record(&project, &epoch, offset, &live.frame);
         self.inner
             .hub
             .deliver(&project, Some(offset), live.frame, except);
+        Ok(())
+    }
+
+    fn record(&mut self, project: &ProjectId, epoch: &str, offset: u64, frame: &str) {
+        let delivered = Delivered {
+            epoch: epoch.to_owned(),
+            offset,
+            digest: digest(frame),
+        };
+        match self.delivered.get_mut(project) {
+            Some(d) => *d = delivered,
+            None => {
+                self.delivered.insert(project.clone(), delivered);
+            }
+        }
+    }
+
+    /// After a reconnect: whether Redis still holds the last message this node delivered
+    /// of `project`, at its offset. A failover (Sentinel, or a cluster replica promoted
+    /// after its primary died) can drop writes the old master had already published: the
+    /// new master then gives their offsets to other messages, which the follower would
+    /// take for duplicates. When the message is gone (the stream is below its offset) or
+    /// another one holds its offset, the stream gets a new epoch (`Inner::fork_epoch`):
+    /// every node closes the project's connections (1013) and every client learns
+    /// `recovered: false`. A message already trimmed from the history cannot be checked.
+    async fn verify(&mut self, project: &ProjectId) -> Result<(), BrokerError> {
+        let Some(seen) = self.delivered.get(project).cloned() else {
+            return Ok(());
+        };
+        let stream = self.inner.read(project, Some(seen.offset - 1)).await?;
+        if stream.epoch != seen.epoch {
+            return Ok(()); // the follower sees the new epoch and closes what it must
+        }
+        let diverged = stream.top < seen.offset
+            || stream
+                .messages
+                .first()
+                .is_some_and(|m| m.offset == seen.offset && digest(&m.frame) != seen.digest);
+        if diverged {
+            warn!(project = %project, offset = seen.offset, top = stream.top, "redis no longer has a message this node delivered (a failover dropped writes): the stream starts a new epoch, so that every client reloads");
+            self.inner.fork_epoch(project, &seen.epoch).await?;
+        }
         Ok(())
     }
 
@@ -407,12 +474,24 @@ impl Subscriber {
         match follower.handle_fill(&stream.epoch, stream.top, stream.first) {
             Fill::Replay => {
                 let missed = stream.messages.len();
+                let mut last = None;
                 for message in stream.messages {
                     if follower.admit(message.offset) {
+                        last = Some((message.offset, digest(&message.frame)));
                         self.inner
                             .hub
                             .deliver(project, Some(message.offset), message.frame, None);
                     }
+                }
+                if let Some((offset, digest)) = last {
+                    self.delivered.insert(
+                        project.clone(),
+                        Delivered {
+                            epoch: stream.epoch,
+                            offset,
+                            digest,
+                        },
+                    );
                 }
                 if missed > 0 {
                     debug!(project = %project, missed, "caught up from the history");
@@ -565,4 +644,16 @@ fn per_slot(channels: &[String]) -> Vec<Vec<&String>> {
         groups.entry(link::slot(channel)).or_default().push(channel);
     }
     groups.into_values().collect()
+}
+
+/// Resolves when the sentinels name another master; never without Sentinel.
+async fn master_moved(moves: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match moves {
+        Some(moves) => {
+            if moves.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }

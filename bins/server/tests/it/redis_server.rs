@@ -469,3 +469,88 @@ pub(crate) fn node_with(broker_keys: &str) -> Server {
         "[broker]\nkind = \"redis\"\n{broker_keys}\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[shutdown]\ndrain = \"1s\"\n"
     ))
 }
+
+/// A `redis-server --sentinel` of the test's own watching `master` under the name `main`
+/// (quorum 1, down after 1 s, failover timeout 5 s), killed when dropped.
+pub(crate) struct Sentinel {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    _dir: TempDir,
+}
+
+impl Sentinel {
+    pub(crate) fn start(master_port: u16) -> Self {
+        for _ in 0..20 {
+            let dir = TempDir::new();
+            let port = free_port();
+            let conf = dir.0.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor main 127.0.0.1 {master_port} 1\n\
+                     sentinel down-after-milliseconds main 1000\n\
+                     sentinel failover-timeout main 5000\n\
+                     sentinel parallel-syncs main 1\n",
+                    dir.0.display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .args(["--sentinel", "--loglevel", "warning"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile
+                }
+                if answers(port) {
+                    return Self {
+                        child: Some(child),
+                        port,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server --sentinel did not start on any free port");
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A `redis-cli` command's output, asked of this sentinel.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli comes with redis-server");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The port of the master this sentinel names now.
+    pub(crate) fn master_port(&self) -> Option<u16> {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", "main"])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
