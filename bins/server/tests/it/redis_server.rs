@@ -173,6 +173,9 @@ impl RedisCluster {
                     // A replica may take over at once, however long it was cut off.
                     "--cluster-replica-validity-factor",
                     "0",
+                    // Replicas sync at once (the default waits 5 s to batch them).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ];
                 all.extend_from_slice(args);
                 Redis::start_with(&all)
@@ -196,6 +199,19 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_ok(Duration::from_secs(20));
+        // Every replica in sync, so that a primary's death loses nothing it acknowledged
+        // before the test starts.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &cluster.nodes {
+            while node.cli(&["ROLE"]).starts_with("slave")
+                && !node
+                    .cli(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "a replica did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
