@@ -407,7 +407,9 @@ impl Settings {
                 .with_list_parse_key("auth.api_keys")
                 .with_list_parse_key("auth.allowed_origins")
                 .with_list_parse_key("auth.public_key_files")
-                .with_list_parse_key("auth.trusted_proxies"),
+                .with_list_parse_key("auth.trusted_proxies")
+                .with_list_parse_key("broker.redis_cluster")
+                .with_list_parse_key("broker.redis_sentinels"),
         );
         let mut settings: Self = builder
             .build()

@@ -21,14 +21,29 @@ fn spread_projects(cluster: &RedisCluster, n: usize) -> Vec<String> {
     projects
 }
 
+/// A node whose cluster seeds come from `WSHUB__BROKER__REDIS_CLUSTER` (comma-separated).
+fn node_from_env(cluster: &RedisCluster) -> Server {
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}", n.port))
+        .collect();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n\
+         [auth]\nhs256_secrets = [\"{SECRET}\"]\napi_keys = [\"{API_KEY}\"]\nadmin_api_keys = [\"{API_KEY}\"]\n\n\
+         [broker]\nkind = \"redis\"\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n"
+    );
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"));
+    command.env("WSHUB__BROKER__REDIS_CLUSTER", seeds.join(","));
+    Server::start_in_command(TempDir::new(), &toml, command)
+}
+
 #[tokio::test]
 async fn projects_on_different_shards_arrive_in_order_once_across_nodes() {
     const EACH: u64 = 15;
     let cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
+    // Node B reads its seeds from the environment (a comma-separated list).
+    let (a, b) = (node_with(&cluster.broker_keys()), node_from_env(&cluster));
     wait_readyz(&a, 200, Duration::from_secs(15)).await;
     wait_readyz(&b, 200, Duration::from_secs(15)).await;
     let projects = spread_projects(&cluster, 6);
