@@ -287,6 +287,79 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// How to move the slot of `key` to the primary on `to`, runnable on another thread
+    /// while the test publishes ([`SlotMove::run`]).
+    pub(crate) fn slot_move(&self, key: &str, to: u16) -> SlotMove {
+        let from = self.master_of(key);
+        let nodes = self.topology();
+        let id = |port: u16| nodes.iter().find(|n| n.port == port).unwrap().id.clone();
+        SlotMove {
+            slot: self.slot(key).to_string(),
+            from,
+            from_id: id(from),
+            to,
+            to_id: id(to),
+            primaries: nodes
+                .iter()
+                .filter(|n| n.master && !n.failed)
+                .map(|n| n.port)
+                .collect(),
+        }
+    }
+}
+
+/// A slot to move from one primary to another, as a resharding does.
+pub(crate) struct SlotMove {
+    slot: String,
+    from: u16,
+    from_id: String,
+    to: u16,
+    to_id: String,
+    primaries: Vec<u16>,
+}
+
+impl SlotMove {
+    /// Marks the slot importing and migrating, moves its keys a few at a time with
+    /// `MIGRATE`, then tells every primary the new owner.
+    pub(crate) fn run(&self) {
+        let cli = |port: u16, args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli comes with redis-server");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let slot = self.slot.as_str();
+        let answer = cli(
+            self.to,
+            &["CLUSTER", "SETSLOT", slot, "IMPORTING", &self.from_id],
+        );
+        assert_eq!(answer, "OK");
+        let answer = cli(
+            self.from,
+            &["CLUSTER", "SETSLOT", slot, "MIGRATING", &self.to_id],
+        );
+        assert_eq!(answer, "OK");
+        let to_port = self.to.to_string();
+        loop {
+            // Two keys at a time: the publishes meet a slot half moved.
+            let keys = cli(self.from, &["CLUSTER", "GETKEYSINSLOT", slot, "2"]);
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys.lines());
+            assert_eq!(cli(self.from, &args), "OK");
+        }
+        for &port in &self.primaries {
+            let answer = cli(port, &["CLUSTER", "SETSLOT", slot, "NODE", &self.to_id]);
+            assert_eq!(answer, "OK", "SETSLOT NODE on {port}");
+        }
+    }
+}
+
 /// Every slot range with its owner's port, as `node` sees them.
 fn owners(node: &Redis) -> Vec<(u16, u16, u16)> {
     let mut out: Vec<(u16, u16, u16)> = parse_nodes(&node.cli(&["CLUSTER", "NODES"]))
