@@ -24,6 +24,9 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// The name the sentinels know the master by (`sentinel monitor <name> …`).
     pub sentinel_master: String,
+    /// The password of the master (and its replicas) the sentinels name (`requirepass`);
+    /// empty: none. The sentinels' own passwords go in their URLs.
+    pub sentinel_master_password: String,
     /// Prefixes every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
     /// Multiplexed connections for commands (the pub/sub connection comes on top).
@@ -52,6 +55,7 @@ impl Default for RedisConfig {
             cluster: Vec::new(),
             sentinels: Vec::new(),
             sentinel_master: String::new(),
+            sentinel_master_password: String::new(),
             key_prefix: "wshub".to_owned(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(2),
@@ -89,6 +93,14 @@ impl fmt::Debug for RedisConfig {
                 &self.sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>(),
             )
             .field("sentinel_master", &self.sentinel_master)
+            .field(
+                "sentinel_master_password",
+                &if self.sentinel_master_password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
@@ -515,6 +527,7 @@ mod tests {
         let secret = RedisConfig {
             cluster: vec!["redis://:s3cret@10.0.0.1:7000".to_owned()],
             sentinels: vec!["redis://:s3cret@10.0.0.1:26379".to_owned()],
+            sentinel_master_password: "s3cret".to_owned(),
             ..RedisConfig::default()
         };
         assert!(!format!("{secret:?}").contains("s3cret"));

@@ -68,6 +68,8 @@ pub(crate) enum Backend {
 pub(crate) struct Sentinel {
     sentinels: Vec<redis::Client>,
     name: String,
+    /// The master's `requirepass`, if any.
+    password: Option<String>,
     pool_size: usize,
     manager: ConnectionManagerConfig,
     connect_timeout: Duration,
@@ -175,6 +177,7 @@ impl Backend {
             return Ok(Self::Sentinel(Box::new(Sentinel {
                 sentinels,
                 name: config.sentinel_master.clone(),
+                password: Some(config.sentinel_master_password.clone()).filter(|p| !p.is_empty()),
                 pool_size: config.pool_size,
                 manager,
                 connect_timeout: config.connect_timeout,
@@ -355,7 +358,7 @@ impl Sentinel {
                 }
             };
             let role = async {
-                let client = redis::Client::open(master_url(&address))?;
+                let client = redis::Client::open(self.master_info(&address)?)?;
                 let mut c = client.get_multiplexed_async_connection().await?;
                 redis::cmd("ROLE").query_async::<Vec<Value>>(&mut c).await
             };
@@ -378,7 +381,7 @@ impl Sentinel {
         if self.current().is_some_and(|m| m.address == address) {
             return Ok(false);
         }
-        let client = redis::Client::open(master_url(&address))?;
+        let client = redis::Client::open(self.master_info(&address)?)?;
         let pool = pool_of(&client, self.pool_size, &self.manager)?;
         let master = Master {
             address,
@@ -392,11 +395,19 @@ impl Sentinel {
     }
 }
 
-fn master_url((host, port): &(String, u16)) -> String {
-    if host.contains(':') {
-        format!("redis://[{host}]:{port}/")
-    } else {
-        format!("redis://{host}:{port}/")
+impl Sentinel {
+    /// How to reach the master at `address`: plain TCP, with its password if configured
+    /// (set as a field: no URL to escape it in).
+    fn master_info(&self, (host, port): &(String, u16)) -> RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let info = redis::ConnectionAddr::Tcp(host.clone(), *port).into_connection_info()?;
+        Ok(match &self.password {
+            Some(password) => {
+                let settings = info.redis_settings().clone().set_password(password);
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        })
     }
 }
 

@@ -137,6 +137,7 @@ impl Settings {
             .map(|u| u.0.clone())
             .collect();
         config.sentinel_master = self.broker.redis_sentinel_master.clone();
+        config.sentinel_master_password = self.broker.redis_sentinel_master_password.0.clone();
         config.key_prefix = self.broker.key_prefix.clone();
         config.pool_size = self.broker.pool_size;
         config.connect_timeout = self.broker.connect_timeout;

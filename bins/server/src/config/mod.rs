@@ -266,6 +266,8 @@ pub struct Broker {
     pub redis_sentinels: Vec<Secret>,
     /// The master's name as the sentinels know it.
     pub redis_sentinel_master: String,
+    /// The master's password (`requirepass`); empty: none.
+    pub redis_sentinel_master_password: Secret,
     /// Prefixes every Redis key and channel, so several deployments share one Redis.
     pub key_prefix: String,
     /// Multiplexed Redis connections for commands; the pub/sub connection comes on top.
@@ -289,6 +291,7 @@ impl Default for Broker {
             redis_cluster: Vec::new(),
             redis_sentinels: Vec::new(),
             redis_sentinel_master: String::new(),
+            redis_sentinel_master_password: Secret::default(),
             key_prefix: "wshub".to_owned(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(2),
@@ -482,6 +485,9 @@ impl Settings {
             }
             if b.redis_sentinels.is_empty() && !b.redis_sentinel_master.is_empty() {
                 bail!("broker.redis_sentinel_master: goes with broker.redis_sentinels");
+            }
+            if b.redis_sentinels.is_empty() && !b.redis_sentinel_master_password.0.is_empty() {
+                bail!("broker.redis_sentinel_master_password: goes with broker.redis_sentinels");
             }
             self.redis_config().validate().map_err(|e| {
                 use ws_broker_redis::Field;
@@ -767,12 +773,15 @@ mod tests {
             kind = "redis"
             redis_sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]
             redis_sentinel_master = "main"
+            redis_sentinel_master_password = "master-pw-K8"
             "#,
         )
         .unwrap();
         let redis = s.redis_config();
         assert_eq!(redis.sentinels.len(), 2);
         assert_eq!(redis.sentinel_master, "main");
+        assert_eq!(redis.sentinel_master_password, "master-pw-K8");
+        assert!(!format!("{s:?}{redis:?}").contains("master-pw-K8"));
         // Exactly one place: one Redis, a cluster, or sentinels.
         let cases = [
             (
@@ -790,6 +799,10 @@ mod tests {
             (
                 "redis_sentinel_master = \"m\"",
                 "broker.redis_sentinel_master",
+            ),
+            (
+                "redis_sentinel_master_password = \"pw-K9\"",
+                "broker.redis_sentinel_master_password",
             ),
             (
                 "redis_cluster = [\"http://:pw-K9@b:7000\"]",

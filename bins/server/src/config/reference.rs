@@ -283,6 +283,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "The name the sentinels know the master by; required with `redis_sentinels`."
         ),
         key!(
+            "broker.redis_sentinel_master_password",
+            |_s| "\"\"".to_owned(),
+            "The password (`requirepass`) of the master the sentinels name; empty: none. Redacted in logs. The sentinels' own passwords go in their URLs."
+        ),
+        key!(
             "broker.key_prefix",
             |s| format!("\"{}\"", s.broker.key_prefix),
             "Prefix of every Redis key and channel, so several deployments share one Redis."

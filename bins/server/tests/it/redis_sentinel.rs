@@ -1,6 +1,6 @@
 //! The Redis broker through Redis Sentinel, with real processes: a master (AOF,
-//! `appendfsync always`), a replica and two sentinels; `SENTINEL FAILOVER` while two nodes
-//! publish.
+//! `appendfsync always`, a password), a replica and two sentinels; `SENTINEL FAILOVER` while
+//! two nodes publish.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,22 +25,31 @@ fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 async fn a_sentinel_failover_during_a_publish_stream_loses_and_duplicates_nothing() {
     const BEFORE: usize = 40;
     const AFTER: usize = 40;
-    let master = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let replica_of = format!("127.0.0.1 {}", master.port);
-    let replica = Redis::start_with(&[
+    const PASSWORD: &str = "sentinel-master-pw-Q7";
+    let secured = [
         "--appendonly",
         "yes",
         "--appendfsync",
         "always",
-        "--replicaof",
-        &replica_of,
-    ]);
+        "--requirepass",
+        PASSWORD,
+        "--masterauth",
+        PASSWORD,
+    ];
+    let master = Redis::start_with(&secured);
+    let replica_of = format!("127.0.0.1 {}", master.port);
+    let mut replica_args = secured.to_vec();
+    replica_args.extend(["--replicaof", &replica_of]);
+    let replica = Redis::start_with(&replica_args);
     wait_until("the replica in sync", Duration::from_secs(10), || {
         replica
-            .cli(&["INFO", "replication"])
+            .cli(&["-a", PASSWORD, "--no-auth-warning", "INFO", "replication"])
             .contains("master_link_status:up")
     });
-    let sentinels = [Sentinel::start(master.port), Sentinel::start(master.port)];
+    let sentinels = [
+        Sentinel::start(master.port, Some(PASSWORD)),
+        Sentinel::start(master.port, Some(PASSWORD)),
+    ];
     for s in &sentinels {
         wait_until(
             "the sentinel knows the replica",
@@ -52,7 +61,7 @@ async fn a_sentinel_failover_during_a_publish_stream_loses_and_duplicates_nothin
         );
     }
     let keys = format!(
-        "redis_sentinels = [\"{}\", \"{}\"]\nredis_sentinel_master = \"main\"",
+        "redis_sentinels = [\"{}\", \"{}\"]\nredis_sentinel_master = \"main\"\nredis_sentinel_master_password = \"{PASSWORD}\"",
         sentinels[0].url(),
         sentinels[1].url()
     );
@@ -253,6 +262,12 @@ async fn a_sentinel_failover_during_a_publish_stream_loses_and_duplicates_nothin
         .await;
         assert_eq!(welcome["recovered"], false, "client {k}: {welcome}");
         reloaded += 1;
+    }
+    for node in [&a, &b] {
+        assert!(
+            node.logs().iter().all(|l| !l.contains(PASSWORD)),
+            "the master's password is logged"
+        );
     }
     eprintln!(
         "redis sentinel failover: {} publishes acknowledged, {refused} refused with 503; SENTINEL FAILOVER to 10 publishes on the new master took {took:?}; \

@@ -560,7 +560,8 @@ pub(crate) fn node_with(broker_keys: &str) -> Server {
 }
 
 /// A `redis-server --sentinel` of the test's own watching `master` under the name `main`
-/// (quorum 1, down after 1 s, failover timeout 5 s), killed when dropped.
+/// (quorum 1, down after 1 s, failover timeout 5 s; `auth_pass`: the master's password),
+/// killed when dropped.
 pub(crate) struct Sentinel {
     child: Option<Child>,
     pub(crate) port: u16,
@@ -568,7 +569,8 @@ pub(crate) struct Sentinel {
 }
 
 impl Sentinel {
-    pub(crate) fn start(master_port: u16) -> Self {
+    pub(crate) fn start(master_port: u16, auth_pass: Option<&str>) -> Self {
+        let auth = auth_pass.map_or_else(String::new, |p| format!("sentinel auth-pass main {p}\n"));
         for _ in 0..20 {
             let dir = TempDir::new();
             let port = free_port();
@@ -580,7 +582,7 @@ impl Sentinel {
                      sentinel monitor main 127.0.0.1 {master_port} 1\n\
                      sentinel down-after-milliseconds main 1000\n\
                      sentinel failover-timeout main 5000\n\
-                     sentinel parallel-syncs main 1\n",
+                     sentinel parallel-syncs main 1\n{auth}",
                     dir.0.display()
                 ),
             )
