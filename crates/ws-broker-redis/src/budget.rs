@@ -11,7 +11,11 @@
 //! ```
 //!
 //! The publish script never touches these keys: in a Redis Cluster they live in another
-//! slot than the project's. The price is a lag: the total can run over the budget by what
+//! slot than the project's. On a cluster the budget stays one for the deployment: its keys
+//! share the `{*}` tag, so they sit on one shard, and every script here touches only them
+//! (ACCOUNT, FORGET) or only one project's keys (CUT); the per-project reads of a sweep go
+//! to each project's own shard (`Inner::query_each`). That shard takes one ACCOUNT per node
+//! per 100 ms and one sweep a second: little next to the publishes spread over all shards. The price is a lag: the total can run over the budget by what
 //! the deployment publishes in one account interval plus one sweep (each node reports its
 //! own publishes; the sweep itself takes a few round trips per freed stream).
 
@@ -244,19 +248,19 @@ impl Inner {
                 async move { cmd.query_async(&mut c).await }
             })
             .await?;
-        let members: Vec<u64> = self
-            .call(true, |mut c| {
-                let mut pipe = redis::pipe();
-                for p in projects {
-                    // Announcements are scored by when they expire: a live one is in the future.
-                    pipe.cmd("ZCOUNT")
-                        .arg(self.keys.presence(p))
-                        .arg(crate::inner::unix_millis())
-                        .arg("+inf");
-                }
-                async move { pipe.query_async(&mut c).await }
+        // Announcements are scored by when they expire: a live one is in the future. Each
+        // project's set is in its own slot: one pipeline on a single Redis, one command each
+        // on a cluster (`Inner::query_each`).
+        let now = crate::inner::unix_millis();
+        let counts = projects
+            .iter()
+            .map(|p| {
+                let mut cmd = redis::cmd("ZCOUNT");
+                cmd.arg(self.keys.presence(p)).arg(now).arg("+inf");
+                cmd
             })
-            .await?;
+            .collect();
+        let members: Vec<u64> = self.query_each(counts).await?;
         Ok((
             bytes.into_iter().map(Option::unwrap_or_default).collect(),
             members.into_iter().map(|n| n > 0).collect(),

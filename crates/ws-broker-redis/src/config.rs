@@ -14,8 +14,19 @@ use ws_core::namespace::{NamespacePolicy, Namespaces};
 #[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS (checked against the
-    /// system's root certificates; `SSL_CERT_FILE` names another bundle).
+    /// system's root certificates; `SSL_CERT_FILE` names another bundle). Unused when
+    /// `cluster` or `sentinels` is set.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://[user:password@]host:port`, `rediss://` for
+    /// TLS); empty: not a cluster. The others are found from them.
+    pub cluster: Vec<String>,
+    /// Sentinels watching the master to use (`redis://host:26379`); empty: no Sentinel.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels know the master by (`sentinel monitor <name> …`).
+    pub sentinel_master: String,
+    /// The password of the master (and its replicas) the sentinels name (`requirepass`);
+    /// empty: none. The sentinels' own passwords go in their URLs.
+    pub sentinel_master_password: String,
     /// Prefixes every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
     /// Multiplexed connections for commands (the pub/sub connection comes on top).
@@ -41,6 +52,10 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/0".to_owned(),
+            cluster: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            sentinel_master_password: String::new(),
             key_prefix: "wshub".to_owned(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(2),
@@ -69,6 +84,23 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &redact(&self.url))
+            .field(
+                "cluster",
+                &self.cluster.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field(
+                "sentinels",
+                &self.sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field("sentinel_master", &self.sentinel_master)
+            .field(
+                "sentinel_master_password",
+                &if self.sentinel_master_password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
@@ -173,6 +205,18 @@ pub enum ConfigError {
     /// Zero durations would make every command fail.
     #[error("{0} must be longer than 0s")]
     Zero(Field),
+    /// A cluster seed URL does not parse, or the seeds do not make a cluster client.
+    #[error("invalid Redis Cluster seed: {0}")]
+    Cluster(#[source] RedisError),
+    /// A sentinel URL does not parse.
+    #[error("invalid sentinel URL: {0}")]
+    Sentinel(#[source] RedisError),
+    /// `sentinels` without the master's name.
+    #[error("sentinel_master must name the master the sentinels watch")]
+    SentinelMaster,
+    /// Both `cluster` and `sentinels` are set: the broker talks to one of them.
+    #[error("set either cluster or sentinels, not both")]
+    Topology,
 }
 
 impl ConfigError {
@@ -183,6 +227,9 @@ impl ConfigError {
             Self::KeyPrefix => Field::KeyPrefix,
             Self::PoolSize => Field::PoolSize,
             Self::Zero(field) => *field,
+            Self::Cluster(_) | Self::Topology => Field::Cluster,
+            Self::Sentinel(_) => Field::Sentinels,
+            Self::SentinelMaster => Field::SentinelMaster,
         }
     }
 }
@@ -203,6 +250,12 @@ pub enum Field {
     CommandTimeout,
     /// `presence_ttl`.
     PresenceTtl,
+    /// `cluster`.
+    Cluster,
+    /// `sentinels`.
+    Sentinels,
+    /// `sentinel_master`.
+    SentinelMaster,
 }
 
 impl Field {
@@ -215,6 +268,9 @@ impl Field {
             Self::ConnectTimeout => "connect_timeout",
             Self::CommandTimeout => "command_timeout",
             Self::PresenceTtl => "presence_ttl",
+            Self::Cluster => "cluster",
+            Self::Sentinels => "sentinels",
+            Self::SentinelMaster => "sentinel_master",
         }
     }
 }
@@ -243,8 +299,47 @@ impl RedisConfig {
                 return Err(ConfigError::Zero(field));
             }
         }
+        if !self.cluster.is_empty() && !self.sentinels.is_empty() {
+            return Err(ConfigError::Topology);
+        }
+        if !self.cluster.is_empty() {
+            for seed in &self.cluster {
+                redis::Client::open(seed.as_str()).map_err(ConfigError::Cluster)?;
+            }
+            // Mixed TLS and plain seeds, or differing passwords, are the builder's to refuse.
+            redis::cluster::ClusterClient::new(self.cluster.iter().map(String::as_str))
+                .map_err(ConfigError::Cluster)?;
+            return Ok(());
+        }
+        if !self.sentinels.is_empty() {
+            for sentinel in &self.sentinels {
+                redis::Client::open(sentinel.as_str()).map_err(ConfigError::Sentinel)?;
+            }
+            if self.sentinel_master.trim().is_empty() {
+                return Err(ConfigError::SentinelMaster);
+            }
+            return Ok(());
+        }
         redis::Client::open(self.url.as_str()).map_err(ConfigError::Url)?;
         Ok(())
+    }
+
+    /// Where the broker's Redis is, for logs: the URL, the cluster's seeds or the
+    /// sentinels, passwords hidden.
+    pub fn describe(&self) -> String {
+        if !self.cluster.is_empty() {
+            let seeds: Vec<String> = self.cluster.iter().map(|u| redact(u)).collect();
+            format!("cluster {}", seeds.join(" "))
+        } else if !self.sentinels.is_empty() {
+            let sentinels: Vec<String> = self.sentinels.iter().map(|u| redact(u)).collect();
+            format!(
+                "sentinel master {} via {}",
+                self.sentinel_master,
+                sentinels.join(" ")
+            )
+        } else {
+            redact(&self.url)
+        }
     }
 }
 
@@ -382,5 +477,61 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(tls.validate().is_ok());
+    }
+
+    #[test]
+    fn cluster_and_sentinel_settings_are_checked() {
+        let cluster = |seeds: &[&str]| RedisConfig {
+            cluster: seeds.iter().map(|s| (*s).to_owned()).collect(),
+            // Not used with a cluster, so not checked either.
+            url: "http://ignored".to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(
+            cluster(&["redis://10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cluster(&["rediss://:pw@c1.example.com:7000"])
+                .validate()
+                .is_ok()
+        );
+        let e = cluster(&["redis://10.0.0.1:7000", "http://x"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field(), Field::Cluster);
+        assert!(e.to_string().contains("Redis Cluster seed"), "{e}");
+        let sentinel = |sentinels: &[&str], master: &str| RedisConfig {
+            sentinels: sentinels.iter().map(|s| (*s).to_owned()).collect(),
+            sentinel_master: master.to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(
+            sentinel(&["redis://10.0.0.1:26379"], "main")
+                .validate()
+                .is_ok()
+        );
+        let e = sentinel(&["redis://10.0.0.1:26379"], " ")
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field(), Field::SentinelMaster);
+        let e = sentinel(&["nope"], "main").validate().unwrap_err();
+        assert_eq!(e.field(), Field::Sentinels);
+        let both = RedisConfig {
+            cluster: vec!["redis://10.0.0.1:7000".to_owned()],
+            ..sentinel(&["redis://10.0.0.1:26379"], "main")
+        };
+        assert_eq!(both.validate().unwrap_err().field(), Field::Cluster);
+        // Passwords stay out of what is logged.
+        let secret = RedisConfig {
+            cluster: vec!["redis://:s3cret@10.0.0.1:7000".to_owned()],
+            sentinels: vec!["redis://:s3cret@10.0.0.1:26379".to_owned()],
+            sentinel_master_password: "s3cret".to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(!format!("{secret:?}").contains("s3cret"));
+        assert!(!secret.describe().contains("s3cret"));
+        assert!(secret.describe().starts_with("cluster "));
     }
 }

@@ -1,14 +1,15 @@
-//! What the broker's tasks share ([`Inner`]) and its Redis calls: the pool, readiness, the
-//! publish, read, recover, history and presence scripts.
+//! What the broker's tasks share ([`Inner`]) and its Redis calls: readiness, the publish,
+//! read, recover, history and presence scripts. The connections are `link::Backend`'s
+//! (one Redis or a cluster); this file does not care which, except where a cluster needs a
+//! pipeline per hash slot.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use ws_core::envelope::ServerFrame;
 use ws_core::history::retains_after;
 use ws_core::{ProjectId, UserId};
@@ -20,10 +21,11 @@ use ws_transport::broker::{
 use crate::config::{ConfigError, RedisConfig};
 use crate::frame::Origin;
 use crate::key_layout::KeyLayout;
+use crate::link::{self, Backend, Conn};
 use crate::presence::Presence;
 use crate::scripts::Scripts;
 use crate::subscriber::Request;
-use crate::{budget, frame, scripts};
+use crate::{budget, frame};
 
 /// What the broker's tasks share.
 pub(crate) struct Inner {
@@ -33,9 +35,8 @@ pub(crate) struct Inner {
     /// How long a project's offsets and epoch outlive its last publish or connection.
     pub(crate) meta_ttl: Duration,
     pub(crate) node: String,
-    pub(crate) client: redis::Client,
-    pub(crate) pool: Box<[ConnectionManager]>,
-    pub(crate) next: AtomicUsize,
+    /// The command connections: one Redis or a cluster.
+    pub(crate) link: Backend,
     /// The last command (or health check) reached Redis.
     pub(crate) commands_up: AtomicBool,
     /// The pub/sub connection is subscribed.
@@ -63,24 +64,14 @@ pub(crate) struct StreamState {
 }
 
 impl Inner {
-    /// Opens the client and the (lazy) connection pool for `config`: nothing connects yet.
+    /// Opens the (lazy) connections for `config`: nothing connects yet.
     pub(crate) fn new(
         hub: SharedHub,
         config: RedisConfig,
         requests: mpsc::UnboundedSender<Request>,
         reports: mpsc::UnboundedSender<budget::Report>,
     ) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(ConfigError::Url)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
-        let pool = (0..config.pool_size)
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConfigError::Url)?;
+        let link = Backend::open(&config)?;
         let node = format!("{:016x}", rand::random::<u64>());
         Ok(Self {
             hub,
@@ -93,23 +84,16 @@ impl Inner {
                 .max(Duration::from_secs(60)),
             config,
             node,
-            client,
-            pool: pool.into_boxed_slice(),
-            next: AtomicUsize::new(0),
             commands_up: AtomicBool::new(false),
             subscribed_up: AtomicBool::new(false),
             requests,
             presence: Presence::default(),
-            scripts: Scripts::new(),
+            scripts: Scripts::new(link.is_cluster()),
+            link,
             reports,
             sweep_now: Notify::new(),
             cluster: crate::cluster::Cluster::new(),
         })
-    }
-
-    fn connection(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        self.pool[i].clone()
     }
 
     /// Runs one Redis call under `command_timeout` on a pooled connection, keeping
@@ -117,20 +101,51 @@ impl Inner {
     /// call then tries once more, a publish does not (it may have gone through).
     pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, BrokerError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        self.call_on(self.connection(), idempotent, f).await
+        self.call_on(self.link.connection(), idempotent, f).await
+    }
+
+    /// `commands`, each a single-key command, answered in order: one pipeline on a single
+    /// Redis; on a cluster, where the keys may live on several nodes, each command on its
+    /// own (all sent at once: the cluster connection multiplexes them).
+    pub(crate) async fn query_each<T>(
+        &self,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<T>, BrokerError>
+    where
+        T: redis::FromRedisValue + Send,
+    {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.link.is_cluster() {
+            let mut pipe = redis::pipe();
+            for command in commands {
+                pipe.add_command(command);
+            }
+            let pipe = &pipe;
+            return self
+                .call(true, |mut c| async move { pipe.query_async(&mut c).await })
+                .await;
+        }
+        let calls = commands.iter().map(|command| {
+            self.call(true, move |mut c| async move {
+                command.query_async(&mut c).await
+            })
+        });
+        futures_util::future::try_join_all(calls).await
     }
 
     async fn call_on<T, F, Fut>(
         &self,
-        connection: ConnectionManager,
+        connection: Conn,
         idempotent: bool,
         f: F,
     ) -> Result<T, BrokerError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let mut result = self.attempt(f(connection.clone())).await;
@@ -142,7 +157,10 @@ impl Inner {
                 self.set_commands_up(true);
                 Ok(value)
             }
-            Err((e, lost)) => {
+            Err((e, mut lost)) => {
+                if let Some(cause) = redis_error(&e) {
+                    lost |= self.link.failed(cause);
+                }
                 if lost {
                     self.set_commands_up(false);
                 }
@@ -215,8 +233,9 @@ impl Inner {
     /// should another client load the script while the pipeline runs, a project's retried
     /// items take offsets after its items that ran.
     ///
-    /// Cluster: the items may live in different hash slots. A single Redis takes the
-    /// pipeline as it is; a Redis Cluster client would split it per node (another issue).
+    /// Cluster: a pipeline must stay in one hash slot, so the items are grouped by their
+    /// project's slot, keeping their order within each group, and the groups are sent at
+    /// once, one pipeline each: a project's items are in one group, in the batch's order.
     pub(crate) async fn publish_all(
         &self,
         items: &[(&ProjectId, &Publication)],
@@ -224,6 +243,45 @@ impl Inner {
         if items.is_empty() {
             return Vec::new();
         }
+        if !self.link.is_cluster() {
+            return self.publish_group(items).await;
+        }
+        let mut groups: Vec<(redis::cluster_routing::Slot, Vec<usize>)> = Vec::new();
+        let mut group_of = std::collections::HashMap::new();
+        for (i, (project, _)) in items.iter().enumerate() {
+            let slot = link::slot(&self.keys.meta(project));
+            let g = *group_of.entry(slot).or_insert_with(|| {
+                groups.push((slot, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let sent = groups.iter().map(|(_, members)| {
+            let group: Vec<(&ProjectId, &Publication)> =
+                members.iter().map(|&i| items[i]).collect();
+            async move { self.publish_group(&group).await }
+        });
+        let answers = futures_util::future::join_all(sent).await;
+        let mut results: Vec<Option<Result<Published, BrokerError>>> = vec![None; items.len()];
+        for ((_, members), answers) in groups.iter().zip(answers) {
+            for (&i, answer) in members.iter().zip(answers) {
+                results[i] = Some(answer);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(BrokerError::unavailable("redis answered no publish")))
+            })
+            .collect()
+    }
+
+    /// [`Inner::publish_all`] for items that one pipeline can carry (one Redis, or one slot
+    /// of a cluster).
+    async fn publish_group(
+        &self,
+        items: &[(&ProjectId, &Publication)],
+    ) -> Vec<Result<Published, BrokerError>> {
         // Each command's error is its own item's.
         let mut pipeline = redis::pipe();
         pipeline.ignore_errors();
@@ -247,7 +305,7 @@ impl Inner {
                 .ignore_errors()
                 .cmd("SCRIPT")
                 .arg("LOAD")
-                .arg(scripts::PUBLISH)
+                .arg(&self.scripts.publish_code)
                 .ignore();
             for &i in &missing {
                 retry.add_command(commands[i].clone());
@@ -295,7 +353,12 @@ impl Inner {
                 ephemeral: true,
             }
             .to_json();
-            let mut command = redis::cmd("PUBLISH");
+            // A cluster's sharded channel: only the project's shard carries it.
+            let mut command = redis::cmd(if self.link.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            });
             command
                 .arg(self.keys.channel(project))
                 .arg(frame::ephemeral_payload(&frame, origin.as_ref()));
@@ -328,17 +391,59 @@ impl Inner {
     /// Sends a pipeline of publishes: one round trip, counted in
     /// `wshub_broker_publish_round_trips_total`. Each command's answer or error in order
     /// (the pipeline ignores errors: they are its items').
+    ///
+    /// On a cluster, an answer that says nothing ran (a redirect after a failover or a slot
+    /// move, `TRYAGAIN`, `CLUSTERDOWN`: `link::retryable`) sends the pipeline again, within
+    /// `command_timeout`, once the client refreshed its slot map; anything else is final.
     async fn send_publishes(
         &self,
         pipeline: &redis::Pipeline,
     ) -> Result<Vec<RedisResult<redis::Value>>, BrokerError> {
-        self.hub.metrics().publish_round_trip();
-        self.call(false, |mut c| async move {
+        // Sentinel: the pipeline ends with `WAIT 1`, on the same connection, so it covers
+        // these writes: a publish is acknowledged once a replica has it, since a failover
+        // loses what only the old master had. Without a replica in time, the publishes are
+        // not acknowledged (503), though they may have been stored.
+        let waiting;
+        let pipeline = if self.link.waits_for_replica() {
+            let mut with_wait = pipeline.clone();
+            with_wait
+                .cmd("WAIT")
+                .arg(1)
+                .arg(millis(self.config.command_timeout / 2));
+            waiting = with_wait;
+            &waiting
+        } else {
             pipeline
-                .query_async::<Vec<RedisResult<redis::Value>>>(&mut c)
-                .await
-        })
-        .await
+        };
+        let deadline = tokio::time::Instant::now() + self.config.command_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            self.hub.metrics().publish_round_trip();
+            let result = self
+                .call_on(self.link.publish_connection(), false, |mut c| async move {
+                    pipeline
+                        .query_async::<Vec<RedisResult<redis::Value>>>(&mut c)
+                        .await
+                })
+                .await;
+            let again = self.link.is_cluster()
+                && tokio::time::Instant::now() + pause < deadline
+                && matches!(&result, Err(e) if redis_error(e).is_some_and(link::retryable));
+            if !again {
+                return match result {
+                    Ok(mut answers) if self.link.waits_for_replica() => match answers.pop() {
+                        Some(Ok(redis::Value::Int(n))) if n >= 1 => Ok(answers),
+                        _ => Err(BrokerError::unavailable(
+                            "no redis replica acknowledged the publish in time",
+                        )),
+                    },
+                    other => other,
+                };
+            }
+            debug!(error = ?result.err(), "publish not run by the cluster; sending it again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// What Redis answered to `publication`'s command: for a stored one, the script's
@@ -489,6 +594,27 @@ impl Inner {
         })
     }
 
+    /// Gives `project`'s stream a new epoch if its epoch is still `seen` (see
+    /// `Subscriber::verify`).
+    pub(crate) async fn fork_epoch(
+        &self,
+        project: &ProjectId,
+        seen: &str,
+    ) -> Result<(), BrokerError> {
+        let mut invocation = self.scripts.fork.prepare_invoke();
+        invocation
+            .key(self.keys.meta(project))
+            .arg(seen)
+            .arg(new_epoch())
+            .arg(millis(self.meta_ttl));
+        let invocation = &invocation;
+        self.call(true, |mut c| async move {
+            invocation.invoke_async::<Option<String>>(&mut c).await
+        })
+        .await
+        .map(drop)
+    }
+
     /// Every node's members of `project`: this node's (`local`, exact), the others' from
     /// their announcements in Redis (at most a presence tick old).
     pub(crate) async fn cluster_presence(
@@ -496,9 +622,26 @@ impl Inner {
         project: &ProjectId,
         local: Vec<(UserId, u32)>,
     ) -> Result<Vec<(UserId, u32)>, BrokerError> {
+        // The nodes first, then their hashes: a script is given every key it touches (a
+        // cluster checks them), so it cannot name the hashes itself.
         let set = self.keys.presence(project);
+        let nodes: Vec<String> = self
+            .call(true, |mut c| {
+                let set = set.clone();
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(&set)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
         let mut invocation = self.scripts.presence.prepare_invoke();
-        invocation.key(&set).arg(format!("{set}:")).arg(&self.node);
+        for node in nodes.iter().filter(|n| **n != self.node) {
+            invocation.key(self.keys.presence_of(project, node));
+        }
         let invocation = &invocation;
         let remote: Vec<(String, u32)> = self
             .call(true, |mut c| async move {
@@ -552,17 +695,24 @@ impl Inner {
         }
     }
 
-    /// Checks that Redis answers commands, on every pooled connection.
+    /// Checks that Redis answers commands: on every pooled connection, or on every primary
+    /// of the cluster.
     pub(crate) async fn health_check(&self) {
-        for connection in &self.pool {
-            let ping = |mut c: ConnectionManager| async move {
-                redis::cmd("PING").query_async::<()>(&mut c).await
-            };
-            if self.call_on(connection.clone(), true, ping).await.is_err() {
+        for (connection, probe) in self.link.health_probes() {
+            if self
+                .call_on(connection, true, |c| probe.ping(c))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     }
+}
+
+/// The Redis error behind `e`, if one.
+fn redis_error(e: &BrokerError) -> Option<&RedisError> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<RedisError>())
 }
 
 /// Whether `e` says Redis cannot be reached (rather than that a command was wrong).

@@ -35,14 +35,20 @@
 //! - Outage: publishes fail with [`BrokerError::Unavailable`], [`Broker::is_ready`] is
 //!   false, open connections stay; once Redis answers again the node subscribes again and
 //!   reads what it missed from the history.
+//! - Where Redis is (`link`): one Redis (`url`), a Redis Cluster (`cluster`: a pipeline per
+//!   hash slot, `SPUBLISH`/`SSUBSCRIBE` on the project's shard), or the master the sentinels
+//!   name (`sentinels`: a publish is acknowledged once a replica has it). After any
+//!   reconnect the subscriber checks that Redis still has the last message it delivered; a
+//!   failover that dropped it gives the stream a new epoch (clients get `recovered: false`).
 //!
 //! This crate is IO: it sits beside `ws-transport` and decides nothing about the protocol;
 //! the recovery decision is `ws_core::history::decide_recovery`, and what to do with each
 //! message of the channel (deliver, drop, fill a gap, close the lost) is
 //! `ws_core::follower::Follower`'s.
 //!
-//! Modules: `config` (the configuration, its validation, URL redaction), `inner` (what the
-//! tasks share and every Redis call), `key_layout` (the names of the keys and channels),
+//! Modules: `config` (the configuration, its validation, URL redaction), `link` (the
+//! connections: standalone, cluster or Sentinel), `inner` (what the tasks share and every
+//! Redis call), `key_layout` (the names of the keys and channels),
 //! `scripts` (the Lua scripts), `frame` (the bytes in Redis), `subscriber` (the pub/sub
 //! task), `presence` and `budget` (their tasks); this file is the face: [`RedisBroker`] and
 //! its [`Broker`] implementation.
@@ -55,6 +61,7 @@ mod config;
 mod frame;
 mod inner;
 mod key_layout;
+mod link;
 mod presence;
 mod scripts;
 mod subscriber;
@@ -111,7 +118,7 @@ impl RedisBroker {
         hub.enable_cluster_presence();
         let inner = Arc::new(Inner::new(hub, config, requests, reports)?);
         info!(
-            url = %redact(&inner.config.url),
+            redis = %inner.config.describe(),
             prefix = %inner.config.key_prefix,
             node = %inner.node,
             "redis broker starting"
@@ -121,6 +128,7 @@ impl RedisBroker {
             tokio::spawn(presence::maintain(Arc::clone(&inner))),
             tokio::spawn(budget::account(Arc::clone(&inner), report_receiver)),
             tokio::spawn(budget::sweep(Arc::clone(&inner))),
+            tokio::spawn(link::watch_sentinels(Arc::clone(&inner))),
         ];
         Ok(Self { inner, tasks })
     }

@@ -3,7 +3,10 @@
 //! messages in offset order, whichever node published them.
 //!
 //! Keys a script touches are all of one project (they share its `{project}` hash tag), or
-//! all of the deployment's budget (they share the `{*}` hash tag, which no project has).
+//! all of the deployment's budget (they share the `{*}` hash tag, which no project has),
+//! and every one of them is given in `KEYS`: none is built inside Lua, so a Redis Cluster
+//! routes each script to the one node holding its slot. The only other name a script uses
+//! is the publish script's channel (`ARGV`), which has its project's hash tag too.
 //! Scripts are sent with EVALSHA and loaded again on `NOSCRIPT` (after a Redis restart).
 
 use redis::Script;
@@ -187,6 +190,17 @@ local t = redis.call('TIME')
 return {epoch, top, t[1], t[2], entries}
 ";
 
+/// `KEYS`: meta. `ARGV`: the epoch seen, a new epoch, meta TTL (ms). Replaces the stream's
+/// epoch if it is still the one seen (a node found that Redis lost messages it delivered);
+/// the history stays, under the new name. Returns the epoch now.
+const FORK: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGET', KEYS[1], 'epoch')
+";
+
 /// `KEYS`: the project's presence set, this node's presence hash, meta. `ARGV`: node id,
 /// presence TTL (ms), meta TTL (ms), then user, connections, user, connections…
 /// Replaces this node's announcement; with no users, withdraws it.
@@ -212,17 +226,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return 1
 ";
 
-/// `KEYS`: the project's presence set. `ARGV`: the prefix of node hashes (`<set key>:`),
-/// this node's id. Returns user, connections, … of every other node (a user on two nodes
-/// appears twice).
+/// `KEYS`: the presence hashes of the other nodes that announced members of the project
+/// (read from its presence set first: a script must be given every key it touches). Returns
+/// user, connections, … of all of them (a user on two nodes appears twice).
 const PRESENCE: &str = r"
 local out = {}
-for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if node ~= ARGV[2] then
-    local h = redis.call('HGETALL', ARGV[1] .. node)
-    for i = 1, #h do
-      out[#out + 1] = h[i]
-    end
+for _, key in ipairs(KEYS) do
+  local h = redis.call('HGETALL', key)
+  for i = 1, #h do
+    out[#out + 1] = h[i]
   end
 end
 return out
@@ -231,6 +243,8 @@ return out
 /// The scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
+    /// [`PUBLISH`] as sent: on a cluster it publishes with `SPUBLISH`.
+    pub(crate) publish_code: String,
     pub(crate) publish: Script,
     pub(crate) read: Script,
     pub(crate) announce: Script,
@@ -238,18 +252,31 @@ pub(crate) struct Scripts {
     pub(crate) account: Script,
     pub(crate) forget: Script,
     pub(crate) cut: Script,
+    pub(crate) fork: Script,
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts for one Redis, or (`cluster`) for a Redis Cluster, where the publish
+    /// script's message goes out on the project's sharded channel: `SPUBLISH` reaches only
+    /// the nodes of the project's shard, where `PUBLISH` would be copied to every node of
+    /// the cluster. The channel has the project's hash tag, so it is in the slot of the
+    /// keys the script is given.
+    pub(crate) fn new(cluster: bool) -> Self {
+        let publish_code = if cluster {
+            PUBLISH.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+        } else {
+            PUBLISH.to_owned()
+        };
         Self {
-            publish: Script::new(PUBLISH),
+            publish: Script::new(&publish_code),
+            publish_code,
             read: Script::new(READ),
             announce: Script::new(ANNOUNCE),
             presence: Script::new(PRESENCE),
             account: Script::new(ACCOUNT),
             forget: Script::new(FORGET),
             cut: Script::new(CUT),
+            fork: Script::new(FORK),
         }
     }
 }

@@ -15,14 +15,24 @@
 //!
 //! After a reconnect, every project is subscribed again, then caught up from the history,
 //! before any message of the new connection is delivered.
+//!
+//! On a Redis Cluster the connection is a cluster connection (RESP3) and each project's
+//! channel is a sharded one (`SSUBSCRIBE`, sent per hash slot, to the shard holding the
+//! project). The session ends, and everything is subscribed again on a fresh cluster
+//! connection, whenever a shard may have dropped messages: a node's connection closed
+//! (its master failed), or Redis dropped one of our subscriptions itself (`sunsubscribe`
+//! from the server: the slot moved to another node, after a failover or a resharding).
+//! The catch-up from the history then fills what the move hid, exactly as after a
+//! standalone reconnect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::Msg;
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{Msg, PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
@@ -32,6 +42,7 @@ use ws_transport::broker::BrokerError;
 
 use crate::frame::parse_live;
 use crate::inner::Inner;
+use crate::link::{self, Conn, Probe};
 
 /// Projects without members here are unsubscribed this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -58,6 +69,22 @@ pub(crate) struct Subscriber {
     inner: Arc<Inner>,
     requests: mpsc::UnboundedReceiver<Request>,
     projects: HashMap<ProjectId, Follower>,
+    /// The last stored message delivered per project, to tell after a reconnect whether
+    /// Redis still has it (see [`Subscriber::verify`]).
+    delivered: HashMap<ProjectId, Delivered>,
+}
+
+/// A message this node delivered: its stream, offset and a digest of its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Delivered {
+    epoch: String,
+    offset: u64,
+    digest: u64,
+}
+
+fn digest(frame: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(frame)
 }
 
 /// Why a pub/sub session ended.
@@ -74,6 +101,7 @@ impl Subscriber {
             inner,
             requests,
             projects: HashMap::new(),
+            delivered: HashMap::new(),
         }
     }
 
@@ -81,17 +109,12 @@ impl Subscriber {
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0u32;
         loop {
-            let connected = timeout(
-                self.inner.config.connect_timeout,
-                self.inner.client.get_async_pubsub(),
-            )
-            .await;
+            let connected = timeout(self.inner.config.connect_timeout, self.connect()).await;
             match connected {
-                Ok(Ok(pubsub)) => {
+                Ok(Ok(feed)) => {
                     failures = 0;
                     backoff = BACKOFF_MIN;
-                    let (sink, stream) = pubsub.split();
-                    let end = self.session(sink, stream).await;
+                    let end = self.session(feed).await;
                     self.inner.set_subscribed_up(false);
                     match end {
                         End::Stopped => return,
@@ -129,6 +152,33 @@ impl Subscriber {
         }
     }
 
+    /// A new pub/sub connection: to the one Redis, or to the cluster.
+    async fn connect(&self) -> RedisResult<Feed> {
+        if let Some(client) = self.inner.link.client() {
+            let (sink, stream) = client?.get_async_pubsub().await?.split();
+            return Ok(Feed::Plain { sink, stream });
+        }
+        let (pushes, receiver) = mpsc::unbounded_channel();
+        let config = &self.inner.config;
+        let client = redis::cluster::ClusterClientBuilder::new(
+            self.inner.link.seeds().iter().map(String::as_str),
+        )
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout)
+        .retries(4)
+        .min_retry_wait(20)
+        .max_retry_wait(200)
+        .push_sender(pushes)
+        .build()?;
+        let connection = client.get_async_connection().await?;
+        Ok(Feed::Sharded {
+            connection,
+            pushes: receiver,
+            leaving: HashSet::new(),
+        })
+    }
+
     fn refuse(&mut self, request: Request) {
         match request {
             Request::Subscribe { done, .. } => {
@@ -146,7 +196,7 @@ impl Subscriber {
         }
     }
 
-    async fn session(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
+    async fn session(&mut self, mut feed: Feed) -> End {
         let command_timeout = self.inner.config.command_timeout;
         let channels: Vec<String> = self
             .projects
@@ -154,7 +204,7 @@ impl Subscriber {
             .map(|p| self.inner.keys.channel(p))
             .collect();
         for chunk in channels.chunks(BATCH) {
-            match timeout(command_timeout, sink.subscribe(chunk)).await {
+            match timeout(command_timeout, feed.subscribe(chunk)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return End::Lost(Box::new(e)),
                 Err(_) => return End::Lost("SUBSCRIBE timed out".into()),
@@ -167,27 +217,39 @@ impl Subscriber {
         // Whatever was published while this node was not subscribed is in the history.
         let projects: Vec<ProjectId> = self.projects.keys().cloned().collect();
         for project in projects {
+            if let Err(e) = self.verify(&project).await {
+                return End::Lost(Box::new(e));
+            }
             if let Err(e) = self.catch_up(&project).await {
                 return End::Lost(Box::new(e));
             }
         }
 
+        // Sentinel: a new master means a new session on it.
+        let mut moves = self.inner.link.moves();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let mut ping = tokio::time::interval(PING_EVERY);
         sweep.reset();
         ping.reset();
         loop {
             let result = tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => self.on_message(&message).await,
+                incoming = feed.next() => match incoming {
+                    Some(Incoming::Plain(message)) => {
+                        self.on_message(message.get_channel_name(), message.get_payload_bytes()).await
+                    }
+                    Some(Incoming::Sharded { channel, payload }) => {
+                        self.on_message(&String::from_utf8_lossy(&channel), &payload).await
+                    }
+                    Some(Incoming::Lost(why)) => Err(BrokerError::unavailable(why)),
                     None => Err(BrokerError::unavailable("the connection closed")),
                 },
                 request = self.requests.recv() => match request {
-                    Some(request) => self.handle(request, &mut sink).await,
+                    Some(request) => self.handle(request, &mut feed).await,
                     None => return End::Stopped,
                 },
-                _ = sweep.tick() => self.sweep(&mut sink).await,
-                _ = ping.tick() => match timeout(command_timeout, sink.ping::<redis::Value>()).await {
+                _ = sweep.tick() => self.sweep(&mut feed).await,
+                () = master_moved(&mut moves) => Err(BrokerError::unavailable("the sentinels named another master")),
+                _ = ping.tick() => match timeout(command_timeout, feed.ping()).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(BrokerError::caused_by("", e)),
                     Err(_) => Err(BrokerError::unavailable("PING timed out")),
@@ -201,7 +263,7 @@ impl Subscriber {
 
     /// Subscribes to every project asked for (all the requests waiting, in one SUBSCRIBE),
     /// and answers once each is confirmed and its stream's position is known.
-    async fn handle(&mut self, first: Request, sink: &mut PubSubSink) -> Result<(), BrokerError> {
+    async fn handle(&mut self, first: Request, sink: &mut Feed) -> Result<(), BrokerError> {
         let mut wanted: HashMap<ProjectId, Vec<oneshot::Sender<Result<(), BrokerError>>>> =
             HashMap::new();
         let mut next = Some(first);
@@ -238,7 +300,7 @@ impl Subscriber {
     async fn subscribe_new(
         &mut self,
         projects: &[ProjectId],
-        sink: &mut PubSubSink,
+        sink: &mut Feed,
     ) -> Result<(), BrokerError> {
         let channels: Vec<String> = projects
             .iter()
@@ -251,18 +313,17 @@ impl Subscriber {
         }
         // Where each stream stands now: later messages arrive on the channel; earlier ones are
         // in the history, which every member reads after this answer.
-        let mut pipe = redis::pipe();
-        for project in projects {
-            pipe.cmd("HMGET")
-                .arg(self.inner.keys.meta(project))
-                .arg("epoch")
-                .arg("top");
-        }
-        let pipe = &pipe;
-        let metas: Vec<(Option<String>, Option<u64>)> = self
-            .inner
-            .call(true, |mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
+        let reads = projects
+            .iter()
+            .map(|project| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.inner.keys.meta(project))
+                    .arg("epoch")
+                    .arg("top");
+                cmd
+            })
+            .collect();
+        let metas: Vec<(Option<String>, Option<u64>)> = self.inner.query_each(reads).await?;
         for (project, (epoch, top)) in projects.iter().zip(metas) {
             self.projects
                 .insert(project.clone(), Follower::new(epoch, top.unwrap_or(0)));
@@ -272,7 +333,7 @@ impl Subscriber {
     }
 
     /// Unsubscribes from the projects that have no member on this node any more.
-    async fn sweep(&mut self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
+    async fn sweep(&mut self, sink: &mut Feed) -> Result<(), BrokerError> {
         let idle: Vec<ProjectId> = self
             .projects
             .keys()
@@ -284,6 +345,7 @@ impl Subscriber {
         }
         for project in &idle {
             self.projects.remove(project);
+            self.delivered.remove(project);
         }
         for chunk in idle.chunks(BATCH) {
             let channels: Vec<String> = chunk.iter().map(|p| self.inner.keys.channel(p)).collect();
@@ -305,15 +367,11 @@ impl Subscriber {
         Ok(())
     }
 
-    async fn on_message(&mut self, message: &Msg) -> Result<(), BrokerError> {
-        let Some(project) = self
-            .inner
-            .keys
-            .project_of_channel(message.get_channel_name())
-        else {
+    async fn on_message(&mut self, channel: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        let Some(project) = self.inner.keys.project_of_channel(channel) else {
             return Ok(());
         };
-        let Some(live) = parse_live(message.get_payload_bytes()) else {
+        let Some(live) = parse_live(payload) else {
             warn!(project = %project, "unreadable message on a project channel; skipped");
             return Ok(());
         };
@@ -347,9 +405,52 @@ impl Subscriber {
                 }
             }
         }
+        self.record(&project, &epoch, offset, &live.frame);
         self.inner
             .hub
             .deliver(&project, Some(offset), live.frame, except);
+        Ok(())
+    }
+
+    fn record(&mut self, project: &ProjectId, epoch: &str, offset: u64, frame: &str) {
+        let delivered = Delivered {
+            epoch: epoch.to_owned(),
+            offset,
+            digest: digest(frame),
+        };
+        match self.delivered.get_mut(project) {
+            Some(d) => *d = delivered,
+            None => {
+                self.delivered.insert(project.clone(), delivered);
+            }
+        }
+    }
+
+    /// After a reconnect: whether Redis still holds the last message this node delivered
+    /// of `project`, at its offset. A failover (Sentinel, or a cluster replica promoted
+    /// after its primary died) can drop writes the old master had already published: the
+    /// new master then gives their offsets to other messages, which the follower would
+    /// take for duplicates. When the message is gone (the stream is below its offset) or
+    /// another one holds its offset, the stream gets a new epoch (`Inner::fork_epoch`):
+    /// every node closes the project's connections (1013) and every client learns
+    /// `recovered: false`. A message already trimmed from the history cannot be checked.
+    async fn verify(&mut self, project: &ProjectId) -> Result<(), BrokerError> {
+        let Some(seen) = self.delivered.get(project).cloned() else {
+            return Ok(());
+        };
+        let stream = self.inner.read(project, Some(seen.offset - 1)).await?;
+        if stream.epoch != seen.epoch {
+            return Ok(()); // the follower sees the new epoch and closes what it must
+        }
+        let diverged = stream.top < seen.offset
+            || stream
+                .messages
+                .first()
+                .is_some_and(|m| m.offset == seen.offset && digest(&m.frame) != seen.digest);
+        if diverged {
+            warn!(project = %project, offset = seen.offset, top = stream.top, "redis no longer has a message this node delivered (a failover dropped writes): the stream starts a new epoch, so that every client reloads");
+            self.inner.fork_epoch(project, &seen.epoch).await?;
+        }
         Ok(())
     }
 
@@ -373,12 +474,24 @@ impl Subscriber {
         match follower.handle_fill(&stream.epoch, stream.top, stream.first) {
             Fill::Replay => {
                 let missed = stream.messages.len();
+                let mut last = None;
                 for message in stream.messages {
                     if follower.admit(message.offset) {
+                        last = Some((message.offset, digest(&message.frame)));
                         self.inner
                             .hub
                             .deliver(project, Some(message.offset), message.frame, None);
                     }
+                }
+                if let Some((offset, digest)) = last {
+                    self.delivered.insert(
+                        project.clone(),
+                        Delivered {
+                            epoch: stream.epoch,
+                            offset,
+                            digest,
+                        },
+                    );
                 }
                 if missed > 0 {
                     debug!(project = %project, missed, "caught up from the history");
@@ -402,4 +515,145 @@ fn history_lost(inner: &Inner, project: &ProjectId) {
     );
     let closed = inner.hub.close_project(project, &close);
     warn!(project = %project, closed, "messages of this project are gone from redis; closed its connections with 1013 so that they recover");
+}
+
+/// One session's pub/sub connection.
+enum Feed {
+    /// One Redis: a RESP2 pub/sub connection, split.
+    Plain {
+        sink: PubSubSink,
+        stream: PubSubStream,
+    },
+    /// A cluster: sharded subscriptions on a RESP3 cluster connection, whose pushes arrive
+    /// on `pushes`.
+    Sharded {
+        connection: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+        /// Channels this node unsubscribed from and whose confirmation has not arrived yet:
+        /// any other `sunsubscribe` comes from Redis (the slot moved).
+        leaving: HashSet<Vec<u8>>,
+    },
+}
+
+/// What the pub/sub connection brought.
+enum Incoming {
+    Plain(Msg),
+    Sharded {
+        channel: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    /// Messages may have been missed: start a new session.
+    Lost(&'static str),
+}
+
+impl Feed {
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Plain { sink, .. } => sink.subscribe(channels).await,
+            Self::Sharded {
+                connection,
+                leaving,
+                ..
+            } => {
+                for channel in channels {
+                    leaving.remove(channel.as_bytes());
+                }
+                // One SSUBSCRIBE per slot (a command's channels must share one), all at once.
+                let calls = per_slot(channels).into_iter().map(|group| {
+                    let mut connection = connection.clone();
+                    async move { connection.ssubscribe(group).await }
+                });
+                futures_util::future::try_join_all(calls).await.map(drop)
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Plain { sink, .. } => sink.unsubscribe(channels).await,
+            Self::Sharded {
+                connection,
+                leaving,
+                ..
+            } => {
+                leaving.extend(channels.iter().map(|c| c.as_bytes().to_vec()));
+                let calls = per_slot(channels).into_iter().map(|group| {
+                    let mut connection = connection.clone();
+                    async move { connection.sunsubscribe(group).await }
+                });
+                futures_util::future::try_join_all(calls).await.map(drop)
+            }
+        }
+    }
+
+    /// Whether the connection still answers: on a cluster, every primary.
+    async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Plain { sink, .. } => sink.ping::<Value>().await.map(drop),
+            Self::Sharded { connection, .. } => {
+                Probe::AllPrimaries
+                    .ping(Conn::Cluster(connection.clone()))
+                    .await
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<Incoming> {
+        match self {
+            Self::Plain { stream, .. } => stream.next().await.map(Incoming::Plain),
+            Self::Sharded {
+                pushes, leaving, ..
+            } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    PushKind::SMessage => {
+                        let mut data = push.data.into_iter();
+                        if let (
+                            Some(Value::BulkString(channel)),
+                            Some(Value::BulkString(payload)),
+                        ) = (data.next(), data.next())
+                        {
+                            return Some(Incoming::Sharded { channel, payload });
+                        }
+                    }
+                    PushKind::SUnsubscribe => {
+                        let Some(Value::BulkString(channel)) = push.data.first() else {
+                            continue;
+                        };
+                        if !leaving.remove(channel) {
+                            debug!(channel = %String::from_utf8_lossy(channel), "sunsubscribe from redis");
+                            return Some(Incoming::Lost(
+                                "redis dropped a sharded subscription (its slot moved)",
+                            ));
+                        }
+                    }
+                    PushKind::Disconnection => {
+                        return Some(Incoming::Lost("a redis cluster node's connection closed"));
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
+/// `channels` grouped by hash slot.
+fn per_slot(channels: &[String]) -> Vec<Vec<&String>> {
+    let mut groups: HashMap<redis::cluster_routing::Slot, Vec<&String>> = HashMap::new();
+    for channel in channels {
+        groups.entry(link::slot(channel)).or_default().push(channel);
+    }
+    groups.into_values().collect()
+}
+
+/// Resolves when the sentinels name another master; never without Sentinel.
+async fn master_moved(moves: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match moves {
+        Some(moves) => {
+            if moves.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -119,7 +119,25 @@ impl Settings {
     /// The Redis broker's configuration, from `[broker]` and `[history]`.
     pub fn redis_config(&self) -> RedisConfig {
         let mut config = RedisConfig::default();
-        config.url = self.broker.redis_url.0.clone();
+        config.url = self
+            .broker
+            .redis_url
+            .as_ref()
+            .map_or_else(|| super::DEFAULT_REDIS_URL.to_owned(), |u| u.0.clone());
+        config.cluster = self
+            .broker
+            .redis_cluster
+            .iter()
+            .map(|u| u.0.clone())
+            .collect();
+        config.sentinels = self
+            .broker
+            .redis_sentinels
+            .iter()
+            .map(|u| u.0.clone())
+            .collect();
+        config.sentinel_master = self.broker.redis_sentinel_master.clone();
+        config.sentinel_master_password = self.broker.redis_sentinel_master_password.0.clone();
         config.key_prefix = self.broker.key_prefix.clone();
         config.pool_size = self.broker.pool_size;
         config.connect_timeout = self.broker.connect_timeout;

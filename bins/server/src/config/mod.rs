@@ -254,13 +254,25 @@ impl Default for History {
     }
 }
 
+/// The Redis of `broker.redis_url` when neither it, a cluster nor sentinels are set.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
 /// `[broker]`: where offsets, history and presence live (SPEC §8).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
     pub kind: BrokerKind,
     /// `redis://[user:password@]host:port/db`, `rediss://` for TLS; redacted in logs.
-    pub redis_url: Secret,
+    /// Unset: [`DEFAULT_REDIS_URL`], unless `redis_cluster` or `redis_sentinels` is set.
+    pub redis_url: Option<Secret>,
+    /// Seed nodes of a Redis Cluster, instead of `redis_url`.
+    pub redis_cluster: Vec<Secret>,
+    /// Sentinels (`redis://host:26379`) to find the master through, instead of `redis_url`.
+    pub redis_sentinels: Vec<Secret>,
+    /// The master's name as the sentinels know it.
+    pub redis_sentinel_master: String,
+    /// The master's password (`requirepass`); empty: none.
+    pub redis_sentinel_master_password: Secret,
     /// Prefixes every Redis key and channel, so several deployments share one Redis.
     pub key_prefix: String,
     /// Multiplexed Redis connections for commands; the pub/sub connection comes on top.
@@ -280,7 +292,11 @@ impl Default for Broker {
     fn default() -> Self {
         Self {
             kind: BrokerKind::Memory,
-            redis_url: Secret("redis://127.0.0.1:6379/0".to_owned()),
+            redis_url: None,
+            redis_cluster: Vec::new(),
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: String::new(),
+            redis_sentinel_master_password: Secret::default(),
             key_prefix: "wshub".to_owned(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(2),
@@ -474,7 +490,9 @@ impl Settings {
                 .with_list_parse_key("auth.allowed_origins")
                 .with_list_parse_key("auth.public_key_files")
                 .with_list_parse_key("auth.trusted_proxies")
-                .with_list_parse_key("webhooks.events"),
+                .with_list_parse_key("webhooks.events")
+                .with_list_parse_key("broker.redis_cluster")
+                .with_list_parse_key("broker.redis_sentinels"),
         );
         let mut settings: Self = builder
             .build()
@@ -535,6 +553,23 @@ impl Settings {
         self.auth.validate()?;
         self.webhooks.validate()?;
         if self.broker.kind == BrokerKind::Redis {
+            let b = &self.broker;
+            let places = [
+                b.redis_url.is_some(),
+                !b.redis_cluster.is_empty(),
+                !b.redis_sentinels.is_empty(),
+            ];
+            if places.iter().filter(|set| **set).count() > 1 {
+                bail!(
+                    "broker.redis_url, broker.redis_cluster, broker.redis_sentinels: set one of them (one Redis, a cluster, or the sentinels of a master)"
+                );
+            }
+            if b.redis_sentinels.is_empty() && !b.redis_sentinel_master.is_empty() {
+                bail!("broker.redis_sentinel_master: goes with broker.redis_sentinels");
+            }
+            if b.redis_sentinels.is_empty() && !b.redis_sentinel_master_password.0.is_empty() {
+                bail!("broker.redis_sentinel_master_password: goes with broker.redis_sentinels");
+            }
             self.redis_config().validate().map_err(|e| {
                 use ws_broker_redis::Field;
                 let key = match e.field() {
@@ -544,6 +579,9 @@ impl Settings {
                     Field::ConnectTimeout => "broker.connect_timeout",
                     Field::CommandTimeout => "broker.command_timeout",
                     Field::PresenceTtl => "broker.presence_ttl",
+                    Field::Cluster => "broker.redis_cluster",
+                    Field::Sentinels => "broker.redis_sentinels",
+                    Field::SentinelMaster => "broker.redis_sentinel_master",
                     _ => "broker",
                 };
                 anyhow::anyhow!("{key}: {e}")
@@ -836,6 +874,85 @@ mod tests {
         }
         // The memory broker ignores the Redis keys.
         assert!(parse("[broker]\npool_size = 0").is_ok());
+    }
+
+    #[test]
+    fn redis_cluster_and_sentinel_keys() {
+        let s = parse(
+            r#"
+            [broker]
+            kind = "redis"
+            redis_cluster = ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"]
+            "#,
+        )
+        .unwrap();
+        let redis = s.redis_config();
+        assert_eq!(redis.cluster.len(), 2);
+        assert!(redis.sentinels.is_empty());
+        assert!(!format!("{s:?}").contains(":pw@"));
+        assert!(!format!("{redis:?}").contains(":pw@"));
+        let s = parse(
+            r#"
+            [broker]
+            kind = "redis"
+            redis_sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]
+            redis_sentinel_master = "main"
+            redis_sentinel_master_password = "master-pw-K8"
+            "#,
+        )
+        .unwrap();
+        let redis = s.redis_config();
+        assert_eq!(redis.sentinels.len(), 2);
+        assert_eq!(redis.sentinel_master, "main");
+        assert_eq!(redis.sentinel_master_password, "master-pw-K8");
+        assert!(!format!("{s:?}{redis:?}").contains("master-pw-K8"));
+        // Exactly one place: one Redis, a cluster, or sentinels.
+        let cases = [
+            (
+                "redis_url = \"redis://a\"\nredis_cluster = [\"redis://b:7000\"]",
+                "set one of them",
+            ),
+            (
+                "redis_cluster = [\"redis://b:7000\"]\nredis_sentinels = [\"redis://c:26379\"]\nredis_sentinel_master = \"m\"",
+                "set one of them",
+            ),
+            (
+                "redis_sentinels = [\"redis://c:26379\"]",
+                "broker.redis_sentinel_master",
+            ),
+            (
+                "redis_sentinel_master = \"m\"",
+                "broker.redis_sentinel_master",
+            ),
+            (
+                "redis_sentinel_master_password = \"pw-K9\"",
+                "broker.redis_sentinel_master_password",
+            ),
+            (
+                "redis_cluster = [\"http://:pw-K9@b:7000\"]",
+                "broker.redis_cluster",
+            ),
+            (
+                "redis_sentinels = [\"nope\"]\nredis_sentinel_master = \"m\"",
+                "broker.redis_sentinels",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = format!(
+                "{:#}",
+                parse(&format!("[broker]\nkind = \"redis\"\n{toml}")).unwrap_err()
+            );
+            assert!(err.contains(key), "{toml}: {err}");
+            assert!(!err.contains("pw-K9"), "{toml}: {err}");
+        }
+        // Unset: the default URL.
+        assert_eq!(
+            parse("[broker]\nkind = \"redis\"")
+                .unwrap()
+                .redis_config()
+                .url,
+            DEFAULT_REDIS_URL
+        );
     }
 
     #[test]

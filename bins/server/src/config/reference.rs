@@ -263,8 +263,34 @@ pub fn keys() -> Vec<KeyDoc> {
         ),
         key!(
             "broker.redis_url",
-            |s| format!("\"{}\"", s.broker.redis_url.0),
-            "`redis://[user:password@]host:port/db`, `rediss://` for TLS; redacted in logs."
+            |s| format!(
+                "\"{}\"",
+                s.broker
+                    .redis_url
+                    .as_ref()
+                    .map_or(super::DEFAULT_REDIS_URL, |u| u.0.as_str())
+            ),
+            "`redis://[user:password@]host:port/db`, `rediss://` for TLS; redacted in logs. One Redis; set exactly one of `redis_url`, `redis_cluster` and `redis_sentinels`."
+        ),
+        key!(
+            "broker.redis_cluster",
+            |_s| "[]".to_owned(),
+            "Seed nodes of a Redis Cluster (`[\"redis://[user:password@]host:port\", …]`, `rediss://` for TLS; redacted in logs), instead of `redis_url`: the other nodes are found from them. A project's keys share one hash slot and its messages go out on a sharded channel (`SPUBLISH`/`SSUBSCRIBE`, Redis 7+). See docs/operations.md."
+        ),
+        key!(
+            "broker.redis_sentinels",
+            |_s| "[]".to_owned(),
+            "Sentinels (`[\"redis://[user:password@]host:26379\", …]`; redacted in logs), instead of `redis_url`: the master is asked of them (`SENTINEL get-master-addr-by-name`) at start and again whenever it stops answering as a master."
+        ),
+        key!(
+            "broker.redis_sentinel_master",
+            |s| format!("\"{}\"", s.broker.redis_sentinel_master),
+            "The name the sentinels know the master by; required with `redis_sentinels`."
+        ),
+        key!(
+            "broker.redis_sentinel_master_password",
+            |_s| "\"\"".to_owned(),
+            "The password (`requirepass`) of the master the sentinels name; empty: none. Redacted in logs. The sentinels' own passwords go in their URLs."
         ),
         key!(
             "broker.key_prefix",

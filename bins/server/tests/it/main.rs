@@ -18,6 +18,8 @@ mod messaging;
 mod namespaces;
 mod ops;
 mod redis;
+mod redis_cluster;
+mod redis_sentinel;
 mod redis_server;
 mod retention;
 mod scale;
