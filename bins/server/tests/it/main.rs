@@ -16,6 +16,7 @@ mod limits;
 mod messaging;
 mod namespaces;
 mod ops;
+mod pipeline;
 mod redis;
 mod redis_server;
 mod retention;
