@@ -104,6 +104,7 @@ impl pump::Application for HubApp<'_> {
     async fn on_event(&self, event: Event) {
         if matches!(event, Event::Publish { .. }) {
             start_publish(self, event);
+            self.in_flight.poll_now().await;
             // At the core's bound the read pump waits: nothing more is read until the
             // write pump took an answer.
             if self.window_full.load(Ordering::Relaxed) {
@@ -131,13 +132,13 @@ impl pump::Application for HubApp<'_> {
         if batch.commands.waiting > 0 {
             self.hub.metrics().queue_depth(batch.commands.waiting);
         }
-        // Behind everything the outbox held, as before pipelining: a message the memory
-        // broker delivered while publishing goes out before its ack.
-        if !self.outbox.has_frames() {
-            batch.answers = self
-                .in_flight
-                .take(&mut batch.frames, |frame| Outgoing::answer(frame, false));
-        }
+        // Behind the frames taken from the outbox: a message the memory broker delivered
+        // while publishing goes out before its ack (unless a backlog longer than a batch
+        // holds it; answers never wait for the outbox to empty, which a busy project
+        // might never let happen).
+        batch.answers = self
+            .in_flight
+            .take(&mut batch.frames, |frame| Outgoing::answer(frame, false));
     }
 
     fn apply(&self, batch: &mut HubBatch, client: &mut Client, now: Instant) {

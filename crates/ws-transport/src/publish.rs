@@ -162,10 +162,23 @@ impl<'a> InFlight<'a> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a publish whose answer `answer` resolves to. It is first polled by
-    /// [`progress`](Self::progress), after every publish queued before it.
+    /// Queues a publish whose answer `answer` resolves to (boxed here, so that its state
+    /// never sits in the connection's task). [`poll_now`](Self::poll_now) or
+    /// [`progress`](Self::progress) first polls it, after every publish queued before it.
     pub(crate) fn start(&self, answer: impl Future<Output = Utf8Bytes> + Send + 'a) {
         self.lock().push_back(Slot::Waiting(Box::pin(answer)));
+    }
+
+    /// Polls every publish in flight once, in order, and returns: the read pump calls it
+    /// after [`start`](Self::start), so a broker that answers at once (the memory broker)
+    /// publishes there and then, as before pipelining, and a networked one takes its place
+    /// in line.
+    pub(crate) async fn poll_now(&self) {
+        poll_fn(|cx| {
+            let _ = self.poll_progress(cx);
+            Poll::Ready(())
+        })
+        .await;
     }
 
     /// Queues the answer of a publish that never reached the broker (refused): it goes out
@@ -300,8 +313,9 @@ mod tests {
                 std::future::pending::<()>().await;
                 text("never")
             });
+            queue.poll_now().await;
         }
-        assert!(queue.progress().now_or_never().is_none());
+        // Each was first polled when started, after those before it.
         assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
     }
 

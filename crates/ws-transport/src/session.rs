@@ -172,6 +172,7 @@ impl pump::Application for SessionApp<'_> {
         };
         if matches!(request, Request::Publish { .. }) {
             self.start_publish(request);
+            self.in_flight.poll_now().await;
             // At the core's bound the read pump waits for the write pump to take an answer.
             if self.window_full.load(Ordering::Relaxed) {
                 Box::pin(
@@ -198,13 +199,12 @@ impl pump::Application for SessionApp<'_> {
         if batch.commands.waiting > 0 {
             self.hub.metrics().queue_depth(batch.commands.waiting);
         }
-        // Behind everything the outbox held: a message the memory broker delivered while
-        // publishing goes out before its ack.
-        if !self.outbox.has_frames() {
-            batch.answers = self
-                .in_flight
-                .take(&mut batch.taken, |frame| Outgoing::answer(frame, false));
-        }
+        // Behind the frames taken from the outbox: a message the memory broker delivered
+        // while publishing goes out before its ack (unless a backlog longer than a batch
+        // holds it; answers never wait for the outbox to empty).
+        batch.answers = self
+            .in_flight
+            .take(&mut batch.taken, |frame| Outgoing::answer(frame, false));
     }
 
     fn apply(&self, batch: &mut SessionBatch, client: &mut Client, now: Instant) {
@@ -327,7 +327,7 @@ impl SessionApp<'_> {
         publication.ephemeral = ephemeral;
         publication.except = (!echo).then_some(self.conn);
         let (hub, broker) = (self.hub, self.broker);
-        self.in_flight.start(async move {
+        let answer = async move {
             let name = Session::wire_name(&project);
             let id = id.as_deref();
             let frame = match publish(hub, broker, &project, publication).await {
@@ -341,7 +341,8 @@ impl SessionApp<'_> {
                 Err(_) => broker_unavailable(id, name),
             };
             frame.into()
-        });
+        };
+        self.in_flight.start(answer);
     }
 
     /// One request that passed the core's budgets, other than a `publish`.
