@@ -226,6 +226,8 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
+    // Only the broker cases asked for (`--case redis-1pub`): the main table is left alone.
+    let main_ran = !cases.is_empty();
     let (cases, results, kept) = merge_previous(&cases, &results, &servers, &previous);
     if !kept.is_empty() {
         let quoted = |names: &mut dyn Iterator<Item = &str>| {
@@ -258,7 +260,7 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         pinning,
     };
     let doc = root.join("docs/benchmarks.md");
-    if !cases.is_empty() {
+    if main_ran && !cases.is_empty() {
         let section = report.render();
         let text = fs::read_to_string(&doc).unwrap_or_default();
         fs::write(&doc, splice(&text, &section))?;
