@@ -4,7 +4,7 @@
 //! its failure logged in one place; each caller only turns the outcome into its own answer
 //! (an `ack` or `error` frame, a `202` or `503`, a batch's result).
 //!
-//! A connection's publishes are pipelined ([`InFlight`]): each goes to the broker without
+//! A connection's publishes are pipelined (`InFlight`): each goes to the broker without
 //! waiting for the previous one's answer, and the answers are written in the order the
 //! publishes came, as many at a time as the core's `publish_window` allows.
 
