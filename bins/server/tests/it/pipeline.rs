@@ -309,3 +309,99 @@ async fn a_publisher_that_never_reads_is_held_by_the_window() {
     eprintln!("non-reading publisher: {got} of {sent} published");
     assert!(got > 0 && got <= sent);
 }
+
+/// Requests sent behind a burst are answered after its acks: a v1 `presence` and `ping`,
+/// and a v2 `history`, which also sees every message of the burst; a v1 publish refused
+/// by the rate (an `error` without id) comes in its place among the acks.
+async fn later_requests_follow_the_burst(server: &Server) {
+    let project = "mixed";
+    let (mut v1, _) = join(server, project, "v1").await;
+    let mut frames: Vec<Value> = (0..20)
+        .map(|n| json!({"type": "publish", "id": format!("p{n}"), "data": n}))
+        .collect();
+    frames.push(json!({"type": "presence"}));
+    frames.push(json!({"type": "ping", "id": "after"}));
+    send_all(&mut v1, frames).await;
+    let mut answers = Vec::new();
+    while answers.len() < 22 {
+        let frame = recv_json(&mut v1).await;
+        match frame["type"].as_str() {
+            Some("message") => {}
+            Some("presence") if frame["event"] != "sync" => {}
+            _ => answers.push(frame),
+        }
+    }
+    for (n, ack) in answers[..20].iter().enumerate() {
+        assert_eq!(
+            (ack["type"].as_str(), ack["id"].as_str()),
+            (Some("ack"), Some(format!("p{n}").as_str())),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(answers[20]["event"], "sync", "{answers:?}");
+    assert_eq!(answers[21], json!({"type": "pong", "id": "after"}));
+
+    let mut v2 = connect_v2(server, "v2", &[project], "", None).await;
+    let mut frames: Vec<Value> = (0..20)
+        .map(|n| json!({"type": "publish", "id": format!("q{n}"), "project": project, "data": n}))
+        .collect();
+    frames.push(json!({"type": "history", "id": "h", "project": project, "limit": 1000}));
+    send_all(&mut v2, frames).await;
+    let answers = replies(&mut v2, 21).await;
+    assert!(
+        answers[..20].iter().all(|a| a["type"] == "ack"),
+        "{answers:?}"
+    );
+    let history = &answers[20];
+    assert_eq!(history["type"], "history", "{history}");
+    let last_ack = answers[19]["offset"].as_u64().unwrap();
+    assert_eq!(
+        history["offset"].as_u64(),
+        Some(last_ack),
+        "the history sees the burst"
+    );
+    assert_eq!(history["messages"].as_array().unwrap().len(), 40);
+}
+
+/// The next `count` frames on `ws` that are not messages or presence events.
+async fn replies(ws: &mut Ws, count: usize) -> Vec<Value> {
+    let mut answers = Vec::with_capacity(count);
+    while answers.len() < count {
+        let frame = recv_json(ws).await;
+        match frame["type"].as_str() {
+            Some("message" | "presence") => {}
+            _ => answers.push(frame),
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_requests_follow_the_burst_on_memory() {
+    later_requests_follow_the_burst(&Server::start(NO_RATE)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_requests_follow_the_burst_on_redis() {
+    let redis = Redis::start();
+    later_requests_follow_the_burst(&on_redis(&redis, NO_RATE)).await;
+}
+
+/// A v1 client over the publish rate: the refusal (an `error` without id, which clients
+/// match by position) comes after the acks of the publishes before it, on a broker whose
+/// answers take a round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_inside_a_burst_keeps_its_place() {
+    let redis = Redis::start();
+    // A burst of 10 passes (twice the rate), the 11th is refused.
+    let server = on_redis(&redis, "[limits]\nclient_publish_rate = 5\n");
+    let (mut ws, _) = join(&server, "refused", "client").await;
+    let frames = (0..11).map(|n| json!({"type": "publish", "id": format!("p{n}"), "data": n}));
+    send_all(&mut ws, frames).await;
+    let answers = answers(&mut ws, 11).await;
+    for (n, ack) in answers[..10].iter().enumerate() {
+        assert_eq!(ack["id"], format!("p{n}"), "{answers:?}");
+    }
+    assert_eq!(answers[10]["type"], "error", "{answers:?}");
+    assert_eq!(answers[10]["code"], "rate_limited");
+}
