@@ -155,12 +155,24 @@ pub(crate) fn start_server(
     log: &Path,
     pinning: Pinning,
 ) -> anyhow::Result<Running> {
+    start_server_with(server, work, log, pinning, "")
+}
+
+/// [`start_server`], with `extra` appended to wshub's configuration (other sections, such
+/// as a `[broker]`); baselines take no configuration.
+pub(crate) fn start_server_with(
+    server: &Server,
+    work: &Path,
+    log: &Path,
+    pinning: Pinning,
+    extra: &str,
+) -> anyhow::Result<Running> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut cmd = match server {
         Server::Wshub { binary } => {
             let config = work.join("wshub-bench.toml");
-            fs::write(&config, wshub_config(addr))?;
+            fs::write(&config, format!("{}\n{extra}", wshub_config(addr)))?;
             let mut cmd = pinning.command(0, binary);
             cmd.arg("--config").arg(&config).env_remove("RUST_LOG");
             cmd

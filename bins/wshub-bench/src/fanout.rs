@@ -1,9 +1,12 @@
-//! `fanout`: S subscribers in each of P projects, one publisher connection per project.
+//! `fanout`: S subscribers in each of P projects, `--publishers` publisher connections per
+//! project (one by default).
 //!
 //! Every payload is a JSON string `"b:<seq>:<µs>:xxx…"` of `--payload` bytes (quotes
 //! included): `seq` counts the project's publishes from 0 and `µs` is the generator's clock at
 //! the publish, so a subscriber knows the latency of each delivery and spots losses,
-//! duplicates and reorders. Publishes go round-robin over the projects, at a fixed total rate
+//! duplicates and reorders. With several publishers per project, each numbers its own
+//! publishes (`"b:<seq>:<µs>:<publisher>:xxx…"`): the server orders one connection's
+//! publishes, not several connections' against each other. Publishes go round-robin over the projects, at a fixed total rate
 //! (`--rate`) or as fast as a window of undelivered messages allows (`--rate 0`). Before the
 //! measurement, warm-up publishes (`"w:…"`) prove that every subscriber is in its room.
 //!
@@ -36,9 +39,12 @@ pub(crate) struct Options {
     /// Projects (rooms), each with its subscribers and one publisher.
     #[arg(long, default_value_t = 1)]
     pub(crate) projects: usize,
-    /// Subscribers per project (the publisher not counted).
+    /// Subscribers per project (the publishers not counted).
     #[arg(long, default_value_t = 1000)]
     pub(crate) subscribers: usize,
+    /// Publishing connections per project; publishes go round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// Publishes per second over all projects; 0: as fast as `--window` allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -95,24 +101,40 @@ impl Shared {
 /// What a frame carries for the generator.
 #[derive(Debug, PartialEq, Eq)]
 enum Mark {
-    Bench { seq: u64, sent_us: u64 },
+    Bench {
+        seq: u64,
+        sent_us: u64,
+        /// Which of the project's publishers sent it.
+        publisher: usize,
+    },
     Warmup,
 }
 
 /// Finds the payload in a frame: the frame itself for raw servers, its `data` for wshub.
 fn parse(text: &str) -> Option<Mark> {
     if let Some(at) = text.find("\"b:") {
-        let mut fields = text[at + 3..].splitn(3, ':');
+        let mut fields = text[at + 3..].splitn(4, ':');
         let seq = fields.next()?.parse().ok()?;
         let sent_us = fields.next()?.parse().ok()?;
-        return Some(Mark::Bench { seq, sent_us });
+        // The padding is `x`s: a number here names the publisher.
+        let publisher = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        return Some(Mark::Bench {
+            seq,
+            sent_us,
+            publisher,
+        });
     }
     text.contains("\"w:").then_some(Mark::Warmup)
 }
 
-/// A payload of `size` bytes: `"b:<seq>:<µs>:xx…x"`.
-fn payload(kind: char, seq: u64, sent_us: u64, size: usize) -> String {
-    let mut s = format!("\"{kind}:{seq}:{sent_us}:");
+/// A payload of `size` bytes: `"b:<seq>:<µs>:xx…x"`, or `"b:<seq>:<µs>:<publisher>:xx…x"`
+/// from a project's publisher other than the first.
+fn payload(kind: char, seq: u64, sent_us: u64, publisher: usize, size: usize) -> String {
+    let mut s = if publisher == 0 {
+        format!("\"{kind}:{seq}:{sent_us}:")
+    } else {
+        format!("\"{kind}:{seq}:{sent_us}:{publisher}:")
+    };
     let pad = size.saturating_sub(s.len() + 1);
     s.extend(std::iter::repeat_n('x', pad));
     s.push('"');
@@ -147,7 +169,8 @@ impl Publish {
 }
 
 async fn subscribe(mut ws: Ws, shared: Rc<Shared>) {
-    let mut next = 0_u64;
+    // Per publisher of the project: the next sequence number expected.
+    let mut nexts: Vec<u64> = vec![0];
     let mut missing = BTreeSet::new();
     let mut warm = false;
     while let Some(message) = ws.next().await {
@@ -166,18 +189,26 @@ async fn subscribe(mut ws: Ws, shared: Rc<Shared>) {
             }
         };
         match parse(text.as_str()) {
-            Some(Mark::Bench { seq, sent_us }) => {
-                let fresh = if seq == next {
-                    next += 1;
+            Some(Mark::Bench {
+                seq,
+                sent_us,
+                publisher,
+            }) => {
+                if nexts.len() <= publisher {
+                    nexts.resize(publisher + 1, 0);
+                }
+                let next = &mut nexts[publisher];
+                let fresh = if seq == *next {
+                    *next += 1;
                     true
-                } else if seq > next {
+                } else if seq > *next {
                     // A gap: the skipped ones count as reordered if they come later.
-                    if seq - next <= 1_000_000 {
-                        missing.extend(next..seq);
+                    if seq - *next <= 1_000_000 {
+                        missing.extend((*next..seq).map(|s| (publisher, s)));
                     }
-                    next = seq + 1;
+                    *next = seq + 1;
                     true
-                } else if missing.remove(&seq) {
+                } else if missing.remove(&(publisher, seq)) {
                     shared.reordered.set(shared.reordered.get() + 1);
                     true
                 } else {
@@ -212,6 +243,7 @@ async fn subscribe(mut ws: Ws, shared: Rc<Shared>) {
 
 pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     let projects = o.projects.max(1);
+    let publishers = o.publishers.max(1);
     let per_project = o.subscribers;
     let subscribers = projects * per_project;
     let target = ctx.endpoint.target;
@@ -225,7 +257,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     };
     let names: Vec<String> = (0..projects).map(|p| format!("fan-{p}")).collect();
     eprintln!(
-        "fanout{}{}: {projects} project(s) x {per_project} subscribers, {}, {:?}",
+        "fanout{}{}: {projects} project(s) x {per_project} subscribers, {publishers} publisher(s) each, {}, {:?}",
         if ctx.endpoint.v2() { " v2" } else { "" },
         if o.ephemeral { " ephemeral" } else { "" },
         if o.rate > 0.0 {
@@ -267,18 +299,20 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         tasks.push(tokio::task::spawn_local(subscribe(ws, Rc::clone(&shared))));
     }
     // Publishers come after the subscribers in the connection numbering (source addresses, users).
+    // Connection `k * projects + p` is publisher `k` of project `p`.
+    let pub_count = projects * publishers;
     let pubs = ctx
-        .open_many(projects, |i| names[i % projects].clone())
+        .open_many(pub_count, |i| names[i % projects].clone())
         .await;
-    if pubs.conns.len() != projects {
+    if pubs.conns.len() != pub_count {
         bail!(
-            "{} of {projects} publishers could not connect: {}",
+            "{} of {pub_count} publishers could not connect: {}",
             pubs.failed,
             pubs.first_error.as_deref().unwrap_or("?")
         );
     }
     let publisher_closes = Rc::new(RefCell::new(BTreeMap::<u16, usize>::new()));
-    let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(projects);
+    let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(pub_count);
     for (_, ws) in pubs.conns {
         let (sink, mut stream) = ws.split();
         sinks.push(sink);
@@ -304,7 +338,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
             );
         }
         for (sink, name) in sinks.iter_mut().zip(&names) {
-            let warm = payload('w', 0, 0, o.payload);
+            let warm = payload('w', 0, 0, 0, o.payload);
             sink.send(publish.frame(name, &warm)).await?;
         }
         for _ in 0..20 {
@@ -322,7 +356,8 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
     let started = Instant::now();
     let end = started + o.duration;
     let per_message = per_project as u64;
-    let mut seqs = vec![0_u64; projects];
+    // Per publisher connection, in the order of `sinks`.
+    let mut seqs = vec![0_u64; pub_count];
     let mut published = 0_u64;
     let mut stalled = false;
     let mut publish_error = None;
@@ -354,15 +389,18 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         }
         #[allow(clippy::cast_possible_truncation)]
         let project = (published % projects as u64) as usize;
-        let seq = seqs[project];
-        seqs[project] += 1;
-        let data = payload('b', seq, shared.now_us(), o.payload);
-        if let Err(e) = sinks[project]
+        #[allow(clippy::cast_possible_truncation)]
+        let publisher = ((published / projects as u64) % publishers as u64) as usize;
+        let conn = publisher * projects + project;
+        let seq = seqs[conn];
+        seqs[conn] += 1;
+        let data = payload('b', seq, shared.now_us(), publisher, o.payload);
+        if let Err(e) = sinks[conn]
             .send(publish.frame(&names[project], &data))
             .await
         {
             publish_error = Some(e.to_string());
-            seqs[project] -= 1;
+            seqs[conn] -= 1;
             break;
         }
         published += 1;
@@ -400,6 +438,7 @@ pub(crate) async fn run(ctx: &Ctx, o: Options) -> anyhow::Result<Value> {
         "protocol": if ctx.endpoint.v2() { 2 } else { 1 },
         "ephemeral": o.ephemeral,
         "projects": projects,
+        "publishers": publishers,
         "subscribers": per_project,
         "rate": o.rate,
         "window": o.window,
@@ -448,7 +487,7 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        let p = payload('b', 42, 1_234_567, 100);
+        let p = payload('b', 42, 1_234_567, 0, 100);
         assert_eq!(p.len(), 100);
         assert!(p.starts_with("\"b:42:1234567:x") && p.ends_with("x\""));
         let wshub = format!(
@@ -459,14 +498,25 @@ mod tests {
                 parse(text),
                 Some(Mark::Bench {
                     seq: 42,
-                    sent_us: 1_234_567
+                    sent_us: 1_234_567,
+                    publisher: 0,
                 })
             );
         }
-        assert_eq!(parse(&payload('w', 0, 0, 100)), Some(Mark::Warmup));
+        assert_eq!(parse(&payload('w', 0, 0, 0, 100)), Some(Mark::Warmup));
+        let third = payload('b', 7, 9, 3, 100);
+        assert_eq!(third.len(), 100);
+        assert_eq!(
+            parse(&third),
+            Some(Mark::Bench {
+                seq: 7,
+                sent_us: 9,
+                publisher: 3,
+            })
+        );
         assert_eq!(parse(r#"{"type":"ack","offset":7}"#), None);
         // Longer than asked when the header alone does not fit.
-        assert!(payload('b', u64::MAX, u64::MAX, 10).len() > 10);
+        assert!(payload('b', u64::MAX, u64::MAX, 0, 10).len() > 10);
     }
 
     #[test]
@@ -497,6 +547,13 @@ mod tests {
         );
         // An ephemeral v2 delivery has no offset: the payload's sequence is what counts.
         let delivery = r#"{"type":"message","project":"fan-3","from":"bench-0","data":"b:5:9:xx","ts":1,"ephemeral":true}"#;
-        assert_eq!(parse(delivery), Some(Mark::Bench { seq: 5, sent_us: 9 }));
+        assert_eq!(
+            parse(delivery),
+            Some(Mark::Bench {
+                seq: 5,
+                sent_us: 9,
+                publisher: 0,
+            })
+        );
     }
 }

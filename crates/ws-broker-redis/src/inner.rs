@@ -203,18 +203,6 @@ impl Inner {
         }
     }
 
-    /// One publish: a batch of one ([`Inner::publish_all`]), so that both take one path.
-    pub(crate) async fn publish(
-        &self,
-        project: &ProjectId,
-        publication: Publication,
-    ) -> Result<Published, BrokerError> {
-        self.publish_all(&[(project, &publication)])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(BrokerError::unavailable("redis answered no publish")))
-    }
-
     /// Publishes `items` in one round trip: a pipeline of one command per item, in the
     /// items' order: EVALSHA of the publish script, or PUBLISH for an ephemeral item
     /// (`frame::ephemeral_payload`: no offset, history or key). Redis runs a connection's

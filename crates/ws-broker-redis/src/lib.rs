@@ -18,9 +18,11 @@
 //!
 //! - Order: Redis runs a script atomically and a pub/sub connection delivers in the order
 //!   messages were published, so every node sees a project's messages in offset order.
-//! - Batches (`Broker::publish_batch`): one pipeline of the items' EVALSHA (or PUBLISH for
-//!   an ephemeral item), one round trip; Redis runs them in order, so each project's items
-//!   keep the batch's order. A single publish is a batch of one.
+//! - Batches: every publish (`Broker::publish`, `Broker::publish_batch`) is queued to the
+//!   publisher task (`publisher.rs`), which sends whatever is queued as one pipeline of the
+//!   items' EVALSHA (or PUBLISH for an ephemeral item), one round trip, one pipeline at a
+//!   time; Redis runs them in order, so each project's items, and each connection's, keep
+//!   the order they were made in.
 //! - History: a capped list per project (`history.size`, `history.max_bytes`,
 //!   `history.ttl`), and a budget for the deployment (`history.max_total_bytes`, see
 //!   `budget.rs`: the oldest idle projects are freed when over it); offsets and the
@@ -50,7 +52,7 @@
 //! connections: standalone, cluster or Sentinel), `inner` (what the tasks share and every
 //! Redis call), `key_layout` (the names of the keys and channels),
 //! `scripts` (the Lua scripts), `frame` (the bytes in Redis), `subscriber` (the pub/sub
-//! task), `presence` and `budget` (their tasks); this file is the face: [`RedisBroker`] and
+//! task), `publisher` (the publish queue and its task), `presence` and `budget` (their tasks); this file is the face: [`RedisBroker`] and
 //! its [`Broker`] implementation.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -63,6 +65,7 @@ mod inner;
 mod key_layout;
 mod link;
 mod presence;
+mod publisher;
 mod scripts;
 mod subscriber;
 
@@ -82,11 +85,13 @@ use ws_transport::broker::{
 
 pub use crate::config::{ConfigError, Field, RedisConfig, redact};
 use crate::inner::Inner;
+use crate::publisher::Publisher;
 use crate::subscriber::Subscriber;
 /// The broker. Starting it connects nothing yet: it is not ready (readiness 503, publishes
 /// refused) until Redis answers, and it keeps trying in the background.
 pub struct RedisBroker {
     inner: Arc<Inner>,
+    publisher: Publisher,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -123,14 +128,20 @@ impl RedisBroker {
             node = %inner.node,
             "redis broker starting"
         );
+        let (publisher, publishing) = Publisher::start(Arc::clone(&inner));
         let tasks = vec![
+            publishing,
             tokio::spawn(Subscriber::new(Arc::clone(&inner), receiver).run()),
             tokio::spawn(presence::maintain(Arc::clone(&inner))),
             tokio::spawn(budget::account(Arc::clone(&inner), report_receiver)),
             tokio::spawn(budget::sweep(Arc::clone(&inner))),
             tokio::spawn(link::watch_sentinels(Arc::clone(&inner))),
         ];
-        Ok(Self { inner, tasks })
+        Ok(Self {
+            inner,
+            publisher,
+            tasks,
+        })
     }
 
     /// Reports the membership changes decided for the whole cluster (SPEC §14's events)
@@ -152,20 +163,21 @@ impl Broker for RedisBroker {
         project: &'a ProjectId,
         publication: Publication,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
-        Box::pin(self.inner.publish(project, publication))
+        // Queued here, when called: a caller's publishes keep the order it made them in.
+        Box::pin(self.publisher.publish(project.clone(), publication))
     }
 
-    /// One round trip for the whole batch: a pipeline of the items' publishes, in order
-    /// (`Inner::publish_all`).
+    /// Every item queued at once, in order: they go out in the same pipeline (or, behind a
+    /// full one, the next), with whatever else is queued.
     fn publish_batch<'a>(
         &'a self,
         items: Vec<(ProjectId, Publication)>,
     ) -> BoxFuture<'a, Vec<Result<Published, BrokerError>>> {
-        Box::pin(async move {
-            let items: Vec<(&ProjectId, &Publication)> =
-                items.iter().map(|(p, x)| (p, x)).collect();
-            self.inner.publish_all(&items).await
-        })
+        let answers: Vec<_> = items
+            .into_iter()
+            .map(|(project, publication)| self.publisher.publish(project, publication))
+            .collect();
+        Box::pin(futures_util::future::join_all(answers))
     }
 
     fn recover<'a>(

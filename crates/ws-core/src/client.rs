@@ -16,6 +16,17 @@
 //! both return `None`, then sleep until [`Client::poll_timeout`] and call
 //! [`Client::handle_timeout`]. Instants passed in must never go backwards.
 //!
+//! # Pipelined publishes
+//!
+//! A publish the machine raises ([`Event::Publish`], or [`Event::Request`] carrying a v2
+//! `publish`) is *in flight* until the transport reports its answer written, in order, with
+//! [`Client::handle_publish_answered`]. Up to `publish_window` may be in flight: the
+//! transport sends them to the broker without waiting for the previous answer, and stops
+//! reading from the peer while [`Client::publish_window_full`] (backpressure: the socket's
+//! buffers fill, never the server's memory). The machine's own answers (`pong`, refusals)
+//! wait behind the publishes raised before them, so a client sees every answer in the order
+//! of its requests (a v1 `error` carries no id: the client matches it by position).
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use ws_core::client::{Client, ClientConfig, Event, Transmit};
@@ -70,7 +81,16 @@ pub struct ClientConfig {
     /// Which protocol the connection speaks: it decides how text frames are parsed and
     /// how refusals are answered.
     pub protocol: Protocol,
+    /// Publishes in flight at once: raised and not yet answered (`limits.
+    /// client_publishes_in_flight`). At the bound the transport reads nothing more from the
+    /// peer until an answer is written. 0 is taken as 1 (one publish at a time).
+    pub publish_window: u32,
 }
+
+/// The default [`ClientConfig::publish_window`]: a client's burst of publishes goes to the
+/// broker in one or two round trips, and one connection can hold at most this many answers
+/// (a few KiB) however it misbehaves.
+pub const DEFAULT_PUBLISH_WINDOW: u32 = 64;
 
 /// The wire protocol of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +118,7 @@ impl Default for ClientConfig {
             publish_rate: 50,
             request_rate: 20,
             protocol: Protocol::V1,
+            publish_window: DEFAULT_PUBLISH_WINDOW,
         }
     }
 }
@@ -218,6 +239,13 @@ pub struct Client {
     request_tokens: TokenBucket,
     /// A presence answer is being built or waits in the send queue.
     presence_pending: bool,
+    /// Publishes raised since the connection opened.
+    publishes_raised: u64,
+    /// Publishes whose answer the transport reported written.
+    publishes_answered: u64,
+    /// The machine's own text answers that wait behind publishes still in flight: each
+    /// with the count of publishes raised before it, released once that many are answered.
+    held: VecDeque<(u64, String)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -230,6 +258,9 @@ impl Client {
             publish_tokens: TokenBucket::new(config.publish_rate, now),
             request_tokens: TokenBucket::new(config.request_rate, now),
             presence_pending: false,
+            publishes_raised: 0,
+            publishes_answered: 0,
+            held: VecDeque::new(),
             config,
             state: State::Open,
             last_rx: now,
@@ -263,6 +294,17 @@ impl Client {
         now + self.config.write_timeout
     }
 
+    /// Publishes raised and not yet answered.
+    pub fn publishes_in_flight(&self) -> u64 {
+        self.publishes_raised - self.publishes_answered
+    }
+
+    /// Whether `publish_window` publishes are in flight: the transport must read nothing
+    /// more from the peer until [`Client::handle_publish_answered`] makes room.
+    pub fn publish_window_full(&self) -> bool {
+        self.publishes_in_flight() >= u64::from(self.config.publish_window.max(1))
+    }
+
     // === inputs from the peer ===
 
     /// A text message arrived.
@@ -294,6 +336,7 @@ impl Client {
                 if !self.config.allow_publish {
                     self.protocol_error(now, Refusal::PublishNotAllowed, ReplyTo::NONE);
                 } else if self.publish_tokens.take(now) {
+                    self.publishes_raised += 1;
                     self.events.push_back(Event::Publish {
                         id,
                         data,
@@ -320,7 +363,7 @@ impl Client {
                 // which must not fill the send queue, so it is paid from the request budget.
                 if self.request_tokens.take(now) {
                     let pong = ServerFrame::Pong { id: id.as_deref() }.to_json();
-                    self.transmits.push_back(Transmit::Text(pong));
+                    self.answer(pong);
                 } else {
                     self.protocol_error(now, Refusal::RequestRate, ReplyTo::NONE);
                 }
@@ -342,8 +385,7 @@ impl Client {
                 return;
             }
             Err(e) => {
-                self.transmits
-                    .push_back(Transmit::Text(e.to_frame().to_json()));
+                self.answer(e.to_frame().to_json());
                 return;
             }
         };
@@ -355,7 +397,7 @@ impl Client {
             Request::Ping { id } => {
                 if self.request_tokens.take(now) {
                     let pong = v2::ServerFrame::Pong { id: id.as_deref() }.to_json();
-                    self.transmits.push_back(Transmit::Text(pong));
+                    self.answer(pong);
                     return;
                 }
                 Refusal::RequestRate
@@ -369,6 +411,9 @@ impl Client {
                 Refusal::RequestRate
             }
             _ => {
+                if matches!(request, Request::Publish { .. }) {
+                    self.publishes_raised += 1;
+                }
                 self.events.push_back(Event::Request(request));
                 return;
             }
@@ -426,6 +471,31 @@ impl Client {
     /// be built): the next request gets an answer of its own.
     pub fn handle_presence_sent(&mut self) {
         self.presence_pending = false;
+    }
+
+    /// The answer (an `ack` or an `error`) to the oldest publish in flight was written, or
+    /// dropped with a closing connection. Each raised publish is answered exactly once, in
+    /// the order raised; the machine's answers held behind it are released to
+    /// [`Client::poll_transmit`], and the window has room for one more.
+    pub fn handle_publish_answered(&mut self) {
+        debug_assert!(
+            self.publishes_in_flight() > 0,
+            "an answer for a publish that was never raised"
+        );
+        if self.publishes_in_flight() == 0 {
+            return;
+        }
+        self.publishes_answered += 1;
+        while let Some((after, _)) = self.held.front() {
+            if *after > self.publishes_answered {
+                break;
+            }
+            if let Some((_, frame)) = self.held.pop_front()
+                && self.is_open()
+            {
+                self.transmits.push_back(Transmit::Text(frame));
+            }
+        }
     }
 
     /// A ping or pong arrived. Pongs to our pings are answered by the WebSocket layer.
@@ -691,7 +761,17 @@ impl Client {
                 }
                 .to_json(),
             };
+            self.answer(frame);
+        }
+    }
+
+    /// Queues one of the machine's own text answers: at once, or behind the publishes in
+    /// flight, whose answers the client must see first.
+    fn answer(&mut self, frame: String) {
+        if self.publishes_in_flight() == 0 {
             self.transmits.push_back(Transmit::Text(frame));
+        } else {
+            self.held.push_back((self.publishes_raised, frame));
         }
     }
 

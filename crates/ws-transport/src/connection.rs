@@ -3,12 +3,16 @@
 //! the close log line and a lingering close.
 //!
 //! [`HubApp`] is the application the pumps serve here: a client's text goes to the core as
-//! an envelope, its publishes go to the broker, and the write pump's frames come from the
-//! outbox the hub delivers into, merged with the replay by offset.
+//! an envelope, its publishes go to the broker, pipelined ([`InFlight`]: the read pump goes
+//! on reading while they are in flight, up to the core's window), and the write pump's
+//! frames come from the outbox the hub delivers into, merged with the replay by offset,
+//! then the publishes' answers in order. A presence request waits until the publishes
+//! before it are answered, so its answer follows theirs.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +31,7 @@ use crate::broker::{Broker, Position, Publication, Published, Replay};
 use crate::config::TransportConfig;
 use crate::hub::{Member, Refused, SharedHub};
 use crate::outbox::{Commands, Outbox, Outgoing};
-use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
+use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, InFlight, publish};
 use crate::pump;
 use crate::traffic::{Traffic, Written};
 use crate::tungstenite;
@@ -65,13 +69,21 @@ struct HubApp<'a> {
     delivered: Mutex<Watermark>,
     /// Text frames received and frames written, for the end-of-connection log line.
     traffic: Traffic,
+    /// The client's publishes in flight, answered in order.
+    in_flight: InFlight<'a>,
+    /// The core's window of publishes in flight is full: the read pump waits (the core
+    /// says so; set with the core locked, after each text frame and each batch).
+    window_full: AtomicBool,
 }
 
-/// The write pump's batch: frames taken from the outbox and the commands taken with them.
+/// The write pump's batch: frames taken from the outbox and the commands taken with them,
+/// then the answers of publishes.
 #[derive(Default)]
 struct HubBatch {
     frames: Vec<Outgoing>,
     commands: Commands,
+    /// Publishes answered in this batch, for the core.
+    answers: usize,
 }
 
 impl pump::Application for HubApp<'_> {
@@ -81,6 +93,8 @@ impl pump::Application for HubApp<'_> {
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
         self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
+        self.window_full
+            .store(client.publish_window_full(), Ordering::Relaxed);
     }
 
     fn on_binary(&self, client: &mut Client, now: Instant, data: Bytes) {
@@ -88,9 +102,27 @@ impl pump::Application for HubApp<'_> {
     }
 
     async fn on_event(&self, event: Event) {
+        if matches!(event, Event::Publish { .. }) {
+            start_publish(self, event);
+            self.in_flight.poll_now().await;
+            // At the core's bound the read pump waits: nothing more is read until the
+            // write pump took an answer.
+            if self.window_full.load(Ordering::Relaxed) {
+                Box::pin(
+                    self.in_flight
+                        .wait_until(|| !self.window_full.load(Ordering::Relaxed)),
+                )
+                .await;
+            }
+            return;
+        }
         // Boxed: inline, the broker round trip's state would sit in every connection's
-        // task while it waits for the next frame; a client's publish is worth an allocation.
-        Box::pin(handle_event(self, event)).await;
+        // task while it waits for the next frame.
+        Box::pin(async {
+            self.in_flight.drained().await;
+            handle_event(self, event).await;
+        })
+        .await;
     }
 
     fn take(&self, batch: &mut HubBatch) {
@@ -100,11 +132,26 @@ impl pump::Application for HubApp<'_> {
         if batch.commands.waiting > 0 {
             self.hub.metrics().queue_depth(batch.commands.waiting);
         }
+        // Behind the frames taken from the outbox: a message the memory broker delivered
+        // while publishing goes out before its ack (unless a backlog longer than a batch
+        // holds it; answers never wait for the outbox to empty, which a busy project
+        // might never let happen).
+        batch.answers = self
+            .in_flight
+            .take(&mut batch.frames, |frame| Outgoing::answer(frame, false));
     }
 
     fn apply(&self, batch: &mut HubBatch, client: &mut Client, now: Instant) {
         if batch.frames.iter().any(|o| o.presence_answer) {
             client.handle_presence_sent();
+        }
+        if batch.answers > 0 {
+            for _ in 0..std::mem::take(&mut batch.answers) {
+                client.handle_publish_answered();
+            }
+            self.window_full
+                .store(client.publish_window_full(), Ordering::Relaxed);
+            self.in_flight.taken();
         }
         batch.commands.apply(&mut batch.frames, client, now);
     }
@@ -132,11 +179,15 @@ impl pump::Application for HubApp<'_> {
     }
 
     fn has_frames(&self) -> bool {
-        self.outbox.has_frames()
+        self.outbox.has_frames() || self.in_flight.has_answers()
     }
 
     async fn ready(&self) {
-        self.outbox.ready().await;
+        // The publishes in flight are driven here, while the write pump waits.
+        tokio::select! {
+            () = self.outbox.ready() => {}
+            () = self.in_flight.progress() => {}
+        }
     }
 }
 
@@ -180,6 +231,8 @@ pub(crate) fn run(
             outbox: &outbox,
             delivered: Mutex::new(Watermark::new(delivered)),
             traffic: Traffic::default(),
+            in_flight: InFlight::new(),
+            window_full: AtomicBool::new(false),
         };
         let pump::Ended { closed, socket } =
             pump::run(ws, &app, new_client(&config, &who), config.linger).await;
@@ -424,53 +477,68 @@ fn welcome(conn: ConnId, who: &Admitted, config: &TransportConfig, replay: &Repl
     .into()
 }
 
-/// Core → application: a client's publish goes to its project through the broker.
+/// Core → application: a client's publish goes to its project through the broker,
+/// pipelined; its answer (an `ack`, or the `error` of a refusal) is queued in order in
+/// [`HubApp::in_flight`], never in the outbox.
+fn start_publish<'a>(app: &HubApp<'a>, event: Event) {
+    let Event::Publish {
+        id,
+        data,
+        key,
+        ephemeral,
+        echo,
+    } = event
+    else {
+        return;
+    };
+    if !app.who.ops.contains(Operation::Publish) {
+        let frame = ServerFrame::error(
+            code::FORBIDDEN,
+            "the token does not grant this operation on this project",
+        );
+        return app.in_flight.answer(frame.to_json().into());
+    }
+    if !app
+        .config
+        .namespaces
+        .policy(&app.who.project)
+        .allow_client_publish
+    {
+        let frame = ServerFrame::error(
+            code::PUBLISH_NOT_ALLOWED,
+            "this project's namespace does not accept publishes from clients",
+        );
+        return app.in_flight.answer(frame.to_json().into());
+    }
+    let mut publication = Publication::new(app.who.user.as_str().to_owned(), data);
+    publication.key = key;
+    publication.ephemeral = ephemeral;
+    publication.except = (!echo).then_some(app.conn);
+    let (hub, broker, project): (&'a SharedHub, &'a dyn Broker, &'a ProjectId) =
+        (app.hub, app.broker, &app.who.project);
+    app.in_flight.start(async move {
+        let answer = match publish(hub, broker, project, publication).await {
+            Ok(Published { offset, duplicate }) => ServerFrame::Ack {
+                id: id.as_deref(),
+                offset,
+                duplicate,
+            }
+            .to_json(),
+            Err(_) => broker_unavailable(),
+        };
+        answer.into()
+    });
+}
+
+/// Core → application: a presence request (publishes are [`start_publish`]'s).
 async fn handle_event(app: &HubApp<'_>, event: Event) {
     match event {
-        Event::Publish { .. } | Event::PresenceRequest
-            if !app.who.ops.contains(operation_of(&event)) =>
-        {
-            let presence = matches!(event, Event::PresenceRequest);
+        Event::PresenceRequest if !app.who.ops.contains(Operation::Presence) => {
             let frame = ServerFrame::error(
                 code::FORBIDDEN,
                 "the token does not grant this operation on this project",
             );
-            app.answer(frame.to_json(), presence);
-        }
-        Event::Publish { .. }
-            if !app
-                .config
-                .namespaces
-                .policy(&app.who.project)
-                .allow_client_publish =>
-        {
-            let frame = ServerFrame::error(
-                code::PUBLISH_NOT_ALLOWED,
-                "this project's namespace does not accept publishes from clients",
-            );
-            app.answer(frame.to_json(), false);
-        }
-        Event::Publish {
-            id,
-            data,
-            key,
-            ephemeral,
-            echo,
-        } => {
-            let mut publication = Publication::new(app.who.user.as_str().to_owned(), data);
-            publication.key = key;
-            publication.ephemeral = ephemeral;
-            publication.except = (!echo).then_some(app.conn);
-            let answer = match publish(app.hub, app.broker, &app.who.project, publication).await {
-                Ok(Published { offset, duplicate }) => ServerFrame::Ack {
-                    id: id.as_deref(),
-                    offset,
-                    duplicate,
-                }
-                .to_json(),
-                Err(_) => broker_unavailable(),
-            };
-            app.answer(answer, false);
+            app.answer(frame.to_json(), true);
         }
         Event::PresenceRequest => {
             // Cluster-wide with a distributed broker; this node's members otherwise.
@@ -493,14 +561,6 @@ async fn handle_event(app: &HubApp<'_>, event: Event) {
             app.answer(frame, true);
         }
         _ => {}
-    }
-}
-
-/// The operation a v1 request needs.
-fn operation_of(event: &Event) -> Operation {
-    match event {
-        Event::PresenceRequest => Operation::Presence,
-        _ => Operation::Publish,
     }
 }
 

@@ -3,14 +3,26 @@
 //! [`publish_batch`] for `POST /api/messages`), so a message is stamped, timed, counted and
 //! its failure logged in one place; each caller only turns the outcome into its own answer
 //! (an `ack` or `error` frame, a `202` or `503`, a batch's result).
+//!
+//! A connection's publishes are pipelined (`InFlight`): each goes to the broker without
+//! waiting for the previous one's answer, and the answers are written in the order the
+//! publishes came, as many at a time as the core's `publish_window` allows.
 
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use tracing::debug;
+use tungstenite::Utf8Bytes;
 use ws_core::ProjectId;
 
-use crate::broker::{Broker, BrokerError, Publication, Published};
+use crate::broker::{BoxFuture, Broker, BrokerError, Publication, Published};
 use crate::hub::SharedHub;
+use crate::tungstenite;
 
 /// What a client is told when the broker failed, over the WebSocket or HTTP. The broker's
 /// own error (a Redis error text, an address) goes to the log, never to a client.
@@ -109,4 +121,213 @@ pub async fn publish_batch(
         }
     }
     results
+}
+
+/// One connection's publishes in flight, oldest first, each until its answer (the `ack` or
+/// `error` frame) is taken by the write pump. Shared by the connection's two pumps (futures
+/// of one task):
+///
+/// - the read pump [`start`](Self::start)s a publish (or [`answer`](Self::answer)s one it
+///   refused) and goes on reading, unless the core's window is full;
+/// - the write pump [`progress`](Self::progress)es them while it waits, polling every
+///   publish in order (so a broker that takes its place when first polled takes them in
+///   the connection's order), and [`take`](Self::take)s the answers at the front, in order,
+///   into its batch: a later publish's answer never overtakes an earlier one's. The pump
+///   then reports each to the core (`Client::handle_publish_answered`) and calls
+///   [`taken`](Self::taken).
+///
+/// How many may be in flight is the core's decision (`ClientConfig::publish_window`); this
+/// queue holds exactly the core's publishes in flight.
+pub(crate) struct InFlight<'a> {
+    slots: Mutex<VecDeque<Slot<'a>>>,
+    /// Answers were taken and counted by the core: a waiting reader looks again.
+    answered: Notify,
+}
+
+enum Slot<'a> {
+    Waiting(BoxFuture<'a, Utf8Bytes>),
+    Answered(Utf8Bytes),
+}
+
+impl<'a> InFlight<'a> {
+    /// An empty queue.
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: Mutex::new(VecDeque::new()),
+            answered: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Slot<'a>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a publish whose answer `answer` resolves to (boxed here, so that its state
+    /// never sits in the connection's task). [`poll_now`](Self::poll_now) or
+    /// [`progress`](Self::progress) first polls it, after every publish queued before it.
+    pub(crate) fn start(&self, answer: impl Future<Output = Utf8Bytes> + Send + 'a) {
+        self.lock().push_back(Slot::Waiting(Box::pin(answer)));
+    }
+
+    /// Polls every publish in flight once, in order, and returns: the read pump calls it
+    /// after [`start`](Self::start), so a broker that answers at once (the memory broker)
+    /// publishes there and then, as before pipelining, and a networked one takes its place
+    /// in line.
+    pub(crate) async fn poll_now(&self) {
+        poll_fn(|cx| {
+            let _ = self.poll_progress(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// Queues the answer of a publish that never reached the broker (refused): it goes out
+    /// after the answers of the publishes before it.
+    pub(crate) fn answer(&self, frame: Utf8Bytes) {
+        self.lock().push_back(Slot::Answered(frame));
+    }
+
+    /// Whether the oldest publish is answered: the write pump has something to take.
+    pub(crate) fn has_answers(&self) -> bool {
+        matches!(self.lock().front(), Some(Slot::Answered(_)))
+    }
+
+    /// Whether nothing is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Drives the publishes in flight, in order; resolves once the oldest is answered.
+    pub(crate) async fn progress(&self) {
+        poll_fn(|cx| self.poll_progress(cx)).await;
+    }
+
+    fn poll_progress(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slots = self.lock();
+        for slot in slots.iter_mut() {
+            if let Slot::Waiting(answer) = slot
+                && let Poll::Ready(frame) = answer.as_mut().poll(cx)
+            {
+                *slot = Slot::Answered(frame);
+            }
+        }
+        match slots.front() {
+            Some(Slot::Answered(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Moves the answers at the front, in order, into `out` (through `wrap`); returns how
+    /// many. The caller reports each to the core, then calls [`taken`](Self::taken).
+    pub(crate) fn take<T>(&self, out: &mut Vec<T>, wrap: impl Fn(Utf8Bytes) -> T) -> usize {
+        let mut slots = self.lock();
+        let mut taken = 0;
+        while let Some(Slot::Answered(_)) = slots.front() {
+            if let Some(Slot::Answered(frame)) = slots.pop_front() {
+                out.push(wrap(frame));
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    /// The core counted the answers taken: wakes a reader waiting for room or for the queue
+    /// to empty.
+    pub(crate) fn taken(&self) {
+        self.answered.notify_waiters();
+    }
+
+    /// Waits until `ready` holds, looking again each time answers were taken.
+    pub(crate) async fn wait_until(&self, ready: impl Fn() -> bool) {
+        loop {
+            let mut notified = pin!(self.answered.notified());
+            // Registered before the check, so an answer taken in between is not missed.
+            notified.as_mut().enable();
+            if ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until every publish in flight was answered and taken: a request that is not
+    /// a publish is handled after this, so its answer follows theirs.
+    pub(crate) async fn drained(&self) {
+        if !self.is_empty() {
+            self.wait_until(|| self.is_empty()).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for InFlight<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("len", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::FutureExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn text(s: &str) -> Utf8Bytes {
+        Utf8Bytes::from(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn answers_leave_in_order_whatever_order_they_complete_in() {
+        let queue = InFlight::new();
+        let (first, first_rx) = oneshot::channel::<&str>();
+        let (second, second_rx) = oneshot::channel::<&str>();
+        queue.start(first_rx.map(|r| text(r.unwrap())));
+        queue.start(second_rx.map(|r| text(r.unwrap())));
+        queue.answer(text("refused"));
+        second.send("b").unwrap();
+        assert!(
+            queue.progress().now_or_never().is_none(),
+            "the oldest waits"
+        );
+        let mut out = Vec::new();
+        assert_eq!(queue.take(&mut out, |f| f), 0);
+        first.send("a").unwrap();
+        queue.progress().await;
+        assert_eq!(queue.take(&mut out, |f| f), 3);
+        assert_eq!(out, [text("a"), text("b"), text("refused")]);
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn publishes_are_first_polled_in_the_order_they_came() {
+        let queue = InFlight::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for n in 0..5 {
+            let order = Arc::clone(&order);
+            queue.start(async move {
+                order.lock().unwrap().push(n);
+                std::future::pending::<()>().await;
+                text("never")
+            });
+            queue.poll_now().await;
+        }
+        // Each was first polled when started, after those before it.
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_once_answers_are_taken() {
+        let queue = InFlight::new();
+        queue.answer(text("x"));
+        let mut drained = pin!(queue.drained());
+        assert!((&mut drained).now_or_never().is_none());
+        let mut out = Vec::new();
+        queue.take(&mut out, |f| f);
+        queue.taken();
+        drained.await;
+    }
 }

@@ -18,10 +18,15 @@
 //!
 //! Requests are handled one at a time, in the order they arrive (the read pump awaits each),
 //! so a subscription's recovery is never overtaken by a later request of the same client.
+//! Publishes are the exception: they are pipelined ([`InFlight`]), each sent to the broker
+//! without waiting for the previous answer, up to the core's window, and answered in order;
+//! any other request waits until the publishes before it are answered, so its answer
+//! follows theirs.
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -44,7 +49,7 @@ use crate::config::TransportConfig;
 use crate::connection::{deadline, new_client_until, presence_frame, refuse};
 use crate::hub::{Member, Refused, SharedHub};
 use crate::outbox::{Commands, NO_MEMBER, Outbox, Outgoing};
-use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, publish};
+use crate::publish::{BROKER_UNAVAILABLE_MESSAGE, InFlight, publish};
 use crate::pump;
 use crate::socket::PendingUpgrade;
 use crate::traffic::{Traffic, Written};
@@ -112,6 +117,10 @@ struct SessionApp<'a> {
     outbox: &'a Arc<Outbox>,
     state: Mutex<State>,
     traffic: Traffic,
+    /// The client's publishes in flight, answered in order.
+    in_flight: InFlight<'a>,
+    /// The core's window of publishes in flight is full: the read pump waits.
+    window_full: AtomicBool,
 }
 
 /// The write pump's batch.
@@ -119,6 +128,8 @@ struct SessionApp<'a> {
 struct SessionBatch {
     taken: Vec<Outgoing>,
     commands: Commands,
+    /// Publishes answered in this batch, for the core.
+    answers: usize,
     /// The frames to write, in order, once the subscriptions had their say.
     frames: Vec<Utf8Bytes>,
     oldest: Option<Instant>,
@@ -131,6 +142,8 @@ impl pump::Application for SessionApp<'_> {
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
         self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
+        self.window_full
+            .store(client.publish_window_full(), Ordering::Relaxed);
     }
 
     fn on_binary(&self, client: &mut Client, now: Instant, data: Bytes) {
@@ -138,10 +151,28 @@ impl pump::Application for SessionApp<'_> {
     }
 
     async fn on_event(&self, event: Event) {
-        if let Event::Request(request) = event {
-            // Boxed: a broker round trip's state must not sit in every idle connection.
-            Box::pin(self.handle(request)).await;
+        let Event::Request(request) = event else {
+            return;
+        };
+        if matches!(request, Request::Publish { .. }) {
+            self.start_publish(request);
+            self.in_flight.poll_now().await;
+            // At the core's bound the read pump waits for the write pump to take an answer.
+            if self.window_full.load(Ordering::Relaxed) {
+                Box::pin(
+                    self.in_flight
+                        .wait_until(|| !self.window_full.load(Ordering::Relaxed)),
+                )
+                .await;
+            }
+            return;
         }
+        // Boxed: a broker round trip's state must not sit in every idle connection.
+        Box::pin(async {
+            self.in_flight.drained().await;
+            self.handle(request).await;
+        })
+        .await;
     }
 
     fn take(&self, batch: &mut SessionBatch) {
@@ -152,9 +183,23 @@ impl pump::Application for SessionApp<'_> {
         if batch.commands.waiting > 0 {
             self.hub.metrics().queue_depth(batch.commands.waiting);
         }
+        // Behind the frames taken from the outbox: a message the memory broker delivered
+        // while publishing goes out before its ack (unless a backlog longer than a batch
+        // holds it; answers never wait for the outbox to empty).
+        batch.answers = self
+            .in_flight
+            .take(&mut batch.taken, |frame| Outgoing::answer(frame, false));
     }
 
     fn apply(&self, batch: &mut SessionBatch, client: &mut Client, now: Instant) {
+        if batch.answers > 0 {
+            for _ in 0..std::mem::take(&mut batch.answers) {
+                client.handle_publish_answered();
+            }
+            self.window_full
+                .store(client.publish_window_full(), Ordering::Relaxed);
+            self.in_flight.taken();
+        }
         let mut state = self.lock();
         if let Some(at) = state.expiry.take() {
             client.handle_refresh(at);
@@ -204,11 +249,15 @@ impl pump::Application for SessionApp<'_> {
     }
 
     fn has_frames(&self) -> bool {
-        self.outbox.has_frames() || !self.lock().pending.is_empty()
+        self.outbox.has_frames() || !self.lock().pending.is_empty() || self.in_flight.has_answers()
     }
 
     async fn ready(&self) {
-        self.outbox.ready().await;
+        // The publishes in flight are driven here, while the write pump waits.
+        tokio::select! {
+            () = self.outbox.ready() => {}
+            () = self.in_flight.progress() => {}
+        }
     }
 }
 
@@ -217,7 +266,67 @@ impl SessionApp<'_> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One request that passed the core's budgets.
+    /// A `publish` that passed the core's budgets: checked, then sent to the broker without
+    /// waiting for the answer, which [`InFlight`] queues in order (a refusal too).
+    fn start_publish(&self, request: Request) {
+        let Request::Publish {
+            id,
+            target,
+            data,
+            key,
+            ephemeral,
+            echo,
+        } = request
+        else {
+            return;
+        };
+        let refuse = |code: &str, message: &str| {
+            let frame = ServerFrame::Error {
+                id: id.as_deref(),
+                project: Some(target.as_str()),
+                code,
+                message,
+            };
+            self.in_flight.answer(frame.to_json().into());
+        };
+        let policy = match &target {
+            Target::Project(project) => self.namespaces.policy(project),
+            Target::Personal => self.namespaces.defaults(),
+        };
+        let checked = self.lock().session.check_publish(&target, &policy);
+        let project = match checked {
+            Ok(project) => project,
+            Err(denied) => return refuse(denied.code(), denied.message()),
+        };
+        // The request parser checked the key's length already.
+        let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
+            Ok(key) => key,
+            Err(e) => return refuse(code::INVALID_KEY, &e.to_string()),
+        };
+        let mut publication = Publication::new(self.user.as_str().to_owned(), data);
+        publication.key = key;
+        publication.ephemeral = ephemeral;
+        publication.except = (!echo).then_some(self.conn);
+        let (hub, broker) = (self.hub, self.broker);
+        let answer = async move {
+            let name = Session::wire_name(&project);
+            let id = id.as_deref();
+            let frame = match publish(hub, broker, &project, publication).await {
+                Ok(Published { offset, duplicate }) => ServerFrame::Ack {
+                    id,
+                    project: name,
+                    offset,
+                    duplicate,
+                }
+                .to_json(),
+                Err(_) => broker_unavailable(id, name),
+            };
+            frame.into()
+        };
+        self.in_flight.start(answer);
+    }
+
+    /// One request that passed the core's budgets, other than a `publish`.
     async fn handle(&self, request: Request) {
         match request {
             Request::Subscribe {
@@ -226,54 +335,6 @@ impl SessionApp<'_> {
                 recovery,
             } => self.subscribe(id.as_deref(), &target, &recovery).await,
             Request::Unsubscribe { id, target } => self.unsubscribe(id.as_deref(), &target),
-            Request::Publish {
-                id,
-                target,
-                data,
-                key,
-                ephemeral,
-                echo,
-            } => {
-                let id = id.as_deref();
-                let policy = match &target {
-                    Target::Project(project) => self.namespaces.policy(project),
-                    Target::Personal => self.namespaces.defaults(),
-                };
-                let checked = self.lock().session.check_publish(&target, &policy);
-                let project = match checked {
-                    Ok(project) => project,
-                    Err(denied) => return self.deny(id, &target, denied),
-                };
-                // The request parser checked the key's length already.
-                let key = match key.as_deref().map(IdempotencyKey::parse).transpose() {
-                    Ok(key) => key,
-                    Err(e) => {
-                        let message = e.to_string();
-                        return self.refuse_request(
-                            id,
-                            Some(target.as_str()),
-                            code::INVALID_KEY,
-                            &message,
-                        );
-                    }
-                };
-                let mut publication = Publication::new(self.user.as_str().to_owned(), data);
-                publication.key = key;
-                publication.ephemeral = ephemeral;
-                publication.except = (!echo).then_some(self.conn);
-                let name = Session::wire_name(&project);
-                let frame = match publish(self.hub, self.broker, &project, publication).await {
-                    Ok(Published { offset, duplicate }) => ServerFrame::Ack {
-                        id,
-                        project: name,
-                        offset,
-                        duplicate,
-                    }
-                    .to_json(),
-                    Err(_) => broker_unavailable(id, name),
-                };
-                self.answer(frame);
-            }
             Request::Presence { id, target } => {
                 let id = id.as_deref();
                 let checked = self.lock().session.check(&target, Operation::Presence);
@@ -676,6 +737,8 @@ pub(crate) fn run(
                 expiry: None,
             }),
             traffic: Traffic::default(),
+            in_flight: InFlight::new(),
+            window_full: AtomicBool::new(false),
         };
         for (target, recovery) in &subscribe {
             app.subscribe(None, target, recovery).await;

@@ -14,8 +14,9 @@
 //! This module is the command and its flags: the quick and full profiles, the peers, the
 //! micro-benchmarks. [`cases`] holds the case table and its metrics, [`run`](mod@run) one run
 //! of a case against a fresh server, [`report`] the console lines, `docs/benchmarks.md` and
-//! `target/bench/results.json`, and [`redis`] the `redis-fanout` case. Starting and stopping
-//! servers is `crate::servers`, shared with `cargo xtask soak`.
+//! `target/bench/results.json`, [`redis`] the `redis-fanout` case, and [`redis_pub`] the
+//! `redis-1pub`/`redis-8pub` cases (Redis against memory on one node, by publishers).
+//! Starting and stopping servers is `crate::servers`, shared with `cargo xtask soak`.
 
 use std::fs;
 use std::time::Instant;
@@ -31,6 +32,7 @@ use crate::{cargo, exec, project_root};
 
 mod cases;
 mod redis;
+mod redis_pub;
 mod report;
 mod run;
 
@@ -115,9 +117,14 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     let runs = flags.runs.unwrap_or(3);
     let mut cases = full_cases();
     let with_redis = flags.cases.is_empty() || flags.cases.iter().any(|c| c == redis::CASE);
+    let redis_pub_cases: Vec<(&'static str, usize)> = redis_pub::CASES
+        .into_iter()
+        .filter(|(name, _)| flags.cases.is_empty() || flags.cases.iter().any(|c| c == name))
+        .collect();
     if !flags.cases.is_empty() {
         let mut known: Vec<&str> = cases.iter().map(|c| c.name).collect();
         known.push(redis::CASE);
+        known.extend(redis_pub::CASES.iter().map(|(name, _)| *name));
         if let Some(unknown) = flags.cases.iter().find(|c| !known.contains(&c.as_str())) {
             bail!("unknown case `{unknown}`; cases: {}", known.join(", "));
         }
@@ -219,6 +226,8 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
+    // Only the broker cases asked for (`--case redis-1pub`): the main table is left alone.
+    let main_ran = !cases.is_empty();
     let (cases, results, kept) = merge_previous(&cases, &results, &servers, &previous);
     if !kept.is_empty() {
         let quoted = |names: &mut dyn Iterator<Item = &str>| {
@@ -251,7 +260,7 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
         pinning,
     };
     let doc = root.join("docs/benchmarks.md");
-    if !cases.is_empty() {
+    if main_ran && !cases.is_empty() {
         let section = report.render();
         let text = fs::read_to_string(&doc).unwrap_or_default();
         fs::write(&doc, splice(&text, &section))?;
@@ -261,6 +270,21 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
             doc.display(),
             raw_path.display()
         );
+    }
+    if !redis_pub_cases.is_empty() {
+        if redis::available() {
+            let section = redis_pub::full(
+                &root,
+                &redis_pub_cases,
+                &servers[0],
+                &generator,
+                pinning,
+                runs,
+            )?;
+            println!("\n{section}\nwrote {}", doc.display());
+        } else {
+            eprintln!("`redis-1pub`, `redis-8pub` skipped: no `redis-server` on PATH");
+        }
     }
     if with_redis {
         if redis::available() {

@@ -10,7 +10,7 @@ use anyhow::bail;
 use serde_json::{Value, json};
 
 use super::cases::Case;
-use crate::servers::{Pinning, SECRET, Server, generator_result, run_generator, start_server};
+use crate::servers::{Pinning, SECRET, Server, generator_result, run_generator, start_server_with};
 
 /// How long one generator run may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -24,11 +24,36 @@ pub(super) fn run_once(
     work: &Path,
     pinning: Pinning,
 ) -> anyhow::Result<Value> {
-    let log = work.join(format!("logs/{}-{}-{run}.log", case.name, server.name()));
+    run_configured(
+        server,
+        server.name(),
+        "",
+        case,
+        run,
+        generator,
+        work,
+        pinning,
+    )
+}
+
+/// [`run_once`] with `extra` in wshub's configuration (a `[broker]` section, say); `label`
+/// names the server in the log file's name.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_configured(
+    server: &Server,
+    label: &str,
+    extra: &str,
+    case: &Case,
+    run: u32,
+    generator: &Path,
+    work: &Path,
+    pinning: Pinning,
+) -> anyhow::Result<Value> {
+    let log = work.join(format!("logs/{}-{label}-{run}.log", case.name));
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir)?;
     }
-    let running = start_server(server, work, &log, pinning)?;
+    let running = start_server_with(server, work, &log, pinning, extra)?;
     let pid = running.child.id();
     let mut cmd = pinning.command(1, generator);
     cmd.args(["--addr", &running.addr.to_string()])

@@ -95,6 +95,8 @@ impl Settings {
                 .any(|n| n.allow_client_publish == Some(true));
         client.publish_rate = self.limits.client_publish_rate;
         client.request_rate = self.limits.client_request_rate;
+        client.publish_window =
+            u32::try_from(self.limits.client_publishes_in_flight).unwrap_or(u32::MAX);
         let mut config = TransportConfig::default();
         config.client = client;
         let subscriptions = &mut config.subscriptions;

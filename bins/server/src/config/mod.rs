@@ -167,6 +167,8 @@ pub struct Limits {
     pub allow_client_publish: bool,
     /// Subscriptions per v2 connection (SPEC §10).
     pub max_subscriptions: usize,
+    /// Publishes one connection may have in flight (sent to the broker, not yet answered).
+    pub client_publishes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -182,6 +184,7 @@ impl Default for Limits {
             handshake_rate_per_ip: 50,
             allow_client_publish: true,
             max_subscriptions: 128,
+            client_publishes_in_flight: ws_core::client::DEFAULT_PUBLISH_WINDOW as usize,
         }
     }
 }
@@ -521,6 +524,10 @@ impl Settings {
             ("limits.max_message_bytes", self.limits.max_message_bytes),
             ("limits.send_queue_frames", self.limits.send_queue_frames),
             ("limits.max_subscriptions", self.limits.max_subscriptions),
+            (
+                "limits.client_publishes_in_flight",
+                self.limits.client_publishes_in_flight,
+            ),
             ("limits.send_queue_bytes", self.limits.send_queue_bytes),
             ("history.max_bytes", self.history.max_bytes),
             (

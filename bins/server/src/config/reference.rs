@@ -187,6 +187,11 @@ pub fn keys() -> Vec<KeyDoc> {
             "Presence requests per second per connection, bursts of twice as many; 0: unlimited. Over it, `rate_limited` error frames, then 1008. Each answer lists the project's users, so it has a budget of its own; at most one answer waits per connection."
         ),
         key!(
+            "limits.client_publishes_in_flight",
+            |s| s.limits.client_publishes_in_flight.to_string(),
+            "Publishes one connection may have in flight: sent to the broker without waiting for the previous answer, answered in order. At the bound the server reads nothing more from that connection until an answer is written (backpressure). Greater than 0; 1 answers each publish before reading the next."
+        ),
+        key!(
             "limits.max_subscriptions",
             |s| s.limits.max_subscriptions.to_string(),
             "Project subscriptions per v2 connection (`GET /ws`); over it, a `subscribe` is refused with `too_many_subscriptions` and a handshake query listing more with `400 invalid_query`."

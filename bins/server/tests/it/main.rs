@@ -17,6 +17,7 @@ mod limits;
 mod messaging;
 mod namespaces;
 mod ops;
+mod pipeline;
 mod redis;
 mod redis_cluster;
 mod redis_sentinel;

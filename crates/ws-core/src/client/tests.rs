@@ -21,6 +21,9 @@ struct Sim {
     now: Instant,
     transmits: Vec<Transmit>,
     events: Vec<Event>,
+    /// Answers each publish as soon as it is raised, as a transport on a broker that
+    /// answers at once would: the pipelining tests turn it off and answer themselves.
+    answer_publishes: bool,
 }
 
 impl Sim {
@@ -31,15 +34,26 @@ impl Sim {
             now,
             transmits: Vec::new(),
             events: Vec::new(),
+            answer_publishes: true,
         }
     }
 
     fn drain(&mut self) {
-        while let Some(t) = self.client.poll_transmit() {
-            self.transmits.push(t);
-        }
-        while let Some(e) = self.client.poll_event() {
-            self.events.push(e);
+        loop {
+            while let Some(t) = self.client.poll_transmit() {
+                self.transmits.push(t);
+            }
+            let mut answered = false;
+            while let Some(e) = self.client.poll_event() {
+                if self.answer_publishes && is_publish(&e) {
+                    self.client.handle_publish_answered();
+                    answered = true;
+                }
+                self.events.push(e);
+            }
+            if !answered {
+                break;
+            }
         }
     }
 
@@ -100,7 +114,15 @@ fn config() -> ClientConfig {
         publish_rate: 0,
         request_rate: 0,
         protocol: Protocol::V1,
+        publish_window: 4,
     }
+}
+
+fn is_publish(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Publish { .. } | Event::Request(Request::Publish { .. })
+    )
 }
 
 fn config_v2() -> ClientConfig {
@@ -862,4 +884,165 @@ fn v2_refreshes_are_paid_from_the_request_budget() {
         (error["code"].as_str(), error["id"].as_str()),
         (Some("rate_limited"), Some("r"))
     );
+}
+
+#[test]
+fn publishes_pipeline_up_to_the_window_then_the_reader_must_wait() {
+    let mut sim = Sim::new(config());
+    sim.answer_publishes = false;
+    for n in 0..4 {
+        assert!(!sim.client.publish_window_full(), "after {n}");
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    }
+    assert_eq!(sim.events.len(), 4, "all four raised without an answer");
+    assert_eq!(sim.client.publishes_in_flight(), 4);
+    assert!(sim.client.publish_window_full());
+    sim.client.handle_publish_answered();
+    assert!(
+        !sim.client.publish_window_full(),
+        "one answer makes room for one"
+    );
+    assert_eq!(sim.client.publishes_in_flight(), 3);
+}
+
+#[test]
+fn a_window_of_zero_is_one_publish_at_a_time() {
+    let mut sim = Sim::new(ClientConfig {
+        publish_window: 0,
+        ..config()
+    });
+    sim.answer_publishes = false;
+    assert!(!sim.client.publish_window_full());
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    assert!(sim.client.publish_window_full());
+}
+
+#[test]
+fn own_answers_wait_behind_the_publishes_raised_before_them() {
+    let mut sim = Sim::new(ClientConfig {
+        publish_rate: 1,
+        max_protocol_errors: 10,
+        ..config()
+    });
+    sim.answer_publishes = false;
+    // A burst of two passes the rate; the third is refused, the ping answered.
+    for _ in 0..3 {
+        sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    }
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping","id":"x"}"#));
+    assert_eq!(sim.events.len(), 2);
+    assert!(
+        sim.transmits.is_empty(),
+        "the refusal and the pong wait for the two acks: {:?}",
+        sim.transmits
+    );
+    sim.client.handle_publish_answered();
+    sim.drain();
+    assert!(sim.transmits.is_empty(), "one ack is not enough");
+    sim.client.handle_publish_answered();
+    sim.drain();
+    let texts: Vec<serde_json::Value> = sim
+        .transmits
+        .iter()
+        .map(|t| match t {
+            Transmit::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts.len(), 2);
+    assert_eq!(texts[0]["code"], "rate_limited");
+    assert_eq!(texts[1]["type"], "pong");
+    // Nothing in flight: answered at once again.
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping"}"#));
+    assert_eq!(sim.transmits.len(), 3);
+}
+
+#[test]
+fn an_answer_held_behind_a_publish_raised_later_is_not_released_early() {
+    let mut sim = Sim::new(config_v2());
+    sim.answer_publishes = false;
+    let publish = r#"{"type":"publish","project":"a","data":1}"#;
+    sim.with(|c, now| c.handle_text(now, publish));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping","id":"1"}"#));
+    sim.with(|c, now| c.handle_text(now, publish));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping","id":"2"}"#));
+    assert!(sim.transmits.is_empty());
+    sim.client.handle_publish_answered();
+    sim.drain();
+    assert_eq!(texts(&sim), [r#"{"type":"pong","id":"1"}"#]);
+    sim.client.handle_publish_answered();
+    sim.drain();
+    assert_eq!(
+        texts(&sim),
+        [r#"{"type":"pong","id":"1"}"#, r#"{"type":"pong","id":"2"}"#]
+    );
+}
+
+#[test]
+fn held_answers_are_dropped_once_the_connection_closes() {
+    let mut sim = Sim::new(config());
+    sim.answer_publishes = false;
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping"}"#));
+    sim.with(|c, now| c.close(now, Close::new(CloseCode::NORMAL, "bye")));
+    sim.client.handle_publish_answered();
+    sim.drain();
+    assert!(
+        matches!(sim.transmits.last(), Some(Transmit::Close(_))),
+        "nothing after the close frame: {:?}",
+        sim.transmits
+    );
+}
+
+proptest! {
+    /// Whatever the mix of publishes, pings and answers, the machine's own answers come out
+    /// in request order relative to the acks, and the window is never exceeded.
+    #[test]
+    fn answers_keep_request_order(steps in proptest::collection::vec(0u8..3, 1..60)) {
+        let mut sim = Sim::new(ClientConfig { publish_window: 3, ..config() });
+        sim.answer_publishes = false;
+        // What the client sees, in order: "a<n>" for the ack of publish n, "p<n>" for the
+        // pong of the ping sent after publish n-1.
+        let mut seen: Vec<(char, u64)> = Vec::new();
+        let mut sent: Vec<(char, u64)> = Vec::new();
+        let mut raised = 0u64;
+        let mut acked = 0u64;
+        for step in steps {
+            match step {
+                0 if !sim.client.publish_window_full() => {
+                    sim.with(|c, now| c.handle_text(now, r#"{"type":"publish","data":1}"#));
+                    sent.push(('a', raised));
+                    raised += 1;
+                }
+                1 => {
+                    sim.with(|c, now| c.handle_text(now, r#"{"type":"ping"}"#));
+                    sent.push(('p', raised));
+                }
+                _ if acked < raised => {
+                    seen.push(('a', acked));
+                    acked += 1;
+                    sim.client.handle_publish_answered();
+                    sim.drain();
+                }
+                _ => {}
+            }
+            prop_assert!(sim.client.publishes_in_flight() <= 3);
+            for t in sim.transmits.drain(..) {
+                prop_assert!(matches!(t, Transmit::Text(_)));
+                // A pong's position: after the acks of the publishes sent before its ping.
+                seen.push(('p', acked));
+            }
+        }
+        let pongs_sent: Vec<u64> = sent.iter().filter(|(k, _)| *k == 'p').map(|(_, n)| *n).collect();
+        let pongs_seen: Vec<u64> = seen.iter().filter(|(k, _)| *k == 'p').map(|(_, n)| *n).collect();
+        // Every pong seen so far came out once its earlier publishes were acked, no sooner.
+        for (sent_after, seen_after) in pongs_sent.iter().zip(&pongs_seen) {
+            prop_assert!(seen_after >= sent_after);
+            prop_assert!(seen_after <= &acked);
+        }
+        // Those not yet seen wait for acks still due.
+        for waiting in pongs_sent.iter().skip(pongs_seen.len()) {
+            prop_assert!(*waiting > acked);
+        }
+    }
 }
