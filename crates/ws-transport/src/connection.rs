@@ -87,10 +87,12 @@ impl pump::Application for HubApp<'_> {
         client.handle_binary(now, data.len());
     }
 
-    async fn on_event(&self, event: Event) {
+    fn on_event(&self, event: Event) -> impl Future<Output = ()> + Send {
         // Boxed: inline, the broker round trip's state would sit in every connection's
         // task while it waits for the next frame; a client's publish is worth an allocation.
-        Box::pin(handle_event(self, event)).await;
+        // Returned as the box itself, not awaited in an `async fn`, whose state would hold
+        // the event a second time next to the box, in the read pump of every connection.
+        Box::pin(handle_event(self, event))
     }
 
     fn take(&self, batch: &mut HubBatch) {
@@ -517,5 +519,49 @@ impl HubApp<'_> {
             .outbox
             .push(Outgoing::answer(frame.into(), presence_answer));
         self.hub.judge(self.conn, &self.who.project, depth);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ws_core::history::HistoryConfig;
+    use ws_core::{AdmissionConfig, HubConfig};
+
+    use super::*;
+    use crate::broker::MemoryBroker;
+
+    fn size_of_future<F: Future>(_: &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Every idle connection is one task holding this future, the largest part of its
+    /// memory (`idle-10k` in `docs/benchmarks.md`). The bound fails when a change makes it
+    /// grow, so that growth is a decision, not an accident.
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
+        let broker: Arc<dyn Broker> =
+            Arc::new(MemoryBroker::new(hub.clone(), HistoryConfig::default(), 1));
+        let config = Arc::new(TransportConfig::default());
+        let mut req = http::Request::builder()
+            .header(http::header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        let (_, pending) = crate::socket::upgrade(&mut req, &config).unwrap();
+        let who = Admitted {
+            user: UserId::new("u"),
+            project: ProjectId::parse("p").unwrap(),
+            expires_at: None,
+            since: None,
+            remote: None,
+            ops: Ops::ALL,
+        };
+        let future = run(pending, hub, broker, config, ConnId(1), who);
+        let size = size_of_future(&future);
+        // 1 616 bytes when the bound was set, in debug and release builds alike. With
+        // tokio's task header and trailer, the `Instrumented` span and the tracker's token,
+        // the task fits jemalloc's 1 792-byte class; at about 1 680 bytes it moves up to
+        // 2 048, and every idle connection pays 256 bytes more.
+        assert!(size <= 1_640, "the connection future grew to {size} bytes");
     }
 }

@@ -25,6 +25,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -37,8 +38,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::Role;
 
+use crate::config::TransportConfig;
 use crate::tungstenite;
 
 /// An upgraded WebSocket connection, whatever carries it.
@@ -231,17 +233,22 @@ impl AsyncWrite for Io {
 }
 
 /// An accepted upgrade: resolves to the WebSocket once hyper has written the 101.
+///
+/// It holds the transport's configuration by `Arc` (16 bytes with the upgrade), not
+/// tungstenite's 64-byte `WebSocketConfig`: a connection's task keeps what it was spawned
+/// with for its whole life (an async block's captures are never overlapped with its later
+/// state), so every byte here is a byte per idle connection.
 #[derive(Debug)]
 pub(crate) struct PendingUpgrade {
     on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
+    config: Arc<TransportConfig>,
 }
 
 /// Answers a WebSocket handshake (the caller checked the request) with a 101 and the
 /// future of the upgraded connection.
 pub(crate) fn upgrade<B>(
     req: &mut Request<B>,
-    config: WebSocketConfig,
+    config: &Arc<TransportConfig>,
 ) -> Result<(Response<Full<Bytes>>, PendingUpgrade), ProtocolError> {
     let key = req
         .headers()
@@ -257,7 +264,7 @@ pub(crate) fn upgrade<B>(
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     let pending = PendingUpgrade {
         on_upgrade: hyper::upgrade::on(req),
-        config,
+        config: Arc::clone(config),
     };
     Ok((response, pending))
 }
@@ -266,18 +273,19 @@ impl PendingUpgrade {
     /// Waits for hyper to write the 101 and hand the connection over.
     pub(crate) async fn finish(self) -> Result<WsStream, hyper::Error> {
         let upgraded = self.on_upgrade.await?;
+        let websocket = self.config.websocket();
         let (io, read, config) = match upgraded.downcast::<TokioIo<Socket>>() {
             // The socket gathers the frames until the flush: tungstenite's own buffer would
             // only copy them once more, and keep its largest size for good.
             Ok(parts) => (
                 Io::Tcp(parts.io.into_inner().handed_over()),
                 parts.read_buf,
-                self.config.write_buffer_size(0),
+                websocket.write_buffer_size(0),
             ),
             Err(upgraded) => (
                 Io::Upgraded(TokioIo::new(upgraded)),
                 Bytes::new(),
-                self.config,
+                websocket,
             ),
         };
         let config = Some(config);
