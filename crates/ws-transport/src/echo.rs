@@ -45,7 +45,7 @@ impl EchoUpgrader {
     /// Answers 101 at once and starts echoing on the socket. The request must have passed
     /// [`Upgrader::check`](crate::Upgrader::check). No subprotocol is answered.
     pub fn upgrade<B>(&self, mut req: Request<B>) -> Response<Full<Bytes>> {
-        let (response, websocket) = match socket::upgrade(&mut req, self.config.websocket()) {
+        let (response, websocket) = match socket::upgrade(&mut req, &self.config) {
             Ok(ok) => ok,
             Err(e) => {
                 return json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string());

@@ -18,13 +18,16 @@
 //!   [`Socket`] gathers them until the flush, which writes them in one system call and then
 //!   frees the buffer. tungstenite would keep its buffer at the size of the largest burst
 //!   the connection ever wrote (a v2 client's 20 subscribe answers: 4 KiB, for as long as
-//!   the connection lives); here an idle connection holds none.
+//!   the connection lives); here an idle connection holds no gathered frames. (tungstenite
+//!   still formats each frame into a buffer of its own that keeps the size of the largest
+//!   frame written: a direct write of the shared frame bytes would remove it, issue #20.)
 //!
 //! Connections of another kind (TLS) keep hyper's `Upgraded`, send the 101 on their own and
 //! keep tungstenite's write buffer.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -37,8 +40,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::Role;
 
+use crate::config::TransportConfig;
 use crate::tungstenite;
 
 /// An upgraded WebSocket connection, whatever carries it.
@@ -231,17 +235,22 @@ impl AsyncWrite for Io {
 }
 
 /// An accepted upgrade: resolves to the WebSocket once hyper has written the 101.
+///
+/// It holds the transport's configuration by `Arc` (16 bytes with the upgrade), not
+/// tungstenite's 64-byte `WebSocketConfig`: a connection's task keeps what it was spawned
+/// with for its whole life (an async block's captures are never overlapped with its later
+/// state), so every byte here is a byte per idle connection.
 #[derive(Debug)]
 pub(crate) struct PendingUpgrade {
     on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
+    config: Arc<TransportConfig>,
 }
 
 /// Answers a WebSocket handshake (the caller checked the request) with a 101 and the
 /// future of the upgraded connection.
 pub(crate) fn upgrade<B>(
     req: &mut Request<B>,
-    config: WebSocketConfig,
+    config: &Arc<TransportConfig>,
 ) -> Result<(Response<Full<Bytes>>, PendingUpgrade), ProtocolError> {
     let key = req
         .headers()
@@ -257,7 +266,7 @@ pub(crate) fn upgrade<B>(
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     let pending = PendingUpgrade {
         on_upgrade: hyper::upgrade::on(req),
-        config,
+        config: Arc::clone(config),
     };
     Ok((response, pending))
 }
@@ -266,18 +275,19 @@ impl PendingUpgrade {
     /// Waits for hyper to write the 101 and hand the connection over.
     pub(crate) async fn finish(self) -> Result<WsStream, hyper::Error> {
         let upgraded = self.on_upgrade.await?;
+        let websocket = self.config.websocket();
         let (io, read, config) = match upgraded.downcast::<TokioIo<Socket>>() {
             // The socket gathers the frames until the flush: tungstenite's own buffer would
             // only copy them once more, and keep its largest size for good.
             Ok(parts) => (
                 Io::Tcp(parts.io.into_inner().handed_over()),
                 parts.read_buf,
-                self.config.write_buffer_size(0),
+                websocket.write_buffer_size(0),
             ),
             Err(upgraded) => (
                 Io::Upgraded(TokioIo::new(upgraded)),
                 Bytes::new(),
-                self.config,
+                websocket,
             ),
         };
         let config = Some(config);

@@ -169,7 +169,7 @@ impl Upgrader {
         protocol: &'static str,
     ) -> Result<(Answer, PendingUpgrade), Answer> {
         let offered = offers(req.headers(), protocol);
-        let (mut response, websocket) = socket::upgrade(req, self.config.websocket())
+        let (mut response, websocket) = socket::upgrade(req, &self.config)
             .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()))?;
         if offered {
             response.headers_mut().insert(
