@@ -12,7 +12,8 @@
 //!   offset it was given, a failed or unanswered one as not acknowledged.
 //! - The trace (one JSON object a line, `--trace`): `session` (a welcome or `subscribed`:
 //!   node, what was asked, epoch, offset, recovered), `msg` (client, project, offset, id),
-//!   `end` (why a connection ended), `ack` and `nack`. Written once the run ends.
+//!   `unsub` (the server ended a v2 subscription; the client subscribes again in-band with
+//!   `since`/`epoch`), `end` (why a connection ended), `ack` and `nack`. Written once the run ends.
 //!
 //! After `--duration` the publishers stop; the clients stay until nothing has arrived for
 //! `--quiet` (at most `--settle`), so every client can catch up once the faults have stopped.
@@ -275,14 +276,14 @@ async fn client(shared: Rc<Shared>, id: usize, subs: Vec<String>, v2: bool) {
                 continue;
             }
         };
-        let asked = positions.clone();
+        let mut asked = positions.clone();
         let ended = read_session(
             &shared,
             id,
             node,
             &subs,
             v2,
-            &asked,
+            &mut asked,
             &mut positions,
             &mut ws,
         )
@@ -304,7 +305,7 @@ async fn read_session(
     node: usize,
     subs: &[String],
     v2: bool,
-    asked: &HashMap<String, Position>,
+    asked: &mut HashMap<String, Position>,
     positions: &mut HashMap<String, Position>,
     ws: &mut Ws,
 ) -> String {
@@ -361,6 +362,24 @@ async fn read_session(
                     pos.offset = offset;
                 }
             }
+            // A v2 subscription the server ended (its history was lost, ...): subscribe
+            // again on the same connection, recovering from where it was.
+            "unsubscribed" if v2 => {
+                shared.record(json!({
+                    "k": "unsub", "client": id, "project": project, "reason": v["reason"],
+                    "t": now_ms(),
+                }));
+                let at = positions.get(&project).cloned().unwrap_or_default();
+                let mut frame = json!({"type": "subscribe", "project": project});
+                if let Some(epoch) = &at.epoch {
+                    frame["since"] = json!(at.offset);
+                    frame["epoch"] = json!(epoch);
+                }
+                asked.insert(project, at);
+                if ws.send(Message::text(frame.to_string())).await.is_err() {
+                    return "send failed".to_owned();
+                }
+            }
             _ => {}
         }
     }
@@ -378,12 +397,17 @@ async fn ws_publisher(
     let mut jitter = Jitter(seed * 7919);
     let mut seq = 0u64;
     tokio::time::sleep(Duration::from_millis(jitter.below(1000))).await;
+    let mut attempts = 0u32;
     'connect: while !shared.publishing_over.get() {
+        // Not straight back: while Redis is down a node refuses registrations at once (1013).
+        if attempts > 0 {
+            tokio::time::sleep(Duration::from_millis(200 + jitter.below(300))).await;
+        }
+        attempts += 1;
         let path = format!("/ws/projects/{project}");
         let Ok(Ok(mut ws)) =
             tokio::time::timeout(Duration::from_secs(5), open(&shared, node, &path, false)).await
         else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         };
         while !shared.publishing_over.get() {

@@ -46,6 +46,8 @@ pub(crate) enum Event {
         offset: u64,
         id: String,
     },
+    /// The server ended one subscription of a v2 client (`unsubscribed`).
+    Unsub { client: u64, project: String },
     /// A client's connection ended (all its sessions).
     End { client: u64 },
     /// A connection attempt failed.
@@ -57,8 +59,8 @@ pub(crate) enum Event {
         offset: u64,
         sent: u64,
     },
-    /// A publish failed or went unanswered.
-    Nack,
+    /// A publish failed or went unanswered, and why.
+    Nack { why: String },
 }
 
 /// Parses one trace line.
@@ -96,6 +98,10 @@ pub(crate) fn parse_line(line: &str) -> Result<Event, String> {
         Some("end") => Event::End {
             client: n("client")?,
         },
+        Some("unsub") => Event::Unsub {
+            client: n("client")?,
+            project: s("project")?,
+        },
         Some("connect_failed") => Event::ConnectFailed,
         Some("ack") => Event::Ack {
             id: s("id")?,
@@ -103,7 +109,9 @@ pub(crate) fn parse_line(line: &str) -> Result<Event, String> {
             offset: n("offset")?,
             sent: n("sent")?,
         },
-        Some("nack") => Event::Nack,
+        Some("nack") => Event::Nack {
+            why: v["why"].as_str().unwrap_or("?").chars().take(40).collect(),
+        },
         _ => return Err(format!("unknown event: {line}")),
     })
 }
@@ -138,12 +146,18 @@ pub(crate) struct Report {
     pub(crate) connect_failures: u64,
     pub(crate) acked: u64,
     pub(crate) nacked: u64,
+    /// Publishes not acknowledged, by what the publisher saw.
+    pub(crate) nacked_by: BTreeMap<String, u64>,
     pub(crate) deliveries_checked: u64,
     pub(crate) recovered_true: u64,
     /// `recovered: false` after a `since`, by reason.
     pub(crate) recovered_false: BTreeMap<String, u64>,
     /// Acknowledged publishes nobody received, lost with their epoch to a data loss.
     pub(crate) acked_lost_to_data_loss: u64,
+    /// Acknowledged publishes nobody received, published into a project's new epoch (after
+    /// a data loss) before any client was subscribed to it: those that came back got
+    /// `recovered: false` and a start above them, as SPEC §4 says.
+    pub(crate) acked_before_anyone_in_new_epoch: u64,
     /// Messages received whose publish was not acknowledged (it failed or timed out on the
     /// publisher's side after Redis took it): allowed, counted.
     pub(crate) delivered_unacked: u64,
@@ -161,10 +175,12 @@ impl Report {
             "connect_failures": self.connect_failures,
             "publishes_acked": self.acked,
             "publishes_not_acked": self.nacked,
+            "publishes_not_acked_by": self.nacked_by,
             "deliveries_checked": self.deliveries_checked,
             "recovered_true": self.recovered_true,
             "recovered_false": self.recovered_false,
             "acked_lost_to_data_loss": self.acked_lost_to_data_loss,
+            "acked_before_anyone_in_new_epoch": self.acked_before_anyone_in_new_epoch,
             "delivered_unacked": self.delivered_unacked,
             "epochs_per_project": self.epochs,
             "violations": self.violations.len(),
@@ -183,6 +199,8 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
     // Per project: its epochs in the order first seen, and the newest offset of each.
     let mut epochs: HashMap<String, Vec<String>> = HashMap::new();
     let mut tops: HashMap<(String, String), u64> = HashMap::new();
+    // Per (project, epoch): when its first session started, and the lowest start of any.
+    let mut joined: HashMap<(String, String), (u64, u64)> = HashMap::new();
     let mut clients: HashSet<u64> = HashSet::new();
     let mut acks = Vec::new();
     let loss_before = |t: u64| faults.iter().any(|f| f.data_loss && f.t <= t);
@@ -256,6 +274,10 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
                     }
                 };
                 chain.position = Some((epoch.clone(), start));
+                let first = joined
+                    .entry((project.clone(), epoch.clone()))
+                    .or_insert((*t, start));
+                first.1 = first.1.min(start);
             }
             Event::Msg {
                 client,
@@ -310,6 +332,11 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
                     }
                 }
             }
+            Event::Unsub { client, project } => {
+                if let Some(chain) = chains.get_mut(&(*client, project.clone())) {
+                    chain.open = false;
+                }
+            }
             Event::End { client } => {
                 for ((c, _), chain) in &mut chains {
                     if c == client {
@@ -322,7 +349,10 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
                 r.acked += 1;
                 acks.push(event);
             }
-            Event::Nack => r.nacked += 1,
+            Event::Nack { why } => {
+                r.nacked += 1;
+                *r.nacked_by.entry(why.clone()).or_default() += 1;
+            }
         }
     }
     r.clients = clients.len();
@@ -346,6 +376,9 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
             )),
             None if faults.iter().any(|f| f.data_loss && f.t >= *sent) => {
                 r.acked_lost_to_data_loss += 1;
+            }
+            None if new_epoch_unwatched(&joined, faults, project, *offset, *sent) => {
+                r.acked_before_anyone_in_new_epoch += 1;
             }
             None => r.violations.push(format!(
                 "{id}: acknowledged at {project}/{offset}, delivered to nobody"
@@ -383,6 +416,30 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
         }
     }
     r
+}
+
+/// Whether the publish at `offset` of `project`, sent at `sent` after a data loss, went into
+/// an epoch nobody watched at that offset: every epoch of the project first joined after the
+/// latest loss before `sent` had all its sessions start at or above `offset`.
+fn new_epoch_unwatched(
+    joined: &HashMap<(String, String), (u64, u64)>,
+    faults: &[Fault],
+    project: &str,
+    offset: u64,
+    sent: u64,
+) -> bool {
+    let Some(loss) = faults
+        .iter()
+        .filter(|f| f.data_loss && f.t <= sent)
+        .map(|f| f.t)
+        .max()
+    else {
+        return false;
+    };
+    joined
+        .iter()
+        .filter(|((p, _), (first, _))| p == project && *first >= loss)
+        .all(|(_, (_, lowest))| *lowest >= offset)
 }
 
 #[cfg(test)]
@@ -564,6 +621,70 @@ mod tests {
         assert!(
             v.iter()
                 .any(|v| v.contains("recovered: false (out_of_range)")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_ack_into_a_new_epoch_before_anyone_came_back_is_excused() {
+        let loss = Fault {
+            kind: "redis-wipe".to_owned(),
+            t: 110,
+            data_loss: true,
+        };
+        let after = |offset| Event::Ack {
+            id: format!("n{offset}"),
+            project: "p".to_owned(),
+            offset,
+            sent: 120,
+        };
+        let rejoin = |client, since, offset| Event::Session {
+            client,
+            project: "p".to_owned(),
+            since: Some((since, "E".to_owned())),
+            epoch: "F".to_owned(),
+            offset,
+            recovered: false,
+            lost_reason: Some("epoch_changed".to_owned()),
+            t: 130,
+        };
+        let mut t = clean();
+        t.extend([
+            Event::End { client: 0 },
+            Event::End { client: 1 },
+            after(1),
+            rejoin(0, 3, 1),
+            rejoin(1, 3, 1),
+        ]);
+        let r = check(&t, std::slice::from_ref(&loss));
+        assert_eq!(r.violations, Vec::<String>::new());
+        assert_eq!(r.acked_before_anyone_in_new_epoch, 1);
+        // One client already in the new epoch at offset 0: it should have got it.
+        t[17] = rejoin(1, 3, 0);
+        let v = violations(&t, &[loss]);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("n1: acknowledged at p/1, delivered to nobody")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_unsubscribed_v2_subscription_may_subscribe_again() {
+        let mut t = clean();
+        // Client 1's subscription ends and restarts on the same connection.
+        t[5] = Event::Unsub {
+            client: 1,
+            project: "p".to_owned(),
+        };
+        let r = check(&t, &[]);
+        assert_eq!(r.violations, Vec::<String>::new());
+        // Without the `unsub`, a second session on an open one is a violation.
+        t.remove(5);
+        let v = violations(&t, &[]);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("a second session while one is open")),
             "{v:?}"
         );
     }

@@ -400,15 +400,7 @@ fn render(command: &str, r: &Value) -> String {
     );
     let _ = writeln!(s);
     let _ = writeln!(s, "| count | value |\n| --- | --- |");
-    let faults = r["faults"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let faults = pairs(&r["faults"]);
     let rows = [
         (
             "faults injected",
@@ -427,30 +419,48 @@ fn render(command: &str, r: &Value) -> String {
         ),
         ("publishes acknowledged", r["publishes_acked"].to_string()),
         (
-            "publishes not acknowledged (failed, timed out)",
-            r["publishes_not_acked"].to_string(),
+            "publishes not acknowledged, by what the publisher saw",
+            format!(
+                "{} ({})",
+                r["publishes_not_acked"],
+                pairs(&r["publishes_not_acked_by"])
+            ),
         ),
         ("deliveries checked", r["deliveries_checked"].to_string()),
         ("recovered: true", r["recovered_true"].to_string()),
-        (
-            "recovered: false, by reason",
-            r["recovered_false"].to_string(),
-        ),
+        ("recovered: false, by reason", pairs(&r["recovered_false"])),
         (
             "acknowledged publishes lost with a wiped Redis",
             r["acked_lost_to_data_loss"].to_string(),
         ),
         (
+            "acknowledged publishes nobody received: into a new epoch before anyone came back",
+            r["acked_before_anyone_in_new_epoch"].to_string(),
+        ),
+        (
             "delivered but not acknowledged",
             r["delivered_unacked"].to_string(),
         ),
-        ("epochs per project", r["epochs_per_project"].to_string()),
+        ("epochs per project", pairs(&r["epochs_per_project"])),
         ("**violations**", format!("**{}**", r["violations"])),
     ];
     for (name, value) in rows {
         let _ = writeln!(s, "| {name} | {value} |");
     }
     s
+}
+
+/// `{"a": 1, "b": 2}` as `a 1, b 2`; `none` when empty.
+fn pairs(v: &Value) -> String {
+    let list: Vec<String> = v
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Puts `section` between the markers of `text`, or appends a heading, the markers and it.
@@ -493,6 +503,29 @@ mod tests {
             format!("# R\n\n{BEGIN}\nnew\n{END}\n\nmore\n")
         );
         assert!(splice("# R\n", "x\n").ends_with(&format!("{BEGIN}\nx\n{END}\n")));
+    }
+
+    #[test]
+    fn the_section_has_the_command_profile_and_counts() {
+        let result = json!({
+            "profile": {"build": "debug", "nodes": 3, "clients": 300, "v2_clients": 60,
+                        "projects": 8, "publishing_s": 60},
+            "elapsed_s": 66.0, "faults_total": 2,
+            "faults": {"node-sigkill": 1, "redis-pause": 1},
+            "recovered_false": {}, "violations": 0, "deliveries_checked": 1234,
+        });
+        let s = render("cargo xtask chaos", &result);
+        assert!(
+            s.starts_with("Command: `cargo xtask chaos` (debug build)."),
+            "{s}"
+        );
+        assert!(
+            s.contains("| faults injected | 2 (node-sigkill 1, redis-pause 1) |"),
+            "{s}"
+        );
+        assert!(s.contains("| recovered: false, by reason | none |"), "{s}");
+        assert!(s.contains("| deliveries checked | 1234 |"), "{s}");
+        assert!(s.contains("| **violations** | **0** |"), "{s}");
     }
 
     #[test]
