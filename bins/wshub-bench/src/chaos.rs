@@ -430,6 +430,11 @@ async fn ws_publisher(
                         let Ok(v) = serde_json::from_str::<Value>(&text) else {
                             continue;
                         };
+                        // A v1 error frame names no request (SPEC §4); one publish is in
+                        // flight, so it is this one's.
+                        if v["type"] == "error" && v["id"].is_null() {
+                            break Err(format!("error {}", v["code"]));
+                        }
                         if v["id"] != json!(msg_id) {
                             continue;
                         }
@@ -439,8 +444,8 @@ async fn ws_publisher(
                         }
                     }
                     Ok(Some(Ok(other))) => {
-                        if close_code(&other).is_some() {
-                            break Err("closed".to_owned());
+                        if let Some(code) = close_code(&other) {
+                            break Err(format!("closed {code}"));
                         }
                     }
                 }
