@@ -24,6 +24,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
+/// How soon after a publish a data loss must come to excuse it from reaching anyone: a
+/// healthy cluster delivers in well under a second, so an acknowledged message nobody got
+/// within this long was lost by something else.
+const LOSS_WINDOW_MS: u64 = 10_000;
+
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
@@ -374,7 +379,10 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
             Some(where_) => r.violations.push(format!(
                 "{id}: acknowledged at {project}/{offset}, delivered at {where_:?}"
             )),
-            None if faults.iter().any(|f| f.data_loss && f.t >= *sent) => {
+            None if faults
+                .iter()
+                .any(|f| f.data_loss && f.t >= *sent && f.t - sent <= LOSS_WINDOW_MS) =>
+            {
                 r.acked_lost_to_data_loss += 1;
             }
             None if new_epoch_unwatched(&joined, faults, project, *offset, *sent) => {
@@ -570,14 +578,17 @@ mod tests {
                 .any(|v| v.contains("lost: acknowledged at p/4, delivered to nobody")),
             "{v:?}"
         );
-        // A data loss after the publish excuses the lost one (not the wrong offset).
-        let loss = Fault {
+        // A data loss soon after the publish excuses the lost one (not the wrong offset);
+        // one long after it does not.
+        let loss = |t| Fault {
             kind: "redis-wipe".to_owned(),
-            t: 60,
+            t,
             data_loss: true,
         };
-        let v = violations(&t, &[loss]);
+        let v = violations(&t, &[loss(60)]);
         assert_eq!(v.len(), 1, "{v:?}");
+        let v = violations(&t, &[loss(50 + LOSS_WINDOW_MS + 1)]);
+        assert_eq!(v.len(), 2, "{v:?}");
     }
 
     #[test]

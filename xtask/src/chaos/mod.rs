@@ -336,6 +336,12 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         );
         map.insert("faults".to_owned(), json!(by_kind));
         map.insert("faults_total".to_owned(), json!(faults.len()));
+        let t0 = faults.first().map_or(0, |f| f.t);
+        let log: Vec<Value> = faults
+            .iter()
+            .map(|f| json!({"kind": f.kind, "at_ms": f.t - t0, "unix_ms": f.t}))
+            .collect();
+        map.insert("fault_log".to_owned(), json!(log));
         map.insert("node_failures".to_owned(), json!(node_failures));
         map.insert(
             "elapsed_s".to_owned(),
