@@ -427,8 +427,9 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
 }
 
 /// Whether the publish at `offset` of `project`, sent at `sent` after a data loss, went into
-/// an epoch nobody watched at that offset: every epoch of the project first joined after the
-/// latest loss before `sent` had all its sessions start at or above `offset`.
+/// an epoch nobody watched at that offset: every epoch of the project first joined between
+/// the latest loss before `sent` and the next one had all its sessions start at or above
+/// `offset`.
 fn new_epoch_unwatched(
     joined: &HashMap<(String, String), (u64, u64)>,
     faults: &[Fault],
@@ -444,9 +445,15 @@ fn new_epoch_unwatched(
     else {
         return false;
     };
+    let next = faults
+        .iter()
+        .filter(|f| f.data_loss && f.t > sent)
+        .map(|f| f.t)
+        .min()
+        .unwrap_or(u64::MAX);
     joined
         .iter()
-        .filter(|((p, _), (first, _))| p == project && *first >= loss)
+        .filter(|((p, _), (first, _))| p == project && *first >= loss && *first < next)
         .all(|(_, (_, lowest))| *lowest >= offset)
 }
 
@@ -670,6 +677,38 @@ mod tests {
         let r = check(&t, std::slice::from_ref(&loss));
         assert_eq!(r.violations, Vec::<String>::new());
         assert_eq!(r.acked_before_anyone_in_new_epoch, 1);
+        // A later loss, and an epoch after it joined at 0, do not change that.
+        let later = Fault {
+            t: 200,
+            ..loss.clone()
+        };
+        let mut t2 = t.clone();
+        t2.extend([
+            Event::End { client: 0 },
+            Event::Session {
+                client: 0,
+                project: "p".to_owned(),
+                since: Some((1, "F".to_owned())),
+                epoch: "G".to_owned(),
+                offset: 0,
+                recovered: false,
+                lost_reason: Some("epoch_changed".to_owned()),
+                t: 210,
+            },
+        ]);
+        let r = check(&t2, &[loss.clone(), later]);
+        // (Within 10 s of the later loss, it counts as lost to it; excused either way.)
+        assert_eq!(
+            r.acked_before_anyone_in_new_epoch + r.acked_lost_to_data_loss,
+            1,
+            "{:?}",
+            r.violations
+        );
+        assert!(
+            !r.violations.iter().any(|v| v.contains("n1")),
+            "{:?}",
+            r.violations
+        );
         // One client already in the new epoch at offset 0: it should have got it.
         t[17] = rejoin(1, 3, 0);
         let v = violations(&t, &[loss]);
