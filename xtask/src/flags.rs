@@ -29,6 +29,15 @@ Tasks:
                        TCP; fails unless the server's RSS, descriptors and tasks end within 10%
                        of their post-warm-up baseline, nothing is lost and its log has no
                        panic or ERROR; the summary goes to docs/reliability.md
+  chaos [--duration D] [--clients N] [--release] [--redis standalone|cluster]
+                       fault injection: 3 `wshub` nodes on one redis-server, N clients (default
+                       300, v1 and v2) reconnecting with recovery and publishers on every node
+                       for D of publishing (default 60s; `90s`, `10m`), while nodes are
+                       SIGKILLed and restarted, Redis restarted (keeping or losing its data),
+                       paused and cut from a node; an independent checker of order, delivery,
+                       duplicates and recovery must find no violation. Counts go to
+                       target/chaos/result.json and docs/reliability.md (debug build unless
+                       --release; `--redis cluster` is not supported yet)
   conformance [--full] the Autobahn TestSuite (fuzzing client, installed under target/autobahn
                        on pyenv's CPython 2.7) against ws-transport's echo example: cases
                        1-7 and 10; --full adds 9 (big messages) and 12-13 (permessage-deflate,
@@ -58,6 +67,14 @@ pub(crate) enum Task {
     Soak {
         seconds: u64,
     },
+    Chaos {
+        /// Seconds of publishing.
+        seconds: u64,
+        clients: usize,
+        release: bool,
+        /// `--redis cluster` (refused by the task for now).
+        cluster: bool,
+    },
     Conformance {
         /// Add the big-message and compression cases.
         full: bool,
@@ -86,6 +103,7 @@ impl Task {
             "bench" => BenchFlags::parse(&rest).map(|_| Self::Bench { runner_args: rest }),
             "fuzz" => fuzz_args(rest),
             "soak" => soak_args(rest),
+            "chaos" => chaos_args(rest),
             "conformance" => match rest.as_slice() {
                 [] => Ok(Self::Conformance { full: false }),
                 [flag] if flag == "--full" => Ok(Self::Conformance { full: true }),
@@ -138,6 +156,60 @@ fn soak_args(rest: Vec<String>) -> Result<Task, String> {
         [flag] if flag == "--seconds" => Err("`--seconds` needs a number".to_owned()),
         [arg, ..] => Err(format!("`soak` takes only `--seconds N`, got `{arg}`")),
     }
+}
+
+/// `chaos [--duration D] [--clients N] [--release] [--redis standalone|cluster]`.
+fn chaos_args(rest: Vec<String>) -> Result<Task, String> {
+    let (mut seconds, mut clients, mut release, mut cluster) = (60, 300, false, false);
+    let mut args = rest.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("`{name}` needs a value"));
+        match arg.as_str() {
+            "--duration" => {
+                let d = value("--duration")?;
+                seconds = parse_seconds(&d).filter(|s| *s >= 20).ok_or_else(|| {
+                    format!("`--duration` needs at least 20 s, like `90s` or `10m`, got `{d}`")
+                })?;
+            }
+            "--clients" => {
+                let n = value("--clients")?;
+                clients = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("`--clients` needs a positive number, got `{n}`"))?;
+            }
+            "--release" => release = true,
+            "--redis" => match value("--redis")?.as_str() {
+                "standalone" => cluster = false,
+                "cluster" => cluster = true,
+                other => {
+                    return Err(format!(
+                        "`--redis` is `standalone` or `cluster`, got `{other}`"
+                    ));
+                }
+            },
+            other => {
+                return Err(format!(
+                    "`chaos` does not take `{other}` (see `cargo xtask help`)"
+                ));
+            }
+        }
+    }
+    Ok(Task::Chaos {
+        seconds,
+        clients,
+        release,
+        cluster,
+    })
+}
+
+/// `90`, `90s` or `10m` in seconds.
+fn parse_seconds(text: &str) -> Option<u64> {
+    if let Some(minutes) = text.strip_suffix('m') {
+        return minutes.parse::<u64>().ok()?.checked_mul(60);
+    }
+    text.strip_suffix('s').unwrap_or(text).parse().ok()
 }
 
 /// The flags of `cargo xtask bench`.
@@ -323,6 +395,52 @@ mod tests {
         check(
             &["soak", "--clients", "10"],
             Err("`soak` takes only `--seconds N`, got `--clients`"),
+        );
+    }
+
+    #[test]
+    fn parses_chaos() {
+        let chaos = |seconds, clients, release, cluster| {
+            Ok(Task::Chaos {
+                seconds,
+                clients,
+                release,
+                cluster,
+            })
+        };
+        check(&["chaos"], chaos(60, 300, false, false));
+        check(
+            &[
+                "chaos",
+                "--duration",
+                "10m",
+                "--clients",
+                "1000",
+                "--release",
+            ],
+            chaos(600, 1000, true, false),
+        );
+        check(
+            &["chaos", "--duration", "90s", "--redis", "cluster"],
+            chaos(90, 300, false, true),
+        );
+        check(&["chaos", "--duration", "45"], chaos(45, 300, false, false));
+        check(
+            &["chaos", "--duration", "5s"],
+            Err("`--duration` needs at least 20 s, like `90s` or `10m`, got `5s`"),
+        );
+        check(
+            &["chaos", "--clients", "0"],
+            Err("`--clients` needs a positive number, got `0`"),
+        );
+        check(
+            &["chaos", "--redis", "sentinel"],
+            Err("`--redis` is `standalone` or `cluster`, got `sentinel`"),
+        );
+        check(&["chaos", "--clients"], Err("`--clients` needs a value"));
+        check(
+            &["chaos", "--kill"],
+            Err("`chaos` does not take `--kill` (see `cargo xtask help`)"),
         );
     }
 

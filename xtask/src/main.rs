@@ -10,6 +10,7 @@
 //! no module of the crate, so the imports between modules form no circle.
 
 mod bench;
+mod chaos;
 mod conformance;
 mod flags;
 mod fuzz;
@@ -49,6 +50,22 @@ fn main() -> ExitCode {
         flags::Task::Bench { runner_args } => bench::run(&runner_args),
         flags::Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
         flags::Task::Soak { seconds } => soak::run(seconds),
+        flags::Task::Chaos {
+            seconds,
+            clients,
+            release,
+            cluster,
+        } => chaos::run(&chaos::Options {
+            duration: Duration::from_secs(seconds),
+            clients,
+            release,
+            redis: if cluster {
+                chaos::Topology::Cluster
+            } else {
+                chaos::Topology::Standalone
+            },
+            write_doc: true,
+        }),
         flags::Task::Conformance { full } => conformance::run(conformance::Options {
             full,
             write_doc: true,

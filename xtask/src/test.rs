@@ -100,6 +100,16 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
         crate::bench::quick(1)
     });
 
+    // Fault injection: 3 nodes on one redis-server under node kills, Redis restarts, pauses
+    // and link cuts, judged by the chaos checker (about 70 s of run on a debug build); the
+    // counts go to target/chaos/result.json, docs/reliability.md is left alone here.
+    steps.step("fault injection: cargo xtask chaos (short profile)", || {
+        crate::chaos::run(&crate::chaos::Options {
+            write_doc: false,
+            ..crate::chaos::Options::short()
+        })
+    });
+
     if has_cargo_subcommand("nextest") {
         steps.command(
             "unit and integration tests: cargo nextest",

@@ -19,6 +19,7 @@
 //! wshub-bench --addr 127.0.0.1:8080 sub-churn --connections 1000 --window 8 --duration 5s
 //! ```
 
+mod chaos;
 mod churn;
 mod conn;
 mod fanout;
@@ -98,6 +99,9 @@ enum Case {
     /// M v2 connections subscribing and unsubscribing in a loop, a window of requests in
     /// flight each: subscribe + unsubscribe pairs per second.
     SubChurn(sub_churn::Options),
+    /// Clients and publishers over several nodes, reconnecting with recovery, all they
+    /// receive and are acknowledged written to a trace (`cargo xtask chaos` judges it).
+    Chaos(chaos::Options),
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -142,7 +146,9 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
         let protocol = match &cli.case {
             Case::Fanout(o) => o.protocol,
             Case::IdleSubs(_) | Case::SubChurn(_) => Protocol::V2,
-            Case::Idle { .. } | Case::Handshake(_) | Case::Churn(_) => Protocol::V1,
+            Case::Idle { .. } | Case::Handshake(_) | Case::Churn(_) | Case::Chaos(_) => {
+                Protocol::V1
+            }
         };
         if protocol == Protocol::V2 && cli.target != Target::Wshub {
             anyhow::bail!("v2 cases are for wshub only (--target wshub)");
@@ -156,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             Case::Churn(o) => o.clients,
             Case::IdleSubs(o) => o.connections,
             Case::SubChurn(o) => o.connections,
+            Case::Chaos(_) => 0,
         };
         if u64::try_from(wanted)? + 16 > limit {
             anyhow::bail!("{wanted} connections need more descriptors than the limit ({limit})");
@@ -183,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<Value> {
             Case::Churn(options) => churn::run(&ctx, options).await,
             Case::IdleSubs(options) => idle_subs::run(&ctx, options).await,
             Case::SubChurn(options) => sub_churn::run(&ctx, options).await,
+            Case::Chaos(options) => chaos::run(options).await,
         }
     })?;
     if let Value::Object(map) = &mut result {
