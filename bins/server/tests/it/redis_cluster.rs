@@ -170,20 +170,7 @@ async fn a_replica_promotion_during_a_publish_stream_loses_and_duplicates_nothin
     let mut refused = 0;
     let mut i = 0u64;
     let publish = async |i: u64, accepted: &mut BTreeMap<u64, u64>| {
-        let node = if i.is_multiple_of(2) { &a } else { &b };
-        let (status, body) = publish_via_api(node, project, json!({"i": i})).await;
-        match status {
-            202 => {
-                let offset = body["offset"].as_u64().unwrap();
-                assert!(
-                    accepted.insert(offset, i).is_none(),
-                    "offset {offset} twice"
-                );
-                true
-            }
-            503 => false,
-            other => panic!("publish answered {other}: {body}"),
-        }
+        publish_alternating([&a, &b], project, i, accepted).await
     };
     while accepted.len() < BEFORE {
         assert!(publish(i, &mut accepted).await);
@@ -286,20 +273,7 @@ async fn a_primary_killed_during_a_publish_stream_is_replaced_and_clients_stay_e
     let mut refused = 0;
     let mut i = 0u64;
     let publish = async |i: u64, accepted: &mut BTreeMap<u64, u64>| {
-        let node = if i.is_multiple_of(2) { &a } else { &b };
-        let (status, body) = publish_via_api(node, project, json!({"i": i})).await;
-        match status {
-            202 => {
-                let offset = body["offset"].as_u64().unwrap();
-                assert!(
-                    accepted.insert(offset, i).is_none(),
-                    "offset {offset} twice"
-                );
-                true
-            }
-            503 => false,
-            other => panic!("publish answered {other}: {body}"),
-        }
+        publish_alternating([&a, &b], project, i, accepted).await
     };
     while accepted.len() < BEFORE {
         assert!(publish(i, &mut accepted).await);
@@ -448,20 +422,7 @@ async fn a_slot_moving_during_a_publish_stream_loses_and_duplicates_nothing() {
     let mut refused = 0;
     let mut i = 0u64;
     let publish = async |i: u64, accepted: &mut BTreeMap<u64, u64>| {
-        let node = if i.is_multiple_of(2) { &a } else { &b };
-        let (status, body) = publish_via_api(node, project, json!({"i": i})).await;
-        match status {
-            202 => {
-                let offset = body["offset"].as_u64().unwrap();
-                assert!(
-                    accepted.insert(offset, i).is_none(),
-                    "offset {offset} twice"
-                );
-                true
-            }
-            503 => false,
-            other => panic!("publish answered {other}: {body}"),
-        }
+        publish_alternating([&a, &b], project, i, accepted).await
     };
     while accepted.len() < BEFORE {
         assert!(publish(i, &mut accepted).await);

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::harness::*;
 use crate::redis_server::*;
 
@@ -97,20 +95,7 @@ async fn a_sentinel_failover_during_a_publish_stream_loses_and_duplicates_nothin
     let mut refused = 0;
     let mut i = 0u64;
     let publish = async |i: u64, accepted: &mut BTreeMap<u64, u64>| {
-        let node = if i.is_multiple_of(2) { &a } else { &b };
-        let (status, body) = publish_via_api(node, project, json!({"i": i})).await;
-        match status {
-            202 => {
-                let offset = body["offset"].as_u64().unwrap();
-                assert!(
-                    accepted.insert(offset, i).is_none(),
-                    "offset {offset} twice"
-                );
-                true
-            }
-            503 => false,
-            other => panic!("publish answered {other}: {body}"),
-        }
+        publish_alternating([&a, &b], project, i, accepted).await
     };
     while accepted.len() < BEFORE {
         assert!(publish(i, &mut accepted).await);

@@ -42,7 +42,7 @@ impl Redis {
     }
 
     fn spawn(&mut self) -> bool {
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--loglevel", "warning", "--dir"])
@@ -52,25 +52,15 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed (`cargo xtask test` installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false; // the port was taken meanwhile
-            }
-            let up = if self.tls {
-                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        let (port, tls) = (self.port, self.tls);
+        self.child = up_or_killed(child, || {
+            if tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
             } else {
-                answers(self.port)
-            };
-            if up {
-                self.child = Some(child);
-                return true;
+                answers(port)
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        });
+        self.child.is_some()
     }
 
     pub(crate) fn url(&self) -> String {
@@ -109,6 +99,24 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits up to 5 s for a just-spawned `redis-server` to be `up`: the child when it is, or
+/// `None` once it exited (its port was taken meanwhile) or the time ran out (then killed).
+fn up_or_killed(mut child: Child, up: impl Fn() -> bool) -> Option<Child> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if up() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -551,6 +559,32 @@ pub(crate) async fn publish_via_api(
     .await
 }
 
+/// Publishes `{"i": i}` to `project` through the HTTP API of one of `nodes`, in turn by
+/// `i`, and records an accepted publish as `offset → i` in `accepted` (an offset given twice
+/// fails the test). Returns whether it was accepted; a `503` is a refusal, any other answer
+/// fails the test.
+pub(crate) async fn publish_alternating(
+    nodes: [&Server; 2],
+    project: &str,
+    i: u64,
+    accepted: &mut std::collections::BTreeMap<u64, u64>,
+) -> bool {
+    let node = nodes[(i % 2) as usize];
+    let (status, body) = publish_via_api(node, project, serde_json::json!({ "i": i })).await;
+    match status {
+        202 => {
+            let offset = body["offset"].as_u64().unwrap();
+            assert!(
+                accepted.insert(offset, i).is_none(),
+                "offset {offset} twice"
+            );
+            true
+        }
+        503 => false,
+        other => panic!("publish answered {other}: {body}"),
+    }
+}
+
 /// A `wshub` node whose `[broker]` names its Redis with `broker_keys` (a cluster's seeds,
 /// sentinels…) instead of `redis_url`.
 pub(crate) fn node_with(broker_keys: &str) -> Server {
@@ -587,29 +621,20 @@ impl Sentinel {
                 ),
             )
             .unwrap();
-            let mut child = Command::new("redis-server")
+            let child = Command::new("redis-server")
                 .arg(&conf)
                 .args(["--sentinel", "--loglevel", "warning"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server is installed");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile
-                }
-                if answers(port) {
-                    return Self {
-                        child: Some(child),
-                        port,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = up_or_killed(child, || answers(port)) {
+                return Self {
+                    child: Some(child),
+                    port,
+                    _dir: dir,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server --sentinel did not start on any free port");
     }
