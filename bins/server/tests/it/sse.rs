@@ -307,19 +307,26 @@ async fn sse_heartbeats_are_comment_lines_every_ping_interval() {
     assert!(sse.heartbeats >= 2, "{} heartbeats", sse.heartbeats);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_a_reader_that_cannot_keep_up_ends_with_close_4008_and_harms_no_one() {
-    let server = Server::start("[limits]\nsend_queue_bytes = 2097152\n");
-    let bearer = format!("Bearer {}", token("slow", &["p"]));
-    let mut slow = open(
-        &server,
+/// A stream of `user` on project `p` whose socket receives into 4 KiB only, past its
+/// welcome: a reader that then reads nothing more.
+async fn open_unread(server: &Server, user: &str) -> Sse {
+    let bearer = format!("Bearer {}", token(user, &["p"]));
+    let mut sse = open(
+        server,
         "/sse/projects/p",
         &[("authorization", &bearer)],
         Some(4096),
     )
     .await
     .unwrap();
-    assert_eq!(slow.next().await.unwrap().event, "welcome");
+    assert_eq!(sse.next().await.unwrap().event, "welcome");
+    sse
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_a_reader_that_cannot_keep_up_ends_with_close_4008_and_harms_no_one() {
+    let server = Server::start("[limits]\nsend_queue_bytes = 2097152\n");
+    let mut slow = open_unread(&server, "slow").await;
     let mut fast = stream(&server, "p", "fast", None).await;
     let epoch = fast.next().await.unwrap().json()["epoch"]
         .as_str()
@@ -406,16 +413,7 @@ async fn sse_a_write_stuck_past_the_write_timeout_ends_the_stream_without_a_clos
         "[limits]\nsend_queue_bytes = 268435456\nsend_queue_frames = 1000000\n\n\
          [timeouts]\nwrite = \"1s\"\n",
     );
-    let bearer = format!("Bearer {}", token("stuck", &["p"]));
-    let mut stuck = open(
-        &server,
-        "/sse/projects/p",
-        &[("authorization", &bearer)],
-        Some(4096),
-    )
-    .await
-    .unwrap();
-    assert_eq!(stuck.next().await.unwrap().event, "welcome");
+    let mut stuck = open_unread(&server, "stuck").await;
     let mut fast = stream(&server, "p", "fast", None).await;
     let epoch = fast.next().await.unwrap().json()["epoch"]
         .as_str()
