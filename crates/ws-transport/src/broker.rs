@@ -366,6 +366,24 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 /// One shard of the memory broker's streams.
 type Streams = HashMap<ProjectId, Stream>;
 
+/// A flag that lets one caller at a time do some work (apply the budget, reclaim empty
+/// streams) while the others go on; cleared however the work ends, so a panic cannot turn
+/// the work off for good.
+struct OneAtATime<'a>(&'a AtomicBool);
+
+impl<'a> OneAtATime<'a> {
+    /// The flag, taken; `None` when another caller holds it.
+    fn enter(flag: &'a AtomicBool) -> Option<Self> {
+        (!flag.swap(true, Ordering::Acquire)).then_some(Self(flag))
+    }
+}
+
+impl Drop for OneAtATime<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// One project's stream and the idempotency keys it remembers, under one lock: a keyed
 /// publish checks, appends and records as one step.
 #[derive(Debug)]
@@ -502,19 +520,20 @@ impl MemoryBroker {
     /// creation and the empty streams never outnumber the others (plus
     /// [`RECLAIM_AFTER_CREATED`]). Returns the streams freed.
     fn reclaim_empty(&self) -> usize {
-        if self.created.load(Ordering::Relaxed) < self.reclaim_at.load(Ordering::Relaxed)
-            || self.reclaiming.swap(true, Ordering::Acquire)
-        {
+        if self.created.load(Ordering::Relaxed) < self.reclaim_at.load(Ordering::Relaxed) {
             return 0;
         }
+        let Some(_reclaiming) = OneAtATime::enter(&self.reclaiming) else {
+            return 0;
+        };
         self.created.store(0, Ordering::Relaxed);
         let (mut freed, mut kept) = (0, 0);
         for shard in &self.shards {
             let mut streams = shard.lock().unwrap_or_else(PoisonError::into_inner);
             streams.retain(|project, stream| {
-                let keep = !stream.history.is_empty()
+                // A stream that ever held a message has a top above 0.
+                let keep = stream.history.top() > 0
                     || !stream.keys.is_empty()
-                    || stream.history.top() > 0
                     || self.hub.has_members(project);
                 freed += usize::from(!keep);
                 kept += usize::from(keep);
@@ -524,7 +543,6 @@ impl MemoryBroker {
         self.count_streams(-(freed as i64));
         self.reclaim_at
             .store(kept.max(RECLAIM_AFTER_CREATED), Ordering::Relaxed);
-        self.reclaiming.store(false, Ordering::Release);
         freed
     }
 
@@ -557,19 +575,12 @@ impl MemoryBroker {
     /// streams freed. Locks one shard at a time (and, under it, the hub's shard to see
     /// members), so publishes to other shards go on meanwhile.
     fn enforce_budget(&self, now: Instant) -> usize {
-        if !self.budget.is_over(self.retained_bytes())
-            || self.enforcing.swap(true, Ordering::Acquire)
-        {
+        if !self.budget.is_over(self.retained_bytes()) {
             return 0;
         }
-        // Cleared however this ends, so a panic cannot turn the budget off for good.
-        struct Enforcing<'a>(&'a AtomicBool);
-        impl Drop for Enforcing<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let _enforcing = Enforcing(&self.enforcing);
+        let Some(_enforcing) = OneAtATime::enter(&self.enforcing) else {
+            return 0;
+        };
         // The snapshot: (shard, project, top) names a stream as it was seen, so a stream
         // published to since then is left alone (it is no longer the oldest).
         let mut usage = Vec::new();
