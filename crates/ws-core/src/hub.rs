@@ -34,6 +34,7 @@
 //! assert_eq!(hub.recipients(&p).map(|(c, _)| c).collect::<Vec<_>>(), [ConnId(1)]);
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -178,19 +179,36 @@ struct Member<T> {
 
 #[derive(Debug)]
 struct Project<T> {
+    /// The id, kept once for the project's members (and its key in `Hub::slots`).
+    id: ProjectId,
     /// Contiguous so a publish walks memory in order.
     members: Vec<Member<T>>,
     /// Connections per user, for presence.
     users: HashMap<UserId, u32>,
 }
 
+/// Where a member sits: its project's slot and its index in that project's list.
+///
+/// Two `u32`s rather than the project's id: 8 bytes per member instead of 24 in the
+/// index (the largest structure of a node with many subscriptions), and a member is found
+/// without hashing its project's id.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    slot: u32,
+    at: u32,
+}
+
 /// One shard of the hub. See the [module docs](self).
 #[derive(Debug)]
 pub struct Hub<T> {
     config: HubConfig,
-    projects: HashMap<ProjectId, Project<T>>,
-    /// Where each member sits: its project and its index in that project's list.
-    index: ConnIdMap<(ProjectId, usize)>,
+    /// Each project with members, by id: its slot in `projects`.
+    slots: HashMap<ProjectId, u32>,
+    /// The projects with members; a `None` is a free slot, listed in `free`.
+    projects: Vec<Option<Project<T>>>,
+    free: Vec<u32>,
+    /// Where each member sits.
+    index: ConnIdMap<Place>,
     actions: VecDeque<Action>,
 }
 
@@ -199,7 +217,9 @@ impl<T> Hub<T> {
     pub fn new(config: HubConfig) -> Self {
         Self {
             config,
-            projects: HashMap::new(),
+            slots: HashMap::new(),
+            projects: Vec::new(),
+            free: Vec::new(),
             index: ConnIdMap::default(),
             actions: VecDeque::new(),
         }
@@ -217,13 +237,32 @@ impl<T> Hub<T> {
         value: T,
     ) -> Registered {
         debug_assert!(!self.index.contains_key(&conn), "{conn} registered twice");
-        let entry = self
-            .projects
-            .entry(project.clone())
-            .or_insert_with(|| Project {
-                members: Vec::new(),
-                users: HashMap::new(),
-            });
+        // One hash of the project's id: an existing project keeps its own copy of the id
+        // (the caller's is dropped), so an id is allocated once per project, not per member.
+        let slot = match self.slots.entry(project) {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(entry) => {
+                let project = Project {
+                    id: entry.key().clone(),
+                    members: Vec::new(),
+                    users: HashMap::new(),
+                };
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.projects[slot as usize] = Some(project);
+                        slot
+                    }
+                    None => {
+                        self.projects.push(Some(project));
+                        u32::try_from(self.projects.len() - 1).expect("under 2^32 projects")
+                    }
+                };
+                *entry.insert(slot)
+            }
+        };
+        let entry = self.projects[slot as usize]
+            .as_mut()
+            .expect("a slot named by `slots` holds its project");
         let count = entry.users.entry(user.clone()).or_insert(0);
         *count += 1;
         let joined = *count == 1;
@@ -234,11 +273,9 @@ impl<T> Hub<T> {
             value,
         });
         let members = entry.members.len();
-        let announce_join = joined && self.config.announces(&project, members);
-        // The index shares the project map's id rather than keeping the caller's copy
-        // alive: one allocation per project, not one per member.
-        let project = self.canonical(&project).cloned().unwrap_or(project);
-        self.index.insert(conn, (project, members - 1));
+        let at = u32::try_from(members - 1).expect("under 2^32 members");
+        let announce_join = joined && self.config.announces(&entry.id, members);
+        self.index.insert(conn, Place { slot, at });
         Registered {
             members,
             joined,
@@ -251,21 +288,21 @@ impl<T> Hub<T> {
     /// as a membership lasts keeps this one, so a project's id is allocated once, not once
     /// per member.
     pub fn canonical(&self, project: &ProjectId) -> Option<&ProjectId> {
-        self.projects.get_key_value(project).map(|(id, _)| id)
+        self.slots.get_key_value(project).map(|(id, _)| id)
     }
 
     /// Removes `conn`; `None` if it was not registered.
     pub fn unregister(&mut self, conn: ConnId) -> Option<Unregistered<T>> {
-        let (project_id, at) = self.index.remove(&conn)?;
-        let project = self.projects.get_mut(&project_id)?;
-        let member = project.members.swap_remove(at);
+        let Place { slot, at } = self.index.remove(&conn)?;
+        let project = self.projects.get_mut(slot as usize)?.as_mut()?;
+        let member = project.members.swap_remove(at as usize);
         debug_assert_eq!(member.conn, conn);
-        if let Some(slot) = project
+        if let Some(place) = project
             .members
-            .get(at)
+            .get(at as usize)
             .and_then(|moved| self.index.get_mut(&moved.conn))
         {
-            slot.1 = at;
+            place.at = at;
         }
         let left = match project.users.get_mut(&member.user) {
             Some(count) if *count > 1 => {
@@ -278,9 +315,16 @@ impl<T> Hub<T> {
             }
         };
         let members = project.members.len();
-        if members == 0 {
-            self.projects.remove(&project_id);
-        }
+        let project_id = if members == 0 {
+            let emptied = self.projects[slot as usize]
+                .take()
+                .expect("the slot was just read");
+            self.slots.remove(&emptied.id);
+            self.free.push(slot);
+            emptied.id
+        } else {
+            project.id.clone()
+        };
         let announce_leave = left && self.config.announces(&project_id, members + 1);
         Some(Unregistered {
             value: member.value,
@@ -292,11 +336,30 @@ impl<T> Hub<T> {
         })
     }
 
+    /// The project registered under `project`'s id, if it has members.
+    fn project(&self, project: &ProjectId) -> Option<&Project<T>> {
+        let slot = *self.slots.get(project)?;
+        self.projects[slot as usize].as_ref()
+    }
+
+    /// Every project with members.
+    fn live(&self) -> impl Iterator<Item = &Project<T>> + '_ {
+        self.projects.iter().flatten()
+    }
+
+    /// The member at `place`.
+    fn at_mut(&mut self, place: Place) -> Option<&mut Member<T>> {
+        self.projects
+            .get_mut(place.slot as usize)?
+            .as_mut()?
+            .members
+            .get_mut(place.at as usize)
+    }
+
     /// The members that receive a publish to `project` now, with their values.
     /// Members being closed are left out.
     pub fn recipients(&self, project: &ProjectId) -> impl Iterator<Item = (ConnId, &T)> + '_ {
-        self.projects
-            .get(project)
+        self.project(project)
             .into_iter()
             .flat_map(|p| p.members.iter())
             .filter(|m| !m.closing)
@@ -305,18 +368,18 @@ impl<T> Hub<T> {
 
     /// The value of a registered member.
     pub fn member(&self, conn: ConnId) -> Option<&T> {
-        let (project, at) = self.index.get(&conn)?;
+        let place = self.index.get(&conn)?;
         self.projects
-            .get(project)?
+            .get(place.slot as usize)?
+            .as_ref()?
             .members
-            .get(*at)
+            .get(place.at as usize)
             .map(|m| &m.value)
     }
 
     /// Every member of `project` with its user, closing or not.
     pub fn members(&self, project: &ProjectId) -> impl Iterator<Item = (ConnId, &UserId, &T)> + '_ {
-        self.projects
-            .get(project)
+        self.project(project)
             .into_iter()
             .flat_map(|p| p.members.iter())
             .map(|m| (m.conn, &m.user, &m.value))
@@ -324,8 +387,7 @@ impl<T> Hub<T> {
 
     /// The users present in `project`, with their connection counts.
     pub fn presence(&self, project: &ProjectId) -> impl Iterator<Item = (&UserId, u32)> + '_ {
-        self.projects
-            .get(project)
+        self.project(project)
             .into_iter()
             .flat_map(|p| p.users.iter())
             .map(|(u, n)| (u, *n))
@@ -343,17 +405,17 @@ impl<T> Hub<T> {
 
     /// The member count of each project of this shard.
     pub fn project_sizes(&self) -> impl Iterator<Item = usize> + '_ {
-        self.projects.values().map(|p| p.members.len())
+        self.live().map(|p| p.members.len())
     }
 
     /// Every project of this shard with its member count, in no order.
     pub fn projects(&self) -> impl Iterator<Item = (&ProjectId, usize)> + '_ {
-        self.projects.iter().map(|(id, p)| (id, p.members.len()))
+        self.live().map(|p| (&p.id, p.members.len()))
     }
 
     /// Projects with at least one member.
     pub fn project_count(&self) -> usize {
-        self.projects.len()
+        self.slots.len()
     }
 
     /// The owner of `conn`'s send queue measured it after an enqueue. Over either limit
@@ -367,13 +429,11 @@ impl<T> Hub<T> {
     /// Closes one member with `close`, once: later calls for it do nothing. Returns whether
     /// this call started the close (false: unknown, or already closing).
     pub fn close_member(&mut self, conn: ConnId, close: Close) -> bool {
-        let Some((project, at)) = self.index.get(&conn) else {
-            return false;
-        };
         let Some(member) = self
-            .projects
-            .get_mut(project)
-            .and_then(|p| p.members.get_mut(*at))
+            .index
+            .get(&conn)
+            .copied()
+            .and_then(|at| self.at_mut(at))
         else {
             return false;
         };
@@ -396,8 +456,7 @@ impl<T> Hub<T> {
     /// Closes every member of `user` (in every project of this shard) with `close`.
     pub fn close_user(&mut self, user: &UserId, close: &Close) {
         let conns: Vec<ConnId> = self
-            .projects
-            .values()
+            .live()
             .flat_map(|p| p.members.iter())
             .filter(|m| !m.closing && &m.user == user)
             .map(|m| m.conn)
@@ -411,8 +470,7 @@ impl<T> Hub<T> {
     /// evenly over `window` from `now` so clients do not all reconnect at the same instant.
     pub fn handle_shutdown(&mut self, now: Instant, window: Duration) {
         let mut conns: Vec<ConnId> = self
-            .projects
-            .values()
+            .live()
             .flat_map(|p| p.members.iter())
             .filter(|m| !m.closing)
             .map(|m| m.conn)
