@@ -43,6 +43,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::close_code::{Close, CloseCode};
@@ -225,7 +226,9 @@ enum State {
 /// The state machine of one WebSocket connection. See the [module docs](self).
 #[derive(Debug)]
 pub struct Client {
-    config: ClientConfig,
+    /// Shared by the connections of a server: inline, its hundred bytes would sit in
+    /// every connection's task.
+    config: Arc<ClientConfig>,
     state: State,
     /// Last time anything arrived from the peer.
     last_rx: Instant,
@@ -251,8 +254,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// A new open connection at `now`.
-    pub fn new(config: ClientConfig, now: Instant) -> Self {
+    /// A new open connection at `now`. A server passes one `Arc<ClientConfig>` to all its
+    /// connections; a `ClientConfig` will do too.
+    pub fn new(config: impl Into<Arc<ClientConfig>>, now: Instant) -> Self {
+        let config = config.into();
         Self {
             next_ping: now + config.ping_interval,
             publish_tokens: TokenBucket::new(config.publish_rate, now),

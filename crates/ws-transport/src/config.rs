@@ -1,7 +1,9 @@
 //! What the transport needs to know: the core's limits plus socket-level sizes.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ws_core::client::Protocol;
 use ws_core::namespace::{NamespacePolicy, Namespaces};
 use ws_core::{ClientConfig, SubscriptionsConfig};
 
@@ -32,6 +34,19 @@ pub struct TransportConfig {
     pub subscriptions: SubscriptionsConfig,
     /// The policy of each namespace (`[namespaces.<name>]`), for v2 requests.
     pub namespaces: Namespaces,
+    /// `client` as the connections' cores share it, made at the first connection.
+    shared_client: SharedClientConfigs,
+}
+
+/// The cores' configurations for v1 and v2 connections, one `Arc` each for all of them.
+#[derive(Debug, Default)]
+struct SharedClientConfigs(OnceLock<[Arc<ClientConfig>; 2]>);
+
+impl Clone for SharedClientConfigs {
+    /// Empty: a clone may be changed before its first connection, and makes its own.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl Default for TransportConfig {
@@ -44,11 +59,31 @@ impl Default for TransportConfig {
             linger: Duration::from_secs(1),
             subscriptions: SubscriptionsConfig::default(),
             namespaces: Namespaces::defaults_only(NamespacePolicy::default()),
+            shared_client: SharedClientConfigs::default(),
         }
     }
 }
 
 impl TransportConfig {
+    /// The core's configuration for a connection speaking `protocol`: `client`, with its
+    /// protocol set, in an `Arc` every such connection shares. Made from `client` at the
+    /// first connection; the configuration is not changed after that (the server hands it
+    /// to its connections in an `Arc`).
+    pub(crate) fn client_for(&self, protocol: Protocol) -> Arc<ClientConfig> {
+        let [v1, v2] = self.shared_client.0.get_or_init(|| {
+            let with = |protocol| {
+                let mut config = self.client.clone();
+                config.protocol = protocol;
+                Arc::new(config)
+            };
+            [with(Protocol::V1), with(Protocol::V2)]
+        });
+        Arc::clone(match protocol {
+            Protocol::V2 => v2,
+            _ => v1,
+        })
+    }
+
     /// tungstenite's configuration: the message limit is enforced while reading, so an
     /// oversized message is refused before it is buffered whole.
     pub(crate) fn websocket(&self) -> WebSocketConfig {

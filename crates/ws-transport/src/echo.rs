@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 use tungstenite::{Message, Utf8Bytes};
 use ws_core::Client;
-use ws_core::client::Event;
+use ws_core::client::{Event, Protocol};
 
 use crate::config::TransportConfig;
 use crate::pump;
@@ -69,7 +69,7 @@ async fn run(upgrade: PendingUpgrade, config: Arc<TransportConfig>) {
             return;
         }
     };
-    let client = Client::new(config.client.clone(), Instant::now());
+    let client = Client::new(config.client_for(Protocol::V1), Instant::now());
     let app = EchoApp::default();
     let ended = pump::run(ws, &app, client, config.linger).await;
     let closed = &ended.closed;

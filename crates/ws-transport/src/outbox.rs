@@ -102,6 +102,15 @@ struct State {
 pub(crate) struct Commands {
     /// Frames that were waiting before the take.
     pub(crate) waiting: usize,
+    /// A close or a drain, boxed: they come at most once in a connection's life, and
+    /// inline they would sit in every connection's write pump (its task's size class is
+    /// most of an idle connection's memory).
+    pub(crate) ending: Option<Box<Ending>>,
+}
+
+/// The hub's commands that end a connection.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
     pub(crate) close: Option<Close>,
     pub(crate) drain_at: Option<Instant>,
 }
@@ -114,13 +123,16 @@ impl Commands {
         if !client.is_open() {
             frames.clear();
         }
-        if let Some(close) = self.close.take() {
+        let Some(ending) = self.ending.take() else {
+            return;
+        };
+        if let Some(close) = ending.close {
             if close.discards_queued() {
                 frames.clear();
             }
             client.close(now, close);
         }
-        if let Some(at) = self.drain_at.take() {
+        if let Some(at) = ending.drain_at {
             client.handle_drain(now, at);
         }
     }
@@ -191,11 +203,13 @@ impl Outbox {
             // frames keeps its buffer, so steady traffic does not allocate per frame.
             state.frames = VecDeque::new();
         }
-        Commands {
-            waiting,
-            close: state.close.take(),
-            drain_at: state.drain_at.take(),
-        }
+        let ending = (state.close.is_some() || state.drain_at.is_some()).then(|| {
+            Box::new(Ending {
+                close: state.close.take(),
+                drain_at: state.drain_at.take(),
+            })
+        });
+        Commands { waiting, ending }
     }
 
     /// Whether a close command waits to be taken: the opening stops replaying then.
@@ -281,7 +295,10 @@ mod tests {
         outbox.close(Close::normal());
         assert!(outbox.close_pending());
         let commands = outbox.take(&mut Vec::new(), 10);
-        assert_eq!(commands.close, Some(Close::slow_consumer()));
-        assert!(outbox.take(&mut Vec::new(), 10).close.is_none());
+        assert_eq!(
+            commands.ending.and_then(|e| e.close),
+            Some(Close::slow_consumer())
+        );
+        assert!(outbox.take(&mut Vec::new(), 10).ending.is_none());
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -139,6 +139,13 @@ pub async fn publish_batch(
 /// How many may be in flight is the core's decision (`ClientConfig::publish_window`); this
 /// queue holds exactly the core's publishes in flight.
 pub(crate) struct InFlight<'a> {
+    /// Allocated by the connection's first publish: most connections never publish, and
+    /// inline this state would sit in every connection's task for its whole life (the
+    /// task's size class is most of an idle connection's memory).
+    queue: OnceLock<Box<Queue<'a>>>,
+}
+
+struct Queue<'a> {
     slots: Mutex<VecDeque<Slot<'a>>>,
     /// Answers were taken and counted by the core: a waiting reader looks again.
     answered: Notify,
@@ -153,13 +160,27 @@ impl<'a> InFlight<'a> {
     /// An empty queue.
     pub(crate) fn new() -> Self {
         Self {
-            slots: Mutex::new(VecDeque::new()),
-            answered: Notify::new(),
+            queue: OnceLock::new(),
         }
     }
 
+    /// The queue, allocated on first use.
+    fn queue(&self) -> &Queue<'a> {
+        self.queue.get_or_init(|| {
+            Box::new(Queue {
+                slots: Mutex::new(VecDeque::new()),
+                answered: Notify::new(),
+            })
+        })
+    }
+
+    /// The queue's slots, locked; `None` while nothing was ever queued.
+    fn slots(&self) -> Option<MutexGuard<'_, VecDeque<Slot<'a>>>> {
+        self.queue.get().map(|queue| queue.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Slot<'a>>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue().lock()
     }
 
     /// Queues a publish whose answer `answer` resolves to (boxed here, so that its state
@@ -189,12 +210,13 @@ impl<'a> InFlight<'a> {
 
     /// Whether the oldest publish is answered: the write pump has something to take.
     pub(crate) fn has_answers(&self) -> bool {
-        matches!(self.lock().front(), Some(Slot::Answered(_)))
+        self.slots()
+            .is_some_and(|slots| matches!(slots.front(), Some(Slot::Answered(_))))
     }
 
     /// Whether nothing is in flight.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.slots().is_none_or(|slots| slots.is_empty())
     }
 
     /// Drives the publishes in flight, in order; resolves once the oldest is answered.
@@ -203,7 +225,11 @@ impl<'a> InFlight<'a> {
     }
 
     fn poll_progress(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut slots = self.lock();
+        // Nothing was ever queued: the read pump wakes the write pump after a `start`, and
+        // this is polled again.
+        let Some(mut slots) = self.slots() else {
+            return Poll::Pending;
+        };
         for slot in slots.iter_mut() {
             if let Slot::Waiting(answer) = slot
                 && let Poll::Ready(frame) = answer.as_mut().poll(cx)
@@ -220,7 +246,9 @@ impl<'a> InFlight<'a> {
     /// Moves the answers at the front, in order, into `out` (through `wrap`); returns how
     /// many. The caller reports each to the core, then calls [`taken`](Self::taken).
     pub(crate) fn take<T>(&self, out: &mut Vec<T>, wrap: impl Fn(Utf8Bytes) -> T) -> usize {
-        let mut slots = self.lock();
+        let Some(mut slots) = self.slots() else {
+            return 0;
+        };
         let mut taken = 0;
         while let Some(Slot::Answered(_)) = slots.front() {
             if let Some(Slot::Answered(frame)) = slots.pop_front() {
@@ -234,13 +262,15 @@ impl<'a> InFlight<'a> {
     /// The core counted the answers taken: wakes a reader waiting for room or for the queue
     /// to empty.
     pub(crate) fn taken(&self) {
-        self.answered.notify_waiters();
+        if let Some(queue) = self.queue.get() {
+            queue.answered.notify_waiters();
+        }
     }
 
     /// Waits until `ready` holds, looking again each time answers were taken.
     pub(crate) async fn wait_until(&self, ready: impl Fn() -> bool) {
         loop {
-            let mut notified = pin!(self.answered.notified());
+            let mut notified = pin!(self.queue().answered.notified());
             // Registered before the check, so an answer taken in between is not missed.
             notified.as_mut().enable();
             if ready() {
@@ -259,10 +289,16 @@ impl<'a> InFlight<'a> {
     }
 }
 
+impl<'a> Queue<'a> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Slot<'a>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl std::fmt::Debug for InFlight<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight")
-            .field("len", &self.lock().len())
+            .field("len", &self.slots().map_or(0, |slots| slots.len()))
             .finish_non_exhaustive()
     }
 }

@@ -744,9 +744,7 @@ pub(crate) fn run(
             app.subscribe(None, target, recovery).await;
         }
         drop(subscribe);
-        let mut client_config = config.client.clone();
-        client_config.protocol = Protocol::V2;
-        let client = new_client_until(client_config, expires_at);
+        let client = new_client_until(config.client_for(Protocol::V2), expires_at);
         let pump::Ended { closed, socket } = pump::run(ws, &app, client, config.linger).await;
         let subscriptions: Vec<(ConnId, ProjectId)> = {
             let state = app.lock();

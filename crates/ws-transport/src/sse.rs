@@ -153,14 +153,16 @@ impl Live<'_> {
             }
             let now = Instant::now();
             let commands = self.outbox.take(&mut frames, config.batch_frames);
-            if let Some(close) = commands.close {
-                if close.discards_queued() {
-                    frames.clear();
+            if let Some(ending) = commands.ending {
+                if let Some(close) = ending.close {
+                    if close.discards_queued() {
+                        frames.clear();
+                    }
+                    self.stream.close(close);
                 }
-                self.stream.close(close);
-            }
-            if let Some(at) = commands.drain_at {
-                self.stream.handle_drain(now, at);
+                if let Some(at) = ending.drain_at {
+                    self.stream.handle_drain(now, at);
+                }
             }
             self.stream.handle_timeout(now);
             for outgoing in frames.drain(..) {
