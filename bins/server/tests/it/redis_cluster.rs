@@ -489,3 +489,22 @@ async fn a_slot_moving_during_a_publish_stream_loses_and_duplicates_nothing() {
         watchers.len()
     );
 }
+
+/// Presence across nodes on a cluster: members on node A (v1, and v2 naming the project)
+/// see a user of node B join and leave, once per user for the deployment, coalesced; the
+/// membership scripts run on the project's shard.
+#[tokio::test]
+async fn members_on_one_node_see_joins_and_leaves_on_another_over_a_cluster() {
+    let cluster = RedisCluster::start(3, &[]);
+    let (a, b) = (
+        node_with(&cluster.broker_keys()),
+        node_with(&cluster.broker_keys()),
+    );
+    wait_readyz(&a, 200, Duration::from_secs(15)).await;
+    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    crate::webhooks::joins_and_leaves_on_other_nodes_coalesced("redis cluster", &a, &b).await;
+    // A script the cluster refused (CROSSSLOT, NOSCRIPT) would show here.
+    for node in [&a, &b] {
+        assert_eq!(node.warnings(), Vec::<String>::new());
+    }
+}
