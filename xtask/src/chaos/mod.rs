@@ -623,7 +623,7 @@ fn render(command: &str, r: &Value) -> String {
             r["acked_before_anyone_in_new_epoch"].to_string(),
         ),
         (
-            "acknowledged publishes lost by a failover of their shard (cluster; also in the lost ones above)",
+            "acknowledged publishes lost by a failover of their shard",
             r["acked_lost_to_failover"].to_string(),
         ),
         (
@@ -634,8 +634,9 @@ fn render(command: &str, r: &Value) -> String {
         ("**violations**", format!("**{}**", r["violations"])),
     ];
     for (name, value) in rows {
-        // The failover row is a cluster's; the standalone section stays as it was.
-        if name.contains("failover") && !cluster {
+        // A cluster loses data by failovers, a standalone Redis by a wipe: each section
+        // names its own (the standalone one stays as it was).
+        if (name.contains("failover") && !cluster) || (name.contains("wiped") && cluster) {
             continue;
         }
         let _ = writeln!(s, "| {name} | {value} |");
@@ -771,6 +772,19 @@ mod tests {
         assert!(s.contains("| recovered: false, by reason | none |"), "{s}");
         assert!(s.contains("| deliveries checked | 1234 |"), "{s}");
         assert!(s.contains("| **violations** | **0** |"), "{s}");
+        assert!(s.contains("with a wiped Redis"), "{s}");
+        assert!(!s.contains("failover"), "{s}");
+        // A cluster's section counts the failovers' losses instead.
+        let mut cluster = result;
+        cluster["profile"]["redis"] = json!("cluster");
+        cluster["acked_lost_to_failover"] = json!(2);
+        let s = render("cargo xtask chaos --redis cluster", &cluster);
+        assert!(s.contains("on a Redis Cluster of 3 primaries"), "{s}");
+        assert!(
+            s.contains("| acknowledged publishes lost by a failover of their shard | 2 |"),
+            "{s}"
+        );
+        assert!(!s.contains("wiped"), "{s}");
     }
 
     #[test]
