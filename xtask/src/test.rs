@@ -23,6 +23,9 @@ const TOOLS: &[(&str, &str)] = &[
     // `playwright-core` (never a downloaded browser), installed with npm from the committed lock.
     ("chromium", "chromium"),
     ("npm", "npm"),
+    // `cargo xtask chaos --redis cluster` finds a node's connections to Redis with `ss` to
+    // cut them (CLIENT KILL ADDR).
+    ("ss", "iproute2"),
 ];
 
 pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {

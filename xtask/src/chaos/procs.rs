@@ -396,7 +396,17 @@ impl RedisCluster {
                 child: None,
             };
             let _ = fs::remove_file(&node.log);
-            node.spawn()?;
+            // A free port may be taken between its pick and the bind: pick again.
+            let mut tries = 0;
+            while let Err(e) = node.spawn() {
+                tries += 1;
+                node.kill();
+                if tries == 5 {
+                    return Err(e);
+                }
+                node.port = free_port()?;
+                node.bus = free_port()?;
+            }
             cluster.nodes.push(node);
         }
         let mut create = Command::new("redis-cli");
