@@ -37,7 +37,10 @@ Tasks:
                        paused and cut from a node; an independent checker of order, delivery,
                        duplicates and recovery must find no violation. Counts go to
                        target/chaos/result.json and docs/reliability.md (debug build unless
-                       --release; `--redis cluster` is not supported yet)
+                       --release). `--redis cluster`: the nodes on a Redis Cluster (3 primaries,
+                       3 replicas); the Redis faults become a primary paused (briefly, and into
+                       a failover), a primary killed and back as the replica, and a node's
+                       connections killed (CLIENT KILL)
   conformance [--full] the Autobahn TestSuite (fuzzing client, installed under target/autobahn
                        on pyenv's CPython 2.7) against ws-transport's echo example: cases
                        1-7 and 10; --full adds 9 (big messages) and 12-13 (permessage-deflate,
@@ -72,7 +75,7 @@ pub(crate) enum Task {
         seconds: u64,
         clients: usize,
         release: bool,
-        /// `--redis cluster` (refused by the task for now).
+        /// `--redis cluster`: the nodes share a Redis Cluster.
         cluster: bool,
     },
     Conformance {

@@ -23,6 +23,9 @@ const TOOLS: &[(&str, &str)] = &[
     // `playwright-core` (never a downloaded browser), installed with npm from the committed lock.
     ("chromium", "chromium"),
     ("npm", "npm"),
+    // `cargo xtask chaos --redis cluster` finds a node's connections to Redis with `ss` to
+    // cut them (CLIENT KILL ADDR).
+    ("ss", "iproute2"),
 ];
 
 pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
@@ -109,6 +112,19 @@ pub(crate) fn run(runner_args: &[String]) -> anyhow::Result<()> {
             ..crate::chaos::Options::short()
         })
     });
+    // The same checker on a Redis Cluster (3 primaries, 3 replicas): node kills, a node's
+    // connections killed, a primary paused briefly, killed, and paused into a failover
+    // (45 s of publishing, under 2 minutes in all). The longer run is
+    // `cargo xtask chaos --redis cluster --duration 5m`.
+    steps.step(
+        "fault injection on a Redis Cluster: cargo xtask chaos --redis cluster (short profile)",
+        || {
+            crate::chaos::run(&crate::chaos::Options {
+                write_doc: false,
+                ..crate::chaos::Options::short_cluster()
+            })
+        },
+    );
 
     if has_cargo_subcommand("nextest") {
         steps.command(

@@ -13,12 +13,19 @@
 //! 3. No duplicate: a client gets an id once per project, across all its sessions.
 //! 4. Recovery: `recovered: true` continues the same epoch from exactly where the client was;
 //!    `recovered: false` after a `since`/`epoch` is justified only by a real loss: the epoch
-//!    changed and Redis lost its data (a restart without persistence) before it.
+//!    changed and Redis lost the project's data before it (a restart without persistence,
+//!    or, on a cluster, a failover of the project's shard: a primary killed or paused until
+//!    its replica took over, which may not have had the last writes).
 //! 5. Delivery: every acknowledged publish reached someone at its offset (or was lost with
-//!    its epoch to a data loss after it), and at the end every client is in its project's
-//!    latest epoch at the newest offset. With 1 and 4, every client that stayed subscribed or
-//!    recovered with `recovered: true` received every acknowledged publish of its span.
-//! 6. Epochs: a project has at most one epoch more than the data losses injected.
+//!    its epoch to a data loss of its project soon after it), and at the end every client is
+//!    in its project's latest epoch at the newest offset. With 1 and 4, every client that
+//!    stayed subscribed or recovered with `recovered: true` received every acknowledged
+//!    publish of its span.
+//! 6. Epochs: a project has at most one epoch more than the data losses of its own.
+//!
+//! A failover's losses are counted apart from a wiped Redis's: "acknowledged, then lost by a
+//! failover" is what a cluster without `WAIT` allows (see docs/decisions.md), a number to
+//! watch, not a violation; a failover excuses only the projects of the shard it hit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -126,8 +133,42 @@ pub(crate) fn parse_line(line: &str) -> Result<Event, String> {
 pub(crate) struct Fault {
     pub(crate) kind: String,
     pub(crate) t: u64,
-    /// Whether Redis lost its data (a restart without persistence).
+    /// Whether Redis may have lost data: a restart without persistence, or a failover.
     pub(crate) data_loss: bool,
+    /// The projects whose data it may have lost: `None`, all (a wiped Redis); a failover,
+    /// those whose slot the failed primary served.
+    pub(crate) projects: Option<Vec<String>>,
+    /// When it was over (ms since the Unix epoch; `t` for an instant one). A paused primary
+    /// may take writes after `SIGCONT` until it learns it was replaced: those are lost too.
+    pub(crate) until: u64,
+}
+
+impl Fault {
+    /// A fault that loses nothing, or everything (`data_loss`), at `t`.
+    #[cfg(test)]
+    pub(crate) fn at(kind: &str, t: u64, data_loss: bool) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            t,
+            data_loss,
+            projects: None,
+            until: t,
+        }
+    }
+
+    /// Whether it may have lost data of `project`.
+    fn loses(&self, project: &str) -> bool {
+        self.data_loss
+            && self
+                .projects
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|p| p == project))
+    }
+
+    /// A failover: a loss of some projects only.
+    fn is_failover(&self) -> bool {
+        self.data_loss && self.projects.is_some()
+    }
 }
 
 /// Where one client is in one project.
@@ -159,6 +200,9 @@ pub(crate) struct Report {
     pub(crate) recovered_false: BTreeMap<String, u64>,
     /// Acknowledged publishes nobody received, lost with their epoch to a data loss.
     pub(crate) acked_lost_to_data_loss: u64,
+    /// Of those, the ones lost by a failover of their project's shard (cluster only): the
+    /// primary acknowledged them and died (or was replaced) before its replica had them.
+    pub(crate) acked_lost_to_failover: u64,
     /// Acknowledged publishes nobody received, published into a project's new epoch (after
     /// a data loss) before any client was subscribed to it: those that came back got
     /// `recovered: false` and a start above them, as SPEC §4 says.
@@ -185,6 +229,7 @@ impl Report {
             "recovered_true": self.recovered_true,
             "recovered_false": self.recovered_false,
             "acked_lost_to_data_loss": self.acked_lost_to_data_loss,
+            "acked_lost_to_failover": self.acked_lost_to_failover,
             "acked_before_anyone_in_new_epoch": self.acked_before_anyone_in_new_epoch,
             "delivered_unacked": self.delivered_unacked,
             "epochs_per_project": self.epochs,
@@ -208,7 +253,7 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
     let mut joined: HashMap<(String, String), (u64, u64)> = HashMap::new();
     let mut clients: HashSet<u64> = HashSet::new();
     let mut acks = Vec::new();
-    let loss_before = |t: u64| faults.iter().any(|f| f.data_loss && f.t <= t);
+    let loss_before = |project: &str, t: u64| faults.iter().any(|f| f.loses(project) && f.t <= t);
     let mut note_epoch = |project: &str, epoch: &str| {
         let list = epochs.entry(project.to_owned()).or_default();
         if !list.iter().any(|e| e == epoch) {
@@ -269,7 +314,7 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
                                 }
                             });
                             *r.recovered_false.entry(reason.clone()).or_default() += 1;
-                            if asked == epoch || !loss_before(*t) {
+                            if asked == epoch || !loss_before(project, *t) {
                                 r.violations.push(format!(
                                     "client {client} {project}: recovered: false ({reason}) from {asked}/{since} into {epoch}/{offset} without a data loss before it"
                                 ));
@@ -379,11 +424,15 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
             Some(where_) => r.violations.push(format!(
                 "{id}: acknowledged at {project}/{offset}, delivered at {where_:?}"
             )),
-            None if faults
-                .iter()
-                .any(|f| f.data_loss && f.t >= *sent && f.t - sent <= LOSS_WINDOW_MS) =>
-            {
+            None if faults.iter().any(|f| lost_by(f, project, *sent)) => {
                 r.acked_lost_to_data_loss += 1;
+                if faults
+                    .iter()
+                    .filter(|f| lost_by(f, project, *sent))
+                    .all(Fault::is_failover)
+                {
+                    r.acked_lost_to_failover += 1;
+                }
             }
             None if new_epoch_unwatched(&joined, faults, project, *offset, *sent) => {
                 r.acked_before_anyone_in_new_epoch += 1;
@@ -396,9 +445,9 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
     r.delivered_unacked = placed.keys().filter(|id| !acked_ids.contains(*id)).count() as u64;
 
     // Each project's latest epoch and newest offset; every client must end there.
-    let losses = faults.iter().filter(|f| f.data_loss).count();
     for (project, list) in &epochs {
         r.epochs.insert(project.clone(), list.len());
+        let losses = faults.iter().filter(|f| f.loses(project)).count();
         if list.len() > losses + 1 {
             r.violations.push(format!(
                 "{project}: {} epochs with {losses} data loss(es)",
@@ -426,6 +475,12 @@ pub(crate) fn check(events: &[Event], faults: &[Fault]) -> Report {
     r
 }
 
+/// Whether `fault` may have lost a publish of `project` sent at `sent`: it lost the project's
+/// data within [`LOSS_WINDOW_MS`] after the publish, or while the publish was in it.
+fn lost_by(fault: &Fault, project: &str, sent: u64) -> bool {
+    fault.loses(project) && fault.until >= sent && fault.t.saturating_sub(sent) <= LOSS_WINDOW_MS
+}
+
 /// Whether the publish at `offset` of `project`, sent at `sent` after a data loss, went into
 /// an epoch nobody watched at that offset: every epoch of the project first joined between
 /// the latest loss before `sent` and the next one had all its sessions start at or above
@@ -439,7 +494,7 @@ fn new_epoch_unwatched(
 ) -> bool {
     let Some(loss) = faults
         .iter()
-        .filter(|f| f.data_loss && f.t <= sent)
+        .filter(|f| f.loses(project) && f.t <= sent)
         .map(|f| f.t)
         .max()
     else {
@@ -447,7 +502,7 @@ fn new_epoch_unwatched(
     };
     let next = faults
         .iter()
-        .filter(|f| f.data_loss && f.t > sent)
+        .filter(|f| f.loses(project) && f.t > sent)
         .map(|f| f.t)
         .min()
         .unwrap_or(u64::MAX);
@@ -587,11 +642,7 @@ mod tests {
         );
         // A data loss soon after the publish excuses the lost one (not the wrong offset);
         // one long after it does not.
-        let loss = |t| Fault {
-            kind: "redis-wipe".to_owned(),
-            t,
-            data_loss: true,
-        };
+        let loss = |t| Fault::at("redis-wipe", t, true);
         let v = violations(&t, &[loss(60)]);
         assert_eq!(v.len(), 1, "{v:?}");
         let v = violations(&t, &[loss(50 + LOSS_WINDOW_MS + 1)]);
@@ -613,11 +664,7 @@ mod tests {
             v.iter().any(|v| v.contains("2 epochs with 0 data loss")),
             "{v:?}"
         );
-        let loss = Fault {
-            kind: "redis-wipe".to_owned(),
-            t: 90,
-            data_loss: true,
-        };
+        let loss = Fault::at("redis-wipe", 90, true);
         let r = check(&t, &[loss]);
         // Client 0 stayed in the old epoch: it did not end in the newest one.
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
@@ -645,11 +692,7 @@ mod tests {
 
     #[test]
     fn an_ack_into_a_new_epoch_before_anyone_came_back_is_excused() {
-        let loss = Fault {
-            kind: "redis-wipe".to_owned(),
-            t: 110,
-            data_loss: true,
-        };
+        let loss = Fault::at("redis-wipe", 110, true);
         let after = |offset| Event::Ack {
             id: format!("n{offset}"),
             project: "p".to_owned(),
@@ -678,10 +721,7 @@ mod tests {
         assert_eq!(r.violations, Vec::<String>::new());
         assert_eq!(r.acked_before_anyone_in_new_epoch, 1);
         // A later loss, and an epoch after it joined at 0, do not change that.
-        let later = Fault {
-            t: 200,
-            ..loss.clone()
-        };
+        let later = Fault::at("redis-wipe", 200, true);
         let mut t2 = t.clone();
         t2.extend([
             Event::End { client: 0 },
@@ -715,6 +755,66 @@ mod tests {
         assert!(
             v.iter()
                 .any(|v| v.contains("n1: acknowledged at p/1, delivered to nobody")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_failover_excuses_the_losses_of_its_shards_projects_only() {
+        let failover = |projects: &[&str], t, until| Fault {
+            kind: "cluster-primary-sigkill".to_owned(),
+            t,
+            data_loss: true,
+            projects: Some(projects.iter().map(|p| (*p).to_owned()).collect()),
+            until,
+        };
+        let mut t = clean();
+        t.push(ack("lost", 4));
+        // Another shard's failover excuses nothing of p.
+        let v = violations(&t, &[failover(&["q"], 60, 60)]);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("lost: acknowledged at p/4, delivered to nobody")),
+            "{v:?}"
+        );
+        // Its own shard's does, counted as a failover's loss.
+        let r = check(&t, &[failover(&["q", "p"], 60, 60)]);
+        assert_eq!(r.violations, Vec::<String>::new());
+        assert_eq!(
+            (r.acked_lost_to_data_loss, r.acked_lost_to_failover),
+            (1, 1)
+        );
+        // A publish sent while the primary was paused (after `t`, before `until`) too.
+        let r = check(&t, &[failover(&["p"], 40, 70)]);
+        assert_eq!(r.violations, Vec::<String>::new());
+        // Not one sent after it was over.
+        let v = violations(&t, &[failover(&["p"], 30, 45)]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        // A wiped Redis is a loss of every project, not a failover's.
+        let r = check(&t, &[Fault::at("redis-wipe", 60, true)]);
+        assert_eq!(
+            (r.acked_lost_to_data_loss, r.acked_lost_to_failover),
+            (1, 0)
+        );
+
+        // recovered: false into a new epoch: justified by its shard's failover only.
+        let mut t = clean();
+        t[8] = session(1, Some((1, "E")), "F", 0);
+        t.truncate(9);
+        let v = violations(&t, &[failover(&["q"], 90, 90)]);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("recovered: false (epoch_changed)")),
+            "{v:?}"
+        );
+        assert!(
+            v.iter().any(|v| v.contains("2 epochs with 0 data loss")),
+            "{v:?}"
+        );
+        let v = violations(&t, &[failover(&["p"], 90, 95)]);
+        assert!(
+            !v.iter()
+                .any(|v| v.contains("recovered: false") || v.contains("epochs with")),
             "{v:?}"
         );
     }

@@ -489,3 +489,105 @@ async fn a_slot_moving_during_a_publish_stream_loses_and_duplicates_nothing() {
         watchers.len()
     );
 }
+
+/// Presence across nodes on a cluster: members on node A (v1, and v2 naming the project)
+/// see a user of node B join and leave, once per user for the deployment, coalesced; the
+/// membership scripts run on the project's shard.
+#[tokio::test]
+async fn members_on_one_node_see_joins_and_leaves_on_another_over_a_cluster() {
+    let cluster = RedisCluster::start(3, &[]);
+    let (a, b) = (
+        node_with(&cluster.broker_keys()),
+        node_with(&cluster.broker_keys()),
+    );
+    wait_readyz(&a, 200, Duration::from_secs(15)).await;
+    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    crate::webhooks::joins_and_leaves_on_other_nodes_coalesced("redis cluster", &a, &b).await;
+    // A script the cluster refused (CROSSSLOT, NOSCRIPT) would show here.
+    for node in [&a, &b] {
+        assert_eq!(node.warnings(), Vec::<String>::new());
+    }
+}
+
+/// Every script of the broker (publish, read for recovery, presence, the membership
+/// change, the budget) is sent by its SHA to whichever primary owns the slot. A primary
+/// that does not know it (promoted, restarted, `SCRIPT FLUSH`ed: a cluster does not share
+/// its script cache) answers NOSCRIPT, and the broker loads it there and runs it again:
+/// with every node's cache flushed mid-run, publishes, recovery and presence go on.
+#[tokio::test]
+async fn scripts_flushed_on_every_cluster_node_are_loaded_again_where_needed() {
+    let cluster = RedisCluster::start(3, &[]);
+    let (a, b) = (
+        node_with(&cluster.broker_keys()),
+        node_with(&cluster.broker_keys()),
+    );
+    wait_readyz(&a, 200, Duration::from_secs(15)).await;
+    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let projects = spread_projects(&cluster, 6);
+    let mut watchers = Vec::new();
+    for p in &projects {
+        let (watcher, welcome) = Watcher::join(&a, p, "alice", "").await;
+        watchers.push((watcher, welcome["epoch"].as_str().unwrap().to_owned()));
+    }
+    for p in &projects {
+        assert_eq!(publish_via_api(&b, p, json!({"i": 1})).await.0, 202);
+    }
+    for node in &cluster.nodes {
+        assert_eq!(node.cli(&["SCRIPT", "FLUSH"]), "OK");
+    }
+    // Publishes (one pipeline per slot), on both nodes.
+    for (i, node) in [(2, &b), (3, &a)] {
+        for p in &projects {
+            let (status, body) = publish_via_api(node, p, json!({"i": i})).await;
+            assert_eq!(status, 202, "{p}: {body}");
+            assert_eq!(body["offset"], i, "{p}: {body}");
+        }
+    }
+    for ((watcher, _), p) in watchers.iter().zip(&projects) {
+        let messages = watcher.wait_messages(3, Duration::from_secs(10)).await;
+        assert_eq!(offsets_of(&messages), [1, 2, 3], "{p}");
+    }
+    for node in &cluster.nodes {
+        assert_eq!(node.cli(&["SCRIPT", "FLUSH"]), "OK");
+    }
+    // Recovery (the read script) on the other node, and presence (the announcement and
+    // the membership change) of a user joining there.
+    let (watcher, epoch) = watchers.remove(0);
+    drop(watcher);
+    let p = &projects[0];
+    let (_back, welcome) = Watcher::join(&b, p, "alice", &format!("?since=1&epoch={epoch}")).await;
+    assert_eq!(
+        (welcome["recovered"].as_bool(), welcome["missed"].as_u64()),
+        (Some(true), Some(2)),
+        "{welcome}"
+    );
+    let (_bob, _) = Watcher::join(&b, &projects[1], "bob", "").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = api(
+            &a,
+            "GET",
+            &format!("/api/projects/{}/presence", projects[1]),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["user"] == "bob"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence: {body}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // No script error was logged (the watcher dropped above is a connection reset).
+    for node in [&a, &b] {
+        let warnings: Vec<String> = node
+            .warnings()
+            .into_iter()
+            .filter(|l| !l.contains("connection closed abnormally"))
+            .collect();
+        assert_eq!(warnings, Vec::<String>::new());
+    }
+}

@@ -588,8 +588,13 @@ pub(crate) async fn publish_alternating(
 /// A `wshub` node whose `[broker]` names its Redis with `broker_keys` (a cluster's seeds,
 /// sentinels…) instead of `redis_url`.
 pub(crate) fn node_with(broker_keys: &str) -> Server {
+    node_with_extra(broker_keys, "")
+}
+
+/// [`node_with`], with `extra` sections (e.g. `[webhooks]`).
+pub(crate) fn node_with_extra(broker_keys: &str, extra: &str) -> Server {
     Server::start(&format!(
-        "[broker]\nkind = \"redis\"\n{broker_keys}\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[shutdown]\ndrain = \"1s\"\n"
+        "[broker]\nkind = \"redis\"\n{broker_keys}\npresence_ttl = \"2s\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[shutdown]\ndrain = \"1s\"\n\n{extra}"
     ))
 }
 

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::harness::*;
-use crate::redis_server::{Redis, node_on};
+use crate::redis_server::{Redis, RedisCluster, node_on, node_with_extra};
 
 const HOOK_SECRET: &str = "webhook-test-secret";
 
@@ -436,10 +436,36 @@ fn redis_node(redis: &Redis, receiver: &Receiver) -> Server {
 #[tokio::test]
 async fn two_redis_nodes_send_each_event_once_and_a_killed_nodes_users_leave() {
     let redis = Redis::start();
+    let _ =
+        each_event_once_from_three_nodes("redis", |receiver| redis_node(&redis, receiver)).await;
+}
+
+/// The same on a real Redis Cluster (3 primaries, 3 replicas): the membership scripts run
+/// on the projects' shards, the index of projects (`{*}`) on a shard of its own.
+#[tokio::test]
+async fn three_nodes_on_a_redis_cluster_send_each_event_once_and_a_killed_nodes_users_leave() {
+    let cluster = RedisCluster::start(3, &[]);
+    let keys = cluster.broker_keys();
+    let warnings = each_event_once_from_three_nodes("redis cluster", |receiver| {
+        node_with_extra(&keys, &receiver.config(""))
+    })
+    .await;
+    // A script refused by the cluster (CROSSSLOT, NOSCRIPT, a redirect not followed) would
+    // be logged by the presence task even where the events still came.
+    assert_eq!(warnings, Vec::<String>::new(), "the live nodes' warnings");
+}
+
+/// Three nodes made by `node` (each sending to the receiver): every membership event is
+/// delivered once for the deployment, and a SIGKILLed node's users leave within the TTL.
+/// Returns the warnings the two nodes left alive logged.
+async fn each_event_once_from_three_nodes(
+    what: &str,
+    node: impl Fn(&Receiver) -> Server,
+) -> Vec<String> {
     let receiver = Receiver::start(|_| Some(204)).await;
-    let a = redis_node(&redis, &receiver);
-    let b = redis_node(&redis, &receiver);
-    let mut c = redis_node(&redis, &receiver);
+    let a = node(&receiver);
+    let b = node(&receiver);
+    let mut c = node(&receiver);
     // alice on A, bob on B, carol on both; dave on C, in room and alone in solo.
     let (mut alice, _) = join(&a, "room", "alice").await;
     let (mut bob, _) = join(&b, "room", "bob").await;
@@ -518,10 +544,11 @@ async fn two_redis_nodes_send_each_event_once_and_a_killed_nodes_users_leave() {
         "dave left after {gone_after:?}, presence_ttl is 2s"
     );
     eprintln!(
-        "webhooks on redis: {} events once each from 3 nodes in {} requests; a SIGKILLed node's user left after {gone_after:?} (presence_ttl 2s)",
+        "webhooks on {what}: {} events once each from 3 nodes in {} requests; a SIGKILLed node's user left after {gone_after:?} (presence_ttl 2s)",
         receiver.delivered().len(),
         receiver.requests().len()
     );
+    [a.warnings(), b.warnings()].concat()
 }
 
 /// Frames a connection receives, collected by a task of its own.
@@ -617,21 +644,28 @@ async fn connect_v2(server: &Server, user: &str, project: &str) -> Ws {
 async fn members_see_joins_and_leaves_on_other_nodes_coalesced() {
     let redis = Redis::start();
     let (a, b) = (node_on(&redis.url(), "", ""), node_on(&redis.url(), "", ""));
-    let (alice, _) = join(&a, "room", "alice").await;
+    joins_and_leaves_on_other_nodes_coalesced("redis", &a, &b).await;
+}
+
+/// Members on node `a` see the joins and leaves of users on node `b`, each user's first
+/// join and last leave in the deployment once, coalesced to one diff a second; the nodes
+/// share one Redis deployment (a server or a cluster: `redis_cluster.rs` runs it there).
+pub(crate) async fn joins_and_leaves_on_other_nodes_coalesced(what: &str, a: &Server, b: &Server) {
+    let (alice, _) = join(a, "room", "alice").await;
     let alice = Frames::new(alice);
-    let vic = Frames::new(connect_v2(&a, "vic", "room").await);
+    let vic = Frames::new(connect_v2(a, "vic", "room").await);
     // Vic's join reached alice on the same node at once, as ever.
     alice.wait_presence("vic", "join").await;
 
     // Bob connects to node B: both members on A hear of it (v1, and v2 naming the project).
     let joined = Instant::now();
-    let (mut bob, _) = join(&b, "room", "bob").await;
+    let (mut bob, _) = join(b, "room", "bob").await;
     alice.wait_presence("bob", "join").await;
     let frame = vic.wait_presence("bob", "join").await;
     assert_eq!(frame["project"], "room");
     let join_took = joined.elapsed();
     // A second connection of bob, on A this time: the cluster knew him, no second join.
-    let (mut bob_here, _) = join(&a, "room", "bob").await;
+    let (mut bob_here, _) = join(a, "room", "bob").await;
     // ... and leaving B while still on A: no leave.
     bob.close(None).await.unwrap();
     let _ = bob.next().await;
@@ -651,11 +685,11 @@ async fn members_see_joins_and_leaves_on_other_nodes_coalesced() {
     // Flapping on B: five visits within half a second, then a stay. Members on A get one
     // diff a second at most: a handful of frames, not ten.
     for _ in 0..5 {
-        let (mut ws, _) = join(&b, "room", "flap").await;
+        let (mut ws, _) = join(b, "room", "flap").await;
         ws.close(None).await.unwrap();
         let _ = ws.next().await;
     }
-    let (_flap, _) = join(&b, "room", "flap").await;
+    let (_flap, _) = join(b, "room", "flap").await;
     alice.wait_presence("flap", "join").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let frames = alice.presence_of("flap");
@@ -670,7 +704,7 @@ async fn members_see_joins_and_leaves_on_other_nodes_coalesced() {
     }
     drop((alice, vic));
     eprintln!(
-        "cluster presence: a join on another node reached members after {join_took:?}; 5 flaps then a stay made {} frame(s)",
+        "cluster presence on {what}: a join on another node reached members after {join_took:?}; 5 flaps then a stay made {} frame(s)",
         frames.len()
     );
 }
