@@ -83,10 +83,17 @@ impl Topology {
 /// Why the case cannot run here, if it cannot: `redis-server` is missing, or (for the cluster)
 /// `redis-cli`, which creates the cluster. The case is then skipped with this reason.
 pub(super) fn missing(topology: Topology) -> Option<String> {
-    if !succeeds(Command::new("redis-server").arg("--version")) {
+    missing_of(topology, |tool| {
+        succeeds(Command::new(tool).arg("--version"))
+    })
+}
+
+/// [`missing`], with `runs` telling whether a tool runs.
+fn missing_of(topology: Topology, runs: impl Fn(&str) -> bool) -> Option<String> {
+    if !runs("redis-server") {
         return Some("no `redis-server` on PATH (`cargo xtask test` installs it)".to_owned());
     }
-    if topology == Topology::Cluster && !succeeds(Command::new("redis-cli").arg("--version")) {
+    if topology == Topology::Cluster && !runs("redis-cli") {
         return Some(
             "no `redis-cli` on PATH (it creates the cluster: `redis-cli --cluster create`)"
                 .to_owned(),
@@ -704,6 +711,19 @@ mod tests {
             table.contains("19.5 clients reached per publish"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_missing_tool_is_named() {
+        let without = |missing: &'static str| move |tool: &str| tool != missing;
+        assert_eq!(missing_of(Topology::Standalone, without("redis-cli")), None);
+        let why = missing_of(Topology::Cluster, without("redis-cli")).unwrap();
+        assert!(why.contains("no `redis-cli` on PATH"), "{why}");
+        for topology in [Topology::Standalone, Topology::Cluster] {
+            let why = missing_of(topology, without("redis-server")).unwrap();
+            assert!(why.contains("no `redis-server` on PATH"), "{why}");
+        }
+        assert_eq!(missing_of(Topology::Cluster, |_| true), None);
     }
 
     #[test]
