@@ -499,7 +499,38 @@ fn cost_table(all: &[Vec<Value>], names: &[&str], case: &str) -> String {
             }
         }
     }
+    let _ = writeln!(s, "\n{}", main_thread_share(all));
     s
+}
+
+/// How much of Redis's CPU time its main thread took (`used_cpu_*_main_thread`, Redis ≥ 7):
+/// a shard's ceiling is that one thread's.
+fn main_thread_share(all: &[Vec<Value>]) -> String {
+    let shares: Vec<f64> = all
+        .iter()
+        .flatten()
+        .filter_map(|r| r["shards"].as_array())
+        .flatten()
+        .filter_map(|s| Some(s["main_thread_cpu_s"].as_f64()? / s["cpu_s"].as_f64()?))
+        .filter(|v| v.is_finite())
+        .collect();
+    let (low, high) = shares
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    match median(shares) {
+        Some(m) => format!(
+            "The main thread's share of that CPU time (`used_cpu_sys_main_thread + \
+             used_cpu_user_main_thread`): median {:.1} % (runs and shards {:.1}–{:.1} %); \
+             a shard's ceiling is that one thread's.",
+            m * 100.0,
+            low * 100.0,
+            high * 100.0
+        ),
+        None => "This Redis reports no main-thread CPU time (`used_cpu_*_main_thread`, Redis ≥ 7)."
+            .to_owned(),
+    }
 }
 
 /// The median over runs of `f` of the cost of every shard of the configuration `name`.
@@ -659,11 +690,12 @@ mod tests {
         );
         assert!(table.contains("| 1 node, memory broker | - |"), "{table}");
         assert!(!table.contains("can and cannot show"), "{table}");
+        assert!(table.contains("reports no main-thread CPU time"), "{table}");
     }
 
     #[test]
     fn a_cluster_is_reported_shard_by_shard_with_the_projection() {
-        let shard = |project: &str, cpu: f64| json!({"project": project, "cpu_s": cpu, "messages": 1000, "redis_messages": 3000, "deliveries": 60_000});
+        let shard = |project: &str, cpu: f64| json!({"project": project, "cpu_s": cpu, "main_thread_cpu_s": cpu / 2.0, "messages": 1000, "redis_messages": 3000, "deliveries": 60_000});
         let run = vec![
             json!({"case": "1 node, redis cluster (3 shards)", "nodes": 1, "clients": 180, "messages": 3000, "deliveries_per_s": 100.0,
                    "shards": [shard("bench-0", 0.03), shard("bench-1", 0.03), shard("bench-2", 0.03)]}),
@@ -685,6 +717,10 @@ mod tests {
             table.contains(
                 "|   · shard 2 (project `bench-1`) | 20 | 60 | 60 | 20 | 1 | 50 000 | 1 000 000 |"
             ),
+            "{table}"
+        );
+        assert!(
+            table.contains("median 50.0 % (runs and shards 50.0–50.0 %)"),
             "{table}"
         );
         // Per publish: 30 µs at 1 node (90 ms / 3000), 40 at 3 nodes: 5 µs per further node.
