@@ -16,6 +16,8 @@ Tasks:
                        medians and wshub/baseline ratios go to docs/benchmarks.md.
                        Cases: idle-10k idle-19k fanout-1k fanout-10k-20hz handshake fanout-many
                        redis-fanout (1, 2, 3 nodes on one redis-server; needs redis-server);
+                       redis-cluster-fanout (1, 2, 3 nodes on a 3-master Redis Cluster;
+                       needs redis-server and redis-cli); both report Redis CPU per delivery;
                        v2, wshub only: fanout-1k-v2 fanout-1k-ephemeral idle-subs sub-churn.
                        --quick: a small smoke profile against wshub only (release build if
                        fresh, else debug), asserting only that nothing was lost; no docs written

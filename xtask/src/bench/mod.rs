@@ -14,7 +14,9 @@
 //! This module is the command and its flags: the quick and full profiles, the peers, the
 //! micro-benchmarks. [`cases`] holds the case table and its metrics, [`run`](mod@run) one run
 //! of a case against a fresh server, [`report`] the console lines, `docs/benchmarks.md` and
-//! `target/bench/results.json`, [`redis`] the `redis-fanout` case, and [`redis_pub`] the
+//! `target/bench/results.json`, [`redis`] the `redis-fanout` and `redis-cluster-fanout`
+//! cases (1–3 nodes on one Redis and on a 3-shard cluster, Redis CPU per delivery), and
+//! [`redis_pub`] the
 //! `redis-1pub`/`redis-8pub` cases (Redis against memory on one node, by publishers).
 //! Starting and stopping servers is `crate::servers`, shared with `cargo xtask soak`.
 
@@ -37,6 +39,7 @@ mod report;
 mod run;
 
 use cases::{full_cases, quick_cases};
+use redis::Topology;
 use report::{Report, Results, brief, fmt_value, merge_previous, splice, write_raw};
 use run::{losses, run_once};
 
@@ -96,10 +99,12 @@ pub(crate) fn quick(runs: u32) -> anyhow::Result<()> {
             );
         }
     }
-    if redis::available() {
-        redis::quick().context("quick bench `redis-fanout`")?;
-    } else {
-        println!("  {:<12} skipped: no `redis-server` on PATH", redis::CASE);
+    for topology in [Topology::Standalone, Topology::Cluster] {
+        match redis::missing(topology) {
+            None => redis::quick(topology)
+                .with_context(|| format!("quick bench `{}`", topology.case()))?,
+            Some(why) => println!("  {:<12} skipped: {why}", topology.case()),
+        }
     }
     if !problems.is_empty() {
         bail!(
@@ -116,14 +121,17 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
     let root = project_root();
     let runs = flags.runs.unwrap_or(3);
     let mut cases = full_cases();
-    let with_redis = flags.cases.is_empty() || flags.cases.iter().any(|c| c == redis::CASE);
+    let redis_cases: Vec<Topology> = [Topology::Standalone, Topology::Cluster]
+        .into_iter()
+        .filter(|t| flags.cases.is_empty() || flags.cases.iter().any(|c| c == t.case()))
+        .collect();
     let redis_pub_cases: Vec<(&'static str, usize)> = redis_pub::CASES
         .into_iter()
         .filter(|(name, _)| flags.cases.is_empty() || flags.cases.iter().any(|c| c == name))
         .collect();
     if !flags.cases.is_empty() {
         let mut known: Vec<&str> = cases.iter().map(|c| c.name).collect();
-        known.push(redis::CASE);
+        known.extend([redis::CASE, redis::CLUSTER_CASE]);
         known.extend(redis_pub::CASES.iter().map(|(name, _)| *name));
         if let Some(unknown) = flags.cases.iter().find(|c| !known.contains(&c.as_str())) {
             bail!("unknown case `{unknown}`; cases: {}", known.join(", "));
@@ -286,12 +294,13 @@ fn full(flags: &BenchFlags, args: &[String]) -> anyhow::Result<()> {
             eprintln!("`redis-1pub`, `redis-8pub` skipped: no `redis-server` on PATH");
         }
     }
-    if with_redis {
-        if redis::available() {
-            let section = redis::full(&root, runs)?;
-            println!("\n{section}\nwrote {}", doc.display());
-        } else {
-            eprintln!("`{}` skipped: no `redis-server` on PATH", redis::CASE);
+    for topology in redis_cases {
+        match redis::missing(topology) {
+            None => {
+                let section = redis::full(&root, runs, topology)?;
+                println!("\n{section}\nwrote {}", doc.display());
+            }
+            Some(why) => eprintln!("`{}` skipped: {why}", topology.case()),
         }
     }
     Ok(())
