@@ -170,7 +170,7 @@ fn render(rows: &[Row], selected: &[(&str, usize)], runs: u32, problems: &[Strin
          under the same load. The machine is shared: when the node's core is busy with \
          other work, deliveries per server CPU-second (the node's own CPU time) compare the \
          brokers' cost better than deliveries per second.\n\n\
-         Command: `cargo xtask bench --case redis-1pub --case redis-8pub --runs 3`\n"
+         Command: `cargo xtask bench --case redis-1pub --case redis-8pub --runs {runs}`\n"
     );
     let _ = writeln!(
         s,
