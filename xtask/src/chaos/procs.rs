@@ -43,6 +43,46 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) -> anyhow::Re
     }
 }
 
+/// Starts a `redis-server` on `port` keeping every write (append-only file, fsync on each),
+/// its files in `dir` and its output appended to `log`, with `extra` arguments; returns once
+/// it listens. `what` names it in errors.
+fn spawn_redis(
+    port: u16,
+    dir: &Path,
+    log: &Path,
+    extra: &[&str],
+    what: &str,
+) -> anyhow::Result<Child> {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(extra)
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
+        .args(["--protected-mode", "no", "--loglevel", "warning", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting redis-server (`cargo xtask test` installs it)")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match wait_listening(addr, &mut child, what) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to `pid`, a process this run started.
 pub(crate) fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
@@ -80,31 +120,9 @@ impl Redis {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .args(["--protected-mode", "no", "--loglevel", "warning", "--dir"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting redis-server (`cargo xtask test` installs it)")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let waited = wait_listening(addr, &mut child, "redis-server");
+        let child = spawn_redis(self.port, &self.dir, &self.log, &[], "redis-server")?;
         self.child = Some(child);
-        waited
+        Ok(())
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -594,43 +612,32 @@ impl RedisCluster {
 
 impl ClusterNode {
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
         let timeout = NODE_TIMEOUT_MS.to_string();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--cluster-node-timeout", &timeout])
-            .args(["--cluster-port", &self.bus.to_string()])
+        let bus = self.bus.to_string();
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &timeout,
+            "--cluster-port",
+            &bus,
             // A replica may take over however long it was cut off; replicas sync at once.
-            .args(["--cluster-replica-validity-factor", "0"])
-            .args(["--repl-diskless-sync-delay", "0"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .args(["--protected-mode", "no", "--loglevel", "warning", "--dir"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting redis-server (`cargo xtask test` installs it)")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let waited = wait_listening(addr, &mut child, "redis-server (cluster)");
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let child = spawn_redis(
+            self.port,
+            &self.dir,
+            &self.log,
+            &cluster,
+            "redis-server (cluster)",
+        )?;
         self.child = Some(child);
-        waited
+        Ok(())
     }
 
     fn kill(&mut self) {
