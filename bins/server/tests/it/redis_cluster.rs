@@ -152,12 +152,7 @@ async fn a_replica_promotion_during_a_publish_stream_loses_and_duplicates_nothin
     const BEFORE: usize = 40;
     const AFTER: usize = 40;
     let cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
-    wait_readyz(&a, 200, Duration::from_secs(15)).await;
-    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let project = "failover";
     let mut watchers = Vec::new();
     for (n, node) in [&a, &b].into_iter().enumerate() {
@@ -252,12 +247,7 @@ async fn a_primary_killed_during_a_publish_stream_is_replaced_and_clients_stay_e
     const BEFORE: usize = 30;
     const AFTER: usize = 30;
     let mut cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
-    wait_readyz(&a, 200, Duration::from_secs(15)).await;
-    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let project = "killed";
     let mut watchers = Vec::new();
     let mut epoch = String::new();
@@ -398,12 +388,7 @@ async fn a_slot_moving_during_a_publish_stream_loses_and_duplicates_nothing() {
     const BEFORE: usize = 30;
     const AFTER: usize = 30;
     let cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
-    wait_readyz(&a, 200, Duration::from_secs(15)).await;
-    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let project = "moving";
     let key = format!("wshub:{{{project}}}:meta");
     let mut watchers = Vec::new();
@@ -496,12 +481,7 @@ async fn a_slot_moving_during_a_publish_stream_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn members_on_one_node_see_joins_and_leaves_on_another_over_a_cluster() {
     let cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
-    wait_readyz(&a, 200, Duration::from_secs(15)).await;
-    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let (a, b) = two_nodes(&cluster).await;
     crate::webhooks::joins_and_leaves_on_other_nodes_coalesced("redis cluster", &a, &b).await;
     // A script the cluster refused (CROSSSLOT, NOSCRIPT) would show here.
     for node in [&a, &b] {
@@ -517,12 +497,7 @@ async fn members_on_one_node_see_joins_and_leaves_on_another_over_a_cluster() {
 #[tokio::test]
 async fn scripts_flushed_on_every_cluster_node_are_loaded_again_where_needed() {
     let cluster = RedisCluster::start(3, &[]);
-    let (a, b) = (
-        node_with(&cluster.broker_keys()),
-        node_with(&cluster.broker_keys()),
-    );
-    wait_readyz(&a, 200, Duration::from_secs(15)).await;
-    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    let (a, b) = two_nodes(&cluster).await;
     let projects = spread_projects(&cluster, 6);
     let mut watchers = Vec::new();
     for p in &projects {
@@ -590,4 +565,15 @@ async fn scripts_flushed_on_every_cluster_node_are_loaded_again_where_needed() {
             .collect();
         assert_eq!(warnings, Vec::<String>::new());
     }
+}
+
+/// Two `wshub` nodes seeded with every node of `cluster`, once both are ready.
+async fn two_nodes(cluster: &RedisCluster) -> (Server, Server) {
+    let (a, b) = (
+        node_with(&cluster.broker_keys()),
+        node_with(&cluster.broker_keys()),
+    );
+    wait_readyz(&a, 200, Duration::from_secs(15)).await;
+    wait_readyz(&b, 200, Duration::from_secs(15)).await;
+    (a, b)
 }
