@@ -584,30 +584,20 @@ impl HubApp<'_> {
 
 #[cfg(test)]
 mod tests {
-    use ws_core::history::HistoryConfig;
-    use ws_core::{AdmissionConfig, HubConfig};
-
     use super::*;
-    use crate::broker::MemoryBroker;
-
-    fn size_of_future<F: Future>(_: &F) -> usize {
-        size_of::<F>()
-    }
+    use crate::testing::{Parts, connection_parts, size_of_future};
 
     /// Every idle connection is one task holding this future, the largest part of its
     /// memory (`idle-10k` in `docs/benchmarks.md`). The bound fails when a change makes it
     /// grow, so that growth is a decision, not an accident.
     #[tokio::test]
     async fn a_connection_future_stays_small() {
-        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
-        let broker: Arc<dyn Broker> =
-            Arc::new(MemoryBroker::new(hub.clone(), HistoryConfig::default(), 1));
-        let config = Arc::new(TransportConfig::default());
-        let mut req = http::Request::builder()
-            .header(http::header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap();
-        let (_, pending) = crate::socket::upgrade(&mut req, &config).unwrap();
+        let Parts {
+            hub,
+            broker,
+            config,
+            pending,
+        } = connection_parts();
         let who = Admitted {
             user: UserId::new("u"),
             project: ProjectId::parse("p").unwrap(),

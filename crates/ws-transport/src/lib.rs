@@ -68,6 +68,8 @@ mod serve;
 mod session;
 mod socket;
 mod sse;
+#[cfg(test)]
+mod testing;
 mod tls;
 mod traffic;
 mod upgrade;

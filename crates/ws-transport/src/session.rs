@@ -765,29 +765,20 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use ws_core::grants::Grants;
-    use ws_core::history::HistoryConfig;
-    use ws_core::{AdmissionConfig, HubConfig};
 
     use super::*;
-    use crate::broker::MemoryBroker;
-
-    fn size_of_future<F: Future>(_: &F) -> usize {
-        size_of::<F>()
-    }
+    use crate::testing::{Parts, connection_parts, size_of_future};
 
     /// Every idle v2 connection is one task holding this future, the largest part of its
     /// memory. The bound fails when a change makes it grow, so that growth is a decision.
     #[tokio::test]
     async fn a_session_future_stays_small() {
-        let hub = SharedHub::new(HubConfig::default(), AdmissionConfig::default(), 1);
-        let broker: Arc<dyn Broker> =
-            Arc::new(MemoryBroker::new(hub.clone(), HistoryConfig::default(), 1));
-        let config = Arc::new(TransportConfig::default());
-        let mut req = http::Request::builder()
-            .header(http::header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap();
-        let (_, pending) = crate::socket::upgrade(&mut req, &config).unwrap();
+        let Parts {
+            hub,
+            broker,
+            config,
+            pending,
+        } = connection_parts();
         let who = AdmittedSession {
             user: UserId::new("u"),
             grants: Grants::all(),
@@ -797,9 +788,9 @@ mod tests {
         };
         let future = run(pending, hub, broker, config, None, ConnId(1), who);
         let size = size_of_future(&future);
-        // 2 616 bytes when the bound was set (2 624 in a debug build): with tokio's header and trailer, the span and
-        // the tracker's token the task is in jemalloc's 3 072-byte class (an idle v2
-        // connection: 4.8 KiB of RSS in `idle-subs`). Under ~2 380 it would be in the
+        // 2 616 bytes when the bound was set (2 624 in a debug build): with tokio's header
+        // and trailer, the span and the tracker's token the task is in jemalloc's 3 072-byte
+        // class (an idle v2 connection: 4.8 KiB of RSS in `idle-subs`). Under ~2 380 it would be in the
         // 2 560-byte one; `on_event` returning its box, as the v1 connection's does, is a
         // start (the 88-byte event sits in its `async fn` state beside the box).
         assert!(size <= 2_624, "the session future grew to {size} bytes");
