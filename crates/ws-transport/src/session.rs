@@ -790,9 +790,10 @@ mod tests {
         let size = size_of_future(&future);
         // 2 616 bytes when the bound was set (2 624 in a debug build): with tokio's header
         // and trailer, the span and the tracker's token the task is in jemalloc's 3 072-byte
-        // class (an idle v2 connection: 4.8 KiB of RSS in `idle-subs`). Under ~2 380 it would be in the
-        // 2 560-byte one; `on_event` returning its box, as the v1 connection's does, is a
-        // start (the 88-byte event sits in its `async fn` state beside the box).
+        // class (an idle v2 connection: 4.8 KiB of RSS in `idle-subs`). Under ~2 380 it
+        // would be in the 2 560-byte one; `on_event` returning its box, as the v1
+        // connection's does, is a start (the 88-byte event sits in its `async fn` state
+        // beside the box).
         assert!(size <= 2_624, "the session future grew to {size} bytes");
     }
 }
