@@ -570,6 +570,15 @@ mod tests {
         check(events, faults).violations
     }
 
+    /// Fails unless one of `violations` says `what`.
+    #[track_caller]
+    fn assert_violation(violations: &[String], what: &str) {
+        assert!(
+            violations.iter().any(|v| v.contains(what)),
+            "no violation says {what:?}: {violations:?}"
+        );
+    }
+
     #[test]
     fn a_clean_trace_passes() {
         let r = check(&clean(), &[]);
@@ -586,11 +595,7 @@ mod tests {
         let mut t = clean();
         t.remove(9); // client 1 misses "b" after recovering
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("gap: 1 message(s) missing before c")),
-            "{v:?}"
-        );
+        assert_violation(&v, "gap: 1 message(s) missing before c");
     }
 
     #[test]
@@ -598,7 +603,7 @@ mod tests {
         let mut t = clean();
         t.insert(7, msg(0, 2, "b"));
         let v = violations(&t, &[]);
-        assert!(v.iter().any(|v| v.contains("duplicate b")), "{v:?}");
+        assert_violation(&v, "duplicate b");
     }
 
     #[test]
@@ -606,11 +611,8 @@ mod tests {
         let mut t = clean();
         t.swap(10, 6); // client 0 gets c before b
         let v = violations(&t, &[]);
-        assert!(v.iter().any(|v| v.contains("gap")), "{v:?}");
-        assert!(
-            v.iter().any(|v| v.contains("reorder: b at 2 after 3")),
-            "{v:?}"
-        );
+        assert_violation(&v, "gap");
+        assert_violation(&v, "reorder: b at 2 after 3");
     }
 
     #[test]
@@ -618,11 +620,7 @@ mod tests {
         let mut t = clean();
         t[3] = msg(1, 1, "z");
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("client 1 got z, another client got a")),
-            "{v:?}"
-        );
+        assert_violation(&v, "client 1 got z, another client got a");
     }
 
     #[test]
@@ -631,15 +629,8 @@ mod tests {
         t[4] = ack("a", 7);
         t.push(ack("lost", 4));
         let v = violations(&t, &[]);
-        assert!(
-            v.iter().any(|v| v.contains("a: acknowledged at p/7")),
-            "{v:?}"
-        );
-        assert!(
-            v.iter()
-                .any(|v| v.contains("lost: acknowledged at p/4, delivered to nobody")),
-            "{v:?}"
-        );
+        assert_violation(&v, "a: acknowledged at p/7");
+        assert_violation(&v, "lost: acknowledged at p/4, delivered to nobody");
         // A data loss soon after the publish excuses the lost one (not the wrong offset);
         // one long after it does not.
         let loss = |t| Fault::at("redis-wipe", t, true);
@@ -655,15 +646,8 @@ mod tests {
         t[8] = session(1, Some((1, "E")), "F", 0);
         t.truncate(9);
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("recovered: false (epoch_changed)")),
-            "{v:?}"
-        );
-        assert!(
-            v.iter().any(|v| v.contains("2 epochs with 0 data loss")),
-            "{v:?}"
-        );
+        assert_violation(&v, "recovered: false (epoch_changed)");
+        assert_violation(&v, "2 epochs with 0 data loss");
         let loss = Fault::at("redis-wipe", 90, true);
         let r = check(&t, &[loss]);
         // Client 0 stayed in the old epoch: it did not end in the newest one.
@@ -683,11 +667,7 @@ mod tests {
             t: 100,
         };
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("recovered: false (out_of_range)")),
-            "{v:?}"
-        );
+        assert_violation(&v, "recovered: false (out_of_range)");
     }
 
     #[test]
@@ -752,11 +732,7 @@ mod tests {
         // One client already in the new epoch at offset 0: it should have got it.
         t[17] = rejoin(1, 3, 0);
         let v = violations(&t, &[loss]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("n1: acknowledged at p/1, delivered to nobody")),
-            "{v:?}"
-        );
+        assert_violation(&v, "n1: acknowledged at p/1, delivered to nobody");
     }
 
     #[test]
@@ -772,11 +748,7 @@ mod tests {
         t.push(ack("lost", 4));
         // Another shard's failover excuses nothing of p.
         let v = violations(&t, &[failover(&["q"], 60, 60)]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("lost: acknowledged at p/4, delivered to nobody")),
-            "{v:?}"
-        );
+        assert_violation(&v, "lost: acknowledged at p/4, delivered to nobody");
         // Its own shard's does, counted as a failover's loss.
         let r = check(&t, &[failover(&["q", "p"], 60, 60)]);
         assert_eq!(r.violations, Vec::<String>::new());
@@ -802,15 +774,8 @@ mod tests {
         t[8] = session(1, Some((1, "E")), "F", 0);
         t.truncate(9);
         let v = violations(&t, &[failover(&["q"], 90, 90)]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("recovered: false (epoch_changed)")),
-            "{v:?}"
-        );
-        assert!(
-            v.iter().any(|v| v.contains("2 epochs with 0 data loss")),
-            "{v:?}"
-        );
+        assert_violation(&v, "recovered: false (epoch_changed)");
+        assert_violation(&v, "2 epochs with 0 data loss");
         let v = violations(&t, &[failover(&["p"], 90, 95)]);
         assert!(
             !v.iter()
@@ -832,11 +797,7 @@ mod tests {
         // Without the `unsub`, a second session on an open one is a violation.
         t.remove(5);
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("a second session while one is open")),
-            "{v:?}"
-        );
+        assert_violation(&v, "a second session while one is open");
     }
 
     #[test]
@@ -852,11 +813,7 @@ mod tests {
         let mut t = clean();
         t[8] = session(1, Some((0, "E")), "E", 2);
         let v = violations(&t, &[]);
-        assert!(
-            v.iter()
-                .any(|v| v.contains("recovered from E/0, but it was at")),
-            "{v:?}"
-        );
+        assert_violation(&v, "recovered from E/0, but it was at");
     }
 
     #[test]
