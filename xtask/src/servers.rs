@@ -23,9 +23,21 @@ pub(crate) const SECRET: &str = "wshub-bench-secret-0123456789abcdef";
 /// Builds `wshub` and the load generator (`bins/wshub-bench`) with the release profile.
 pub(crate) fn build_release(root: &Path) -> anyhow::Result<ReleaseBuild> {
     println!("==> release builds: wshub and the load generator");
-    exec(cargo().args([
+    build_wshub_and_generator(true)?;
+    Ok(ReleaseBuild {
+        wshub: Server::Wshub {
+            binary: root.join("target/release/wshub"),
+        },
+        generator: root.join("target/release/wshub-bench"),
+    })
+}
+
+/// `cargo build` of `wshub` and the load generator (`bins/wshub-bench`), with the release
+/// profile or the debug one.
+pub(crate) fn build_wshub_and_generator(release: bool) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args([
         "build",
-        "--release",
         "-p",
         "server",
         "--bin",
@@ -35,13 +47,11 @@ pub(crate) fn build_release(root: &Path) -> anyhow::Result<ReleaseBuild> {
         // Without it, `--bin wshub` alone would leave the generator unbuilt or stale.
         "--bin",
         "wshub-bench",
-    ]))?;
-    Ok(ReleaseBuild {
-        wshub: Server::Wshub {
-            binary: root.join("target/release/wshub"),
-        },
-        generator: root.join("target/release/wshub-bench"),
-    })
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    exec(&mut build)
 }
 
 /// What [`build_release`] built.
