@@ -613,7 +613,8 @@ mod tests {
         // class; at 1 656 it is in the 2 048-byte one (idle-10k: 4.0 KiB per connection
         // against 3.7). The pipelined publishes' queue once took it to 1 800; it is back to
         // 1 616 with that queue on the heap from the first publish, the core's configuration
-        // one `Arc` for all connections, and the hub's close and drain commands boxed.
-        assert!(size <= 1_616, "the connection future grew to {size} bytes");
+        // one `Arc` for all connections, and the hub's close and drain commands boxed. 1 528
+        // since the pumps lock a boxed WebSocket instead of holding `split()`'s halves.
+        assert!(size <= 1_528, "the connection future grew to {size} bytes");
     }
 }

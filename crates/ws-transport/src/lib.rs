@@ -73,6 +73,7 @@ mod testing;
 mod tls;
 mod traffic;
 mod upgrade;
+mod wire;
 
 pub use body::Body;
 pub use broker::{Broker, MemoryBroker};

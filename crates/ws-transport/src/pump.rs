@@ -11,14 +11,14 @@
 //! The application is a type parameter, not a trait object: the hub's fan-out path is
 //! monomorphised and pays no dynamic dispatch per frame.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
@@ -31,9 +31,7 @@ use ws_core::{Client, Close, CloseCode};
 
 use crate::socket::WsStream;
 use crate::tungstenite;
-
-type Sink = SplitSink<WsStream, Message>;
-type Stream = SplitStream<WsStream>;
+use crate::wire::{MAX_HEADER, Opcode};
 
 /// What a connection serves: what becomes of the peer's messages, and where the frames
 /// the write pump writes besides the core's own come from.
@@ -80,6 +78,10 @@ struct Shared {
 struct Pumps<'a, A> {
     app: &'a A,
     shared: Mutex<Shared>,
+    /// The WebSocket, locked by each poll of either pump (never across an await: both
+    /// pumps are futures of one task). Boxed: the task keeps a pointer to it, not its
+    /// 300-odd bytes.
+    ws: Mutex<Box<WsStream>>,
     /// The read pump tells the write pump that the core has something for it.
     wake_writer: Notify,
     linger: Duration,
@@ -89,6 +91,14 @@ impl<A> Pumps<'_, A> {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn ws(&self) -> MutexGuard<'_, Box<WsStream>> {
+        lock_ws(&self.ws)
+    }
+}
+
+fn lock_ws(ws: &Mutex<Box<WsStream>>) -> MutexGuard<'_, Box<WsStream>> {
+    ws.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How the pumps ended.
@@ -119,19 +129,23 @@ pub(crate) fn run<A: Application>(
         }),
         wake_writer: Notify::new(),
         linger,
+        ws: Mutex::new(Box::new(ws)),
     };
-    let (mut sink, mut stream) = ws.split();
     async move {
         let closed = tokio::select! {
             biased;
-            closed = write_pump(&mut sink, &pumps) => closed,
-            () = read_pump(&mut stream, &pumps) => unreachable!("the read pump never returns"),
+            closed = write_pump(&pumps) => closed,
+            () = read_pump(&pumps) => unreachable!("the read pump never returns"),
         };
         // Our close frame went out while the peer may still be sending: the caller gives the
         // peer time to read it. When the peer is done, dropping the socket here closes it at
         // once, the server first as RFC 6455 §7.1.1 wants, and the task ends sooner.
         let socket = if closed.clean && !closed.peer_finished {
-            stream.reunite(sink).ok()
+            let ws = pumps
+                .ws
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            Some(*ws)
         } else {
             None
         };
@@ -141,10 +155,10 @@ pub(crate) fn run<A: Application>(
 
 /// Socket → core. Never returns: once the socket is done it parks, and the write pump
 /// ends the connection.
-async fn read_pump<A: Application>(stream: &mut Stream, pumps: &Pumps<'_, A>) {
+async fn read_pump<A: Application>(pumps: &Pumps<'_, A>) {
     let mut events = Vec::new();
     loop {
-        let item = stream.next().await;
+        let item = poll_fn(|cx| pumps.ws().poll_next_unpin(cx)).await;
         let now = Instant::now();
         let done = {
             let mut shared = pumps.lock();
@@ -204,7 +218,7 @@ async fn read_pump<A: Application>(stream: &mut Stream, pumps: &Pumps<'_, A>) {
 }
 
 /// Application and core → socket, and the timers. Returns how the connection ended.
-async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Closed {
+async fn write_pump<A: Application>(pumps: &Pumps<'_, A>) -> Closed {
     let app = pumps.app;
     let mut batch = A::Batch::default();
     let mut transmits = Vec::new();
@@ -225,7 +239,7 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
         let frames = out.len();
         if frames > 0 {
             let deadline = pumps.lock().client.write_deadline(now);
-            match write_all(sink, out.drain(..), deadline).await {
+            match write_batch(&pumps.ws, out.drain(..), deadline).await {
                 Ok(Ok(())) => app.written(written, frames),
                 // The peer reads nothing while it makes us answer (pongs pile up in the write
                 // buffer up to its cap): as stuck as a write that times out.
@@ -256,7 +270,7 @@ async fn write_pump<A: Application>(sink: &mut Sink, pumps: &Pumps<'_, A>) -> Cl
             // The peer's close frame may have been answered by the WebSocket layer: send it.
             // Boxed, like every rare or last step: inline, its state would count towards
             // the size of every connection's task for the whole of its life.
-            let _ = Box::pin(timeout(pumps.linger, sink.flush())).await;
+            let _ = Box::pin(timeout(pumps.linger, flush(&pumps.ws))).await;
             return closed;
         }
         if app.has_frames() {
@@ -295,7 +309,7 @@ pub(crate) fn write_all<'a, S, I>(
     deadline: Instant,
 ) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
 where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin + Send,
+    S: Sink<Message, Error = WsError> + Unpin + Send,
     I: IntoIterator<Item = Message> + Send + 'a,
     I::IntoIter: Send,
 {
@@ -305,6 +319,75 @@ where
         }
         sink.flush().await
     }))
+}
+
+/// Writes `messages` and flushes them, all before `deadline`: the write pump's
+/// [`write_all`].
+///
+/// On plain TCP, text and binary frames skip tungstenite: each is encoded straight into the
+/// socket's gather buffer ([`crate::wire`]), and the flush sends the batch in one system
+/// call. Control frames go through tungstenite, which keeps the close handshake's state;
+/// whatever tungstenite holds (a pong it queued while reading, a frame a full socket cut
+/// short) is flushed before a data frame follows it, so frames never interleave. No data
+/// frame follows a close: the core drops a batch's frames once it is no longer open, and
+/// tungstenite queues its answer to the peer's close only in the read that tells the core.
+///
+/// Boxed, like [`write_all`].
+fn write_batch<'a, I>(
+    ws: &'a Mutex<Box<WsStream>>,
+    messages: I,
+    deadline: Instant,
+) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
+where
+    I: IntoIterator<Item = Message> + Send + 'a,
+    I::IntoIter: Send,
+{
+    Box::pin(timeout_at(tokio_instant(deadline), async move {
+        let mut messages = messages.into_iter().peekable();
+        let direct = lock_ws(ws).get_mut().socket().is_some();
+        // tungstenite may hold bytes: they go first, whole.
+        let mut tungstenite_wrote = true;
+        while let Some(message) = messages.peek() {
+            if direct && data_frame(message).is_some() {
+                if tungstenite_wrote {
+                    flush(ws).await?;
+                    tungstenite_wrote = false;
+                }
+                poll_fn(|cx| {
+                    let mut guard = lock_ws(ws);
+                    let Some(socket) = guard.get_mut().socket() else {
+                        unreachable!("the transport does not change");
+                    };
+                    while let Some((opcode, payload)) = messages.peek().and_then(data_frame) {
+                        ready!(socket.poll_room(cx, MAX_HEADER + payload.len()))?;
+                        socket.hold_frame(opcode, payload);
+                        messages.next();
+                    }
+                    Poll::Ready(Ok::<(), std::io::Error>(()))
+                })
+                .await?;
+            } else if let Some(message) = messages.next() {
+                poll_fn(|cx| Pin::new(&mut **lock_ws(ws)).poll_ready(cx)).await?;
+                Pin::new(&mut **lock_ws(ws)).start_send(message)?;
+                tungstenite_wrote = true;
+            }
+        }
+        flush(ws).await
+    }))
+}
+
+/// The opcode and payload of a text or binary message.
+fn data_frame(message: &Message) -> Option<(Opcode, &[u8])> {
+    match message {
+        Message::Text(text) => Some((Opcode::Text, text.as_bytes())),
+        Message::Binary(data) => Some((Opcode::Binary, data)),
+        _ => None,
+    }
+}
+
+/// Flushes what tungstenite and the socket hold.
+async fn flush(ws: &Mutex<Box<WsStream>>) -> Result<(), WsError> {
+    poll_fn(|cx| Pin::new(&mut **lock_ws(ws)).poll_flush(cx)).await
 }
 
 /// The one conversion from the crate's clock type to tokio's, for tokio's timers.

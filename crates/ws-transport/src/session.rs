@@ -793,7 +793,8 @@ mod tests {
         // class (an idle v2 connection: 4.8 KiB of RSS in `idle-subs`). Under ~2 380 it
         // would be in the 2 560-byte one; `on_event` returning its box, as the v1
         // connection's does, is a start (the 88-byte event sits in its `async fn` state
-        // beside the box).
-        assert!(size <= 2_624, "the session future grew to {size} bytes");
+        // beside the box). 2 536 (2 528 in a release build) since the pumps lock a boxed
+        // WebSocket instead of holding `split()`'s halves.
+        assert!(size <= 2_536, "the session future grew to {size} bytes");
     }
 }

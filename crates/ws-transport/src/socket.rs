@@ -18,9 +18,9 @@
 //!   [`Socket`] gathers them until the flush, which writes them in one system call and then
 //!   frees the buffer. tungstenite would keep its buffer at the size of the largest burst
 //!   the connection ever wrote (a v2 client's 20 subscribe answers: 4 KiB, for as long as
-//!   the connection lives); here an idle connection holds no gathered frames. (tungstenite
-//!   still formats each frame into a buffer of its own that keeps the size of the largest
-//!   frame written: a direct write of the shared frame bytes would remove it, issue #20.)
+//!   the connection lives); here an idle connection holds no gathered frames. Data frames
+//!   skip tungstenite altogether: the write pump encodes them into this buffer
+//!   ([`Socket::hold_frame`], [`crate::wire`]), one copy of the shared payload each.
 //!
 //! Connections of another kind (TLS) keep hyper's `Upgraded`, send the 101 on their own and
 //! keep tungstenite's write buffer.
@@ -43,7 +43,7 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::Role;
 
 use crate::config::TransportConfig;
-use crate::tungstenite;
+use crate::{tungstenite, wire};
 
 /// An upgraded WebSocket connection, whatever carries it.
 pub(crate) type WsStream = WebSocketStream<Io>;
@@ -120,6 +120,24 @@ impl Socket {
             }
         }
         Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    /// Makes room in the gather buffer for `bytes` more: when they would take it past
+    /// [`GATHER_BYTES`], what is held goes to the socket first (Pending while the socket
+    /// takes no more). A frame larger than that is held whole, alone.
+    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>, bytes: usize) -> Poll<io::Result<()>> {
+        if self.held.is_empty() || self.held.len() + bytes <= GATHER_BYTES {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_release(cx)
+    }
+
+    /// Appends a data frame carrying `payload` to what the next flush sends: one copy of
+    /// the shared payload, none in tungstenite ([`crate::wire`]). Call
+    /// [`Socket::poll_room`] first.
+    pub(crate) fn hold_frame(&mut self, opcode: wire::Opcode, payload: &[u8]) {
+        debug_assert!(self.handed_over, "frames are written after the hand-off");
+        wire::encode(&mut self.held, opcode, payload);
     }
 
     /// Sends what is held, if anything.
@@ -203,6 +221,18 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Io {
+    /// The plain TCP socket under the WebSocket, whose gather buffer the write pump fills
+    /// with data frames itself; `None` for other transports (TLS), whose frames all go
+    /// through tungstenite.
+    pub(crate) fn socket(&mut self) -> Option<&mut Socket> {
+        match self {
+            Self::Tcp(s) => Some(s),
+            Self::Upgraded(_) => None,
         }
     }
 }
