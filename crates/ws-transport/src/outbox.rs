@@ -150,6 +150,10 @@ impl Outbox {
     }
 
     /// Queues a frame; the depth after it lets the hub judge the consumer.
+    ///
+    /// Only the first frame into an empty queue wakes the write pump: it takes frames until
+    /// the queue is empty before it waits again, so a frame behind others is found without
+    /// a wake-up of its own (a fan-out pushes into a thousand queues per message).
     pub(crate) fn push(&self, outgoing: Outgoing) -> QueueDepth {
         let depth = {
             let mut state = self.lock();
@@ -163,7 +167,9 @@ impl Outbox {
                 bytes: state.bytes,
             }
         };
-        self.ready.notify_one();
+        if depth.frames == 1 {
+            self.ready.notify_one();
+        }
         depth
     }
 
