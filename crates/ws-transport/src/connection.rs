@@ -357,7 +357,10 @@ async fn write_opening(
         };
         let deadline = Instant::now() + config.client.write_timeout;
         let messages = batch.drain(..).map(|(_, frame)| Message::Text(frame));
-        if !matches!(pump::write_all(ws, messages, deadline).await, Ok(Ok(()))) {
+        if !matches!(
+            pump::write_all(&mut *ws, messages, deadline).await,
+            Ok(Ok(()))
+        ) {
             return None;
         }
         if let Some(offset) = last {

@@ -18,7 +18,7 @@ use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{Sink, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
@@ -239,7 +239,7 @@ async fn write_pump<A: Application>(pumps: &Pumps<'_, A>) -> Closed {
         let frames = out.len();
         if frames > 0 {
             let deadline = pumps.lock().client.write_deadline(now);
-            match write_batch(&pumps.ws, out.drain(..), deadline).await {
+            match write_all(&pumps.ws, out.drain(..), deadline).await {
                 Ok(Ok(())) => app.written(written, frames),
                 // The peer reads nothing while it makes us answer (pongs pile up in the write
                 // buffer up to its cap): as stuck as a write that times out.
@@ -270,7 +270,7 @@ async fn write_pump<A: Application>(pumps: &Pumps<'_, A>) -> Closed {
             // The peer's close frame may have been answered by the WebSocket layer: send it.
             // Boxed, like every rare or last step: inline, its state would count towards
             // the size of every connection's task for the whole of its life.
-            let _ = Box::pin(timeout(pumps.linger, flush(&pumps.ws))).await;
+            let _ = Box::pin(timeout(pumps.linger, flush(&mut &pumps.ws))).await;
             return closed;
         }
         if app.has_frames() {
@@ -297,32 +297,38 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
     }
 }
 
-/// Writes `messages` and flushes them, all before `deadline`.
-///
-/// The future is boxed: a connection spends its life waiting, not writing, and inline the
-/// write's state (the iterator, a timer, the sink's futures) would make every idle
-/// connection's task that much bigger. One allocation per batch of frames is small next to
-/// the write system call it comes with.
-pub(crate) fn write_all<'a, S, I>(
-    sink: &'a mut S,
-    messages: I,
-    deadline: Instant,
-) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
-where
-    S: Sink<Message, Error = WsError> + Unpin + Send,
-    I: IntoIterator<Item = Message> + Send + 'a,
-    I::IntoIter: Send,
-{
-    Box::pin(timeout_at(tokio_instant(deadline), async move {
-        for message in messages {
-            sink.feed(message).await?;
-        }
-        sink.flush().await
-    }))
+/// Where [`write_all`] finds the WebSocket: owned by the caller (the opening), or behind
+/// the pumps' mutex, locked for one step at a time.
+pub(crate) trait WsAccess: Send {
+    /// Whether tungstenite may hold bytes when a write starts (a pong it queued while
+    /// reading, a frame a full socket cut short), to be flushed before a data frame.
+    const TUNGSTENITE_MAY_HOLD: bool;
+
+    /// Runs `f` on the WebSocket.
+    fn with<R>(&mut self, f: impl FnOnce(&mut WsStream) -> R) -> R;
 }
 
-/// Writes `messages` and flushes them, all before `deadline`: the write pump's
-/// [`write_all`].
+/// The opening's WebSocket, written before anything else read or wrote it (the welcome,
+/// the replay): tungstenite holds nothing, and a flush first would send a held 101 alone,
+/// one segment ahead of the welcome.
+impl WsAccess for &mut WsStream {
+    const TUNGSTENITE_MAY_HOLD: bool = false;
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut WsStream) -> R) -> R {
+        f(self)
+    }
+}
+
+/// The pumps' WebSocket.
+impl WsAccess for &Mutex<Box<WsStream>> {
+    const TUNGSTENITE_MAY_HOLD: bool = true;
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut WsStream) -> R) -> R {
+        f(&mut lock_ws(self))
+    }
+}
+
+/// Writes `messages` and flushes them, all before `deadline`.
 ///
 /// On plain TCP, text and binary frames skip tungstenite: each is encoded straight into the
 /// socket's gather buffer ([`crate::wire`]), and the flush sends the batch in one system
@@ -331,48 +337,55 @@ where
 /// short) is flushed before a data frame follows it, so frames never interleave. No data
 /// frame follows a close: the core drops a batch's frames once it is no longer open, and
 /// tungstenite queues its answer to the peer's close only in the read that tells the core.
+/// tungstenite never formats a data frame, so its own buffer is never sized by one (it
+/// kept the largest frame's size, the welcome's at least, for the connection's life).
 ///
-/// Boxed, like [`write_all`].
-fn write_batch<'a, I>(
-    ws: &'a Mutex<Box<WsStream>>,
+/// The future is boxed: a connection spends its life waiting, not writing, and inline the
+/// write's state (the iterator, a timer, the socket's futures) would make every idle
+/// connection's task that much bigger. One allocation per batch of frames is small next to
+/// the write system call it comes with.
+pub(crate) fn write_all<'a, W, I>(
+    mut ws: W,
     messages: I,
     deadline: Instant,
 ) -> Pin<Box<impl Future<Output = Result<Result<(), WsError>, Elapsed>> + Send + 'a>>
 where
+    W: WsAccess + 'a,
     I: IntoIterator<Item = Message> + Send + 'a,
     I::IntoIter: Send,
 {
     Box::pin(timeout_at(tokio_instant(deadline), async move {
         let mut messages = messages.into_iter().peekable();
-        let direct = lock_ws(ws).get_mut().socket().is_some();
-        // tungstenite may hold bytes: they go first, whole.
-        let mut tungstenite_wrote = true;
+        let direct = ws.with(|ws| ws.get_mut().socket().is_some());
+        // What tungstenite holds goes first, whole.
+        let mut tungstenite_wrote = W::TUNGSTENITE_MAY_HOLD;
         while let Some(message) = messages.peek() {
             if direct && data_frame(message).is_some() {
                 if tungstenite_wrote {
-                    flush(ws).await?;
+                    flush(&mut ws).await?;
                     tungstenite_wrote = false;
                 }
                 poll_fn(|cx| {
-                    let mut guard = lock_ws(ws);
-                    let Some(socket) = guard.get_mut().socket() else {
-                        unreachable!("the transport does not change");
-                    };
-                    while let Some((opcode, payload)) = messages.peek().and_then(data_frame) {
-                        ready!(socket.poll_room(cx, MAX_HEADER + payload.len()))?;
-                        socket.hold_frame(opcode, payload);
-                        messages.next();
-                    }
-                    Poll::Ready(Ok::<(), std::io::Error>(()))
+                    ws.with(|ws| {
+                        let Some(socket) = ws.get_mut().socket() else {
+                            unreachable!("the transport does not change");
+                        };
+                        while let Some((opcode, payload)) = messages.peek().and_then(data_frame) {
+                            ready!(socket.poll_room(cx, MAX_HEADER + payload.len()))?;
+                            socket.hold_frame(opcode, payload);
+                            messages.next();
+                        }
+                        Poll::Ready(Ok::<(), std::io::Error>(()))
+                    })
                 })
                 .await?;
             } else if let Some(message) = messages.next() {
-                poll_fn(|cx| Pin::new(&mut **lock_ws(ws)).poll_ready(cx)).await?;
-                Pin::new(&mut **lock_ws(ws)).start_send(message)?;
+                poll_fn(|cx| ws.with(|ws| Pin::new(ws).poll_ready(cx))).await?;
+                ws.with(|ws| Pin::new(ws).start_send(message))?;
                 tungstenite_wrote = true;
             }
         }
-        flush(ws).await
+        flush(&mut ws).await
     }))
 }
 
@@ -386,8 +399,8 @@ fn data_frame(message: &Message) -> Option<(Opcode, &[u8])> {
 }
 
 /// Flushes what tungstenite and the socket hold.
-async fn flush(ws: &Mutex<Box<WsStream>>) -> Result<(), WsError> {
-    poll_fn(|cx| Pin::new(&mut **lock_ws(ws)).poll_flush(cx)).await
+async fn flush(ws: &mut impl WsAccess) -> Result<(), WsError> {
+    poll_fn(|cx| ws.with(|ws| Pin::new(ws).poll_flush(cx))).await
 }
 
 /// The one conversion from the crate's clock type to tokio's, for tokio's timers.

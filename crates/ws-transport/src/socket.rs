@@ -425,6 +425,47 @@ mod tests {
         assert_eq!(got, ANSWER);
     }
 
+    /// The write pump's path (`pump::write_all`): data frames encoded into the gather
+    /// buffer after the held 101, then a close through tungstenite after them, in order.
+    #[tokio::test]
+    async fn frames_written_by_the_pumps_follow_the_101_and_precede_the_close() {
+        let (mut socket, mut client) = pair().await;
+        socket.write_all(ANSWER).await.unwrap();
+        let mut ws =
+            WebSocketStream::from_raw_socket(Io::Tcp(socket.handed_over()), Role::Server, None)
+                .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let welcome = [tungstenite::Message::text("hello")];
+        crate::pump::write_all(&mut ws, welcome, deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0; ANSWER.len() + FRAME.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, [ANSWER, FRAME].concat());
+
+        let big = "x".repeat(70_000);
+        let ws = std::sync::Mutex::new(Box::new(ws));
+        let messages = [
+            tungstenite::Message::text(big.clone()),
+            tungstenite::Message::binary(&b"\x01\x02"[..]),
+            crate::pump::close_message(&ws_core::Close::normal()),
+        ];
+        crate::pump::write_all(&ws, messages, deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut expected = Vec::new();
+        wire::encode(&mut expected, wire::Opcode::Text, big.as_bytes());
+        wire::encode(&mut expected, wire::Opcode::Binary, b"\x01\x02");
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).unwrap();
+        assert!(got == expected, "the data frames, whole and in order");
+        let mut close = [0; 2];
+        client.read_exact(&mut close).unwrap();
+        assert_eq!(close[0], 0x88, "then tungstenite's close frame");
+    }
+
     #[tokio::test]
     async fn a_socket_dropped_with_a_held_101_still_sends_it() {
         let (mut socket, mut client) = pair().await;
