@@ -91,10 +91,6 @@ impl<A> Pumps<'_, A> {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    fn ws(&self) -> MutexGuard<'_, Box<WsStream>> {
-        lock_ws(&self.ws)
-    }
 }
 
 fn lock_ws(ws: &Mutex<Box<WsStream>>) -> MutexGuard<'_, Box<WsStream>> {
@@ -158,7 +154,7 @@ pub(crate) fn run<A: Application>(
 async fn read_pump<A: Application>(pumps: &Pumps<'_, A>) {
     let mut events = Vec::new();
     loop {
-        let item = poll_fn(|cx| pumps.ws().poll_next_unpin(cx)).await;
+        let item = poll_fn(|cx| lock_ws(&pumps.ws).poll_next_unpin(cx)).await;
         let now = Instant::now();
         let done = {
             let mut shared = pumps.lock();
