@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,9 +70,6 @@ struct HubApp<'a> {
     traffic: Traffic,
     /// The client's publishes in flight, answered in order.
     in_flight: InFlight<'a>,
-    /// The core's window of publishes in flight is full: the read pump waits (the core
-    /// says so; set with the core locked, after each text frame and each batch).
-    window_full: AtomicBool,
 }
 
 /// The write pump's batch: frames taken from the outbox and the commands taken with them,
@@ -93,8 +89,7 @@ impl pump::Application for HubApp<'_> {
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
         self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
-        self.window_full
-            .store(client.publish_window_full(), Ordering::Relaxed);
+        self.in_flight.set_window_full(client.publish_window_full());
     }
 
     fn on_binary(&self, client: &mut Client, now: Instant, data: Bytes) {
@@ -109,14 +104,7 @@ impl pump::Application for HubApp<'_> {
         Box::pin(async move {
             if matches!(event, Event::Publish { .. }) {
                 start_publish(self, event);
-                self.in_flight.poll_now().await;
-                // At the core's bound the read pump waits: nothing more is read until the
-                // write pump took an answer.
-                if self.window_full.load(Ordering::Relaxed) {
-                    self.in_flight
-                        .wait_until(|| !self.window_full.load(Ordering::Relaxed))
-                        .await;
-                }
+                self.in_flight.started().await;
                 return;
             }
             self.in_flight.drained().await;
@@ -148,9 +136,7 @@ impl pump::Application for HubApp<'_> {
             for _ in 0..std::mem::take(&mut batch.answers) {
                 client.handle_publish_answered();
             }
-            self.window_full
-                .store(client.publish_window_full(), Ordering::Relaxed);
-            self.in_flight.taken();
+            self.in_flight.taken(client.publish_window_full());
         }
         batch.commands.apply(&mut batch.frames, client, now);
     }
@@ -231,7 +217,6 @@ pub(crate) fn run(
             delivered: Mutex::new(Watermark::new(delivered)),
             traffic: Traffic::default(),
             in_flight: InFlight::new(),
-            window_full: AtomicBool::new(false),
         };
         let pump::Ended { closed, socket } =
             pump::run(ws, &app, new_client(&config, &who), config.linger).await;

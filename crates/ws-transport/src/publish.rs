@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -143,6 +144,9 @@ pub(crate) struct InFlight<'a> {
     /// inline this state would sit in every connection's task for its whole life (the
     /// task's size class is most of an idle connection's memory).
     queue: OnceLock<Box<Queue<'a>>>,
+    /// The core's window of publishes in flight is full: the read pump waits in
+    /// [`started`](Self::started) until an answer is taken.
+    window_full: AtomicBool,
 }
 
 struct Queue<'a> {
@@ -161,6 +165,7 @@ impl<'a> InFlight<'a> {
     pub(crate) fn new() -> Self {
         Self {
             queue: OnceLock::new(),
+            window_full: AtomicBool::new(false),
         }
     }
 
@@ -184,22 +189,39 @@ impl<'a> InFlight<'a> {
     }
 
     /// Queues a publish whose answer `answer` resolves to (boxed here, so that its state
-    /// never sits in the connection's task). [`poll_now`](Self::poll_now) or
+    /// never sits in the connection's task). [`started`](Self::started) or
     /// [`progress`](Self::progress) first polls it, after every publish queued before it.
     pub(crate) fn start(&self, answer: impl Future<Output = Utf8Bytes> + Send + 'a) {
         self.lock().push_back(Slot::Waiting(Box::pin(answer)));
     }
 
-    /// Polls every publish in flight once, in order, and returns: the read pump calls it
-    /// after [`start`](Self::start), so a broker that answers at once (the memory broker)
+    /// Polls every publish in flight once, in order, and returns: [`started`](Self::started)
+    /// calls it, so a broker that answers at once (the memory broker)
     /// publishes there and then, as before pipelining, and a networked one takes its place
     /// in line.
-    pub(crate) async fn poll_now(&self) {
+    async fn poll_now(&self) {
         poll_fn(|cx| {
             let _ = self.poll_progress(cx);
             Poll::Ready(())
         })
         .await;
+    }
+
+    /// After [`start`](Self::start): polls the publishes in flight now, then, while the
+    /// core's window is full, waits for the write pump to take an answer (nothing more is
+    /// read meanwhile).
+    pub(crate) async fn started(&self) {
+        self.poll_now().await;
+        if self.window_full.load(Ordering::Relaxed) {
+            self.wait_until(|| !self.window_full.load(Ordering::Relaxed))
+                .await;
+        }
+    }
+
+    /// The core says whether its window of publishes in flight is full
+    /// (`Client::publish_window_full`), after a frame was read.
+    pub(crate) fn set_window_full(&self, full: bool) {
+        self.window_full.store(full, Ordering::Relaxed);
     }
 
     /// Queues the answer of a publish that never reached the broker (refused): it goes out
@@ -259,9 +281,10 @@ impl<'a> InFlight<'a> {
         taken
     }
 
-    /// The core counted the answers taken: wakes a reader waiting for room or for the queue
-    /// to empty.
-    pub(crate) fn taken(&self) {
+    /// The core counted the answers taken, and says whether its window is still full: wakes
+    /// a reader waiting for room or for the queue to empty.
+    pub(crate) fn taken(&self, window_full: bool) {
+        self.set_window_full(window_full);
         if let Some(queue) = self.queue.get() {
             queue.answered.notify_waiters();
         }
@@ -363,7 +386,7 @@ mod tests {
         assert!((&mut drained).now_or_never().is_none());
         let mut out = Vec::new();
         queue.take(&mut out, |f| f);
-        queue.taken();
+        queue.taken(false);
         drained.await;
     }
 }

@@ -26,7 +26,6 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -119,8 +118,6 @@ struct SessionApp<'a> {
     traffic: Traffic,
     /// The client's publishes in flight, answered in order.
     in_flight: InFlight<'a>,
-    /// The core's window of publishes in flight is full: the read pump waits.
-    window_full: AtomicBool,
 }
 
 /// The write pump's batch.
@@ -142,8 +139,7 @@ impl pump::Application for SessionApp<'_> {
     fn on_text(&self, client: &mut Client, now: Instant, text: Utf8Bytes) {
         self.traffic.received(self.hub, text.len());
         client.handle_text(now, text.as_str());
-        self.window_full
-            .store(client.publish_window_full(), Ordering::Relaxed);
+        self.in_flight.set_window_full(client.publish_window_full());
     }
 
     fn on_binary(&self, client: &mut Client, now: Instant, data: Bytes) {
@@ -161,14 +157,7 @@ impl pump::Application for SessionApp<'_> {
             };
             if matches!(request, Request::Publish { .. }) {
                 self.start_publish(request);
-                self.in_flight.poll_now().await;
-                // At the core's bound the read pump waits for the write pump to take an
-                // answer.
-                if self.window_full.load(Ordering::Relaxed) {
-                    self.in_flight
-                        .wait_until(|| !self.window_full.load(Ordering::Relaxed))
-                        .await;
-                }
+                self.in_flight.started().await;
                 return;
             }
             self.in_flight.drained().await;
@@ -197,9 +186,7 @@ impl pump::Application for SessionApp<'_> {
             for _ in 0..std::mem::take(&mut batch.answers) {
                 client.handle_publish_answered();
             }
-            self.window_full
-                .store(client.publish_window_full(), Ordering::Relaxed);
-            self.in_flight.taken();
+            self.in_flight.taken(client.publish_window_full());
         }
         let mut state = self.lock();
         if let Some(at) = state.expiry.take() {
@@ -739,7 +726,6 @@ pub(crate) fn run(
             }),
             traffic: Traffic::default(),
             in_flight: InFlight::new(),
-            window_full: AtomicBool::new(false),
         };
         for (target, recovery) in &subscribe {
             app.subscribe(None, target, recovery).await;
